@@ -1,0 +1,270 @@
+//! `openidcs.toml`: one tree mirroring the file, validated once at load.
+//!
+//! Every table denies unknown keys so that a typo fails at start instead of
+//! silently using a default. Paths are resolved against the config file's
+//! directory here, and code after load never re-checks.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub tasks: TasksConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginConfig>,
+    /// Hosts created at start when the database does not know them yet.
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<SeedHost>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Answer HTTP 200 with the code only in the body, as the original did.
+    #[serde(default)]
+    pub always_http_200: bool,
+    /// Base URL of this server as browsers reach it (console links).
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            always_http_200: false,
+            public_url: None,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1880))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Wrong tokens allowed from one client address per window before 429.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    #[serde(default = "default_failure_window_s")]
+    pub failure_window_s: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            max_failures: default_max_failures(),
+            failure_window_s: default_failure_window_s(),
+        }
+    }
+}
+
+fn default_max_failures() -> u32 {
+    10
+}
+
+fn default_failure_window_s() -> u64 {
+    60
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksConfig {
+    /// How long a handler waits for its task before answering with the
+    /// task id only (the task goes on).
+    #[serde(default = "default_wait_ms")]
+    pub wait_ms: u64,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            wait_ms: default_wait_ms(),
+        }
+    }
+}
+
+fn default_wait_ms() -> u64 {
+    120_000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// How long a `vncons` ticket may wait to be redeemed.
+    #[serde(default = "default_ticket_ttl_s")]
+    pub ticket_ttl_s: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            ticket_ttl_s: default_ticket_ttl_s(),
+        }
+    }
+}
+
+fn default_ticket_ttl_s() -> u64 {
+    60
+}
+
+/// The doors a plugin may be granted; one per WIT import interface.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Grant {
+    Libvirt,
+    Nat,
+    Proxy,
+    Log,
+}
+
+impl Grant {
+    pub const ALL: [Grant; 4] = [Grant::Libvirt, Grant::Nat, Grant::Proxy, Grant::Log];
+
+    /// The WIT interface name this grant opens (`openidcs:engine/<name>`).
+    pub fn interface(self) -> &'static str {
+        match self {
+            Grant::Libvirt => "libvirt",
+            Grant::Nat => "nat",
+            Grant::Proxy => "proxy",
+            Grant::Log => "log",
+        }
+    }
+
+    pub fn from_interface(name: &str) -> Option<Grant> {
+        Grant::ALL.into_iter().find(|grant| grant.interface() == name)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub name: String,
+    /// Relative to the config file; absolute after load.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn default_memory_mb() -> u64 {
+    64
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedHost {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub engine: String,
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Overrides from the command line; they win over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Read, parse and validate the config file. A missing file is an error
+    /// only when the operator named it; the default path may be absent.
+    pub fn load(path: &Path, must_exist: bool, overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str::<Config>(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                toml::from_str::<Config>("").context("building the default config")?
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("reading config file {}", path.display()));
+            }
+        };
+        let base = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        if let Some(listen) = overrides.listen {
+            config.server.listen = listen;
+        }
+        match &overrides.data_dir {
+            Some(data_dir) => config.server.data_dir = data_dir.clone(),
+            None => config.server.data_dir = base.join(&config.server.data_dir),
+        }
+        for plugin in &mut config.plugins {
+            plugin.path = base.join(&plugin.path);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (position, plugin) in self.plugins.iter().enumerate() {
+            let key = format!("plugin[{position}]");
+            if !crate::service::validate::is_name(&plugin.name) {
+                problems.push(format!("{key}.name: {:?} must match [A-Za-z0-9_.-]{{1,64}}", plugin.name));
+            }
+            if !names.insert(plugin.name.as_str()) {
+                problems.push(format!("{key}.name: {:?} is declared twice", plugin.name));
+            }
+            if plugin.memory_mb == 0 || plugin.memory_mb > 4096 {
+                problems.push(format!("{key}.memory_mb: must be 1..=4096, got {}", plugin.memory_mb));
+            }
+            if plugin.timeout_ms == 0 {
+                problems.push(format!("{key}.timeout_ms: must be > 0"));
+            }
+        }
+        for (position, host) in self.hosts.iter().enumerate() {
+            if !crate::service::validate::is_name(&host.name) {
+                problems.push(format!("host[{position}].name: {:?} must match [A-Za-z0-9_.-]{{1,64}}", host.name));
+            }
+        }
+        if self.auth.failure_window_s == 0 {
+            problems.push("auth.failure_window_s: must be > 0".to_owned());
+        }
+        if !problems.is_empty() {
+            bail!("invalid config:\n  {}", problems.join("\n  "));
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.server.data_dir.join("openidcs.db")
+    }
+}

@@ -1,0 +1,8 @@
+//! Services: the panel's logic between the handlers and the store/plugins.
+
+pub mod console;
+pub mod hosts;
+pub mod network;
+pub mod system;
+pub mod validate;
+pub mod vms;

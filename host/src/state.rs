@@ -1,0 +1,78 @@
+//! `AppState`: the services every handler reaches, behind one `Arc`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::auth::AuthGuard;
+use crate::caps::{self, Capabilities};
+use crate::config::{Config, Overrides};
+use crate::plugin::PluginRuntime;
+use crate::service::console::ConsoleTickets;
+use crate::store::{LogLevel, NewLog, Store};
+use crate::tasks::Tasks;
+
+pub struct AppState {
+    config: RwLock<Arc<Config>>,
+    pub config_path: PathBuf,
+    pub overrides: Overrides,
+    pub store: Arc<Store>,
+    pub plugins: PluginRuntime,
+    pub tasks: Tasks,
+    pub auth: AuthGuard,
+    pub consoles: ConsoleTickets,
+    pub started_at: Instant,
+}
+
+impl AppState {
+    /// Open the database, build the capabilities and load the plugins. Only
+    /// a database that cannot be opened stops the start; a broken plugin is
+    /// listed with its error.
+    pub async fn start(config: Config, config_path: PathBuf, overrides: Overrides) -> anyhow::Result<Arc<AppState>> {
+        std::fs::create_dir_all(&config.server.data_dir)
+            .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
+        let store = Arc::new(Store::open(&config.database_path()).context("opening the database")?);
+        let interrupted = store.task_fail_unfinished()?;
+        if interrupted > 0 {
+            store.log_insert(&NewLog::new(
+                LogLevel::Warn,
+                "startup",
+                format!("{interrupted} tasks were interrupted by the previous stop and are marked failed"),
+            ))?;
+        }
+        let capabilities = Arc::new(Capabilities {
+            store: store.clone(),
+            libvirt: Arc::new(caps::libvirt::LibvirtService::new()),
+            nat: Arc::new(caps::nat::NatService::unconfigured()),
+            proxy: Arc::new(caps::proxy::ProxyService::unconfigured()),
+        });
+        let plugins = PluginRuntime::new(capabilities, config.server.data_dir.join("cache"))?;
+        plugins.load_all(&config.plugins).await;
+        let state = Arc::new(AppState {
+            tasks: Tasks::new(store.clone(), Duration::from_millis(config.tasks.wait_ms)),
+            auth: AuthGuard::new(
+                config.auth.max_failures,
+                Duration::from_secs(config.auth.failure_window_s),
+            ),
+            consoles: ConsoleTickets::new(Duration::from_secs(config.console.ticket_ttl_s)),
+            config: RwLock::new(Arc::new(config)),
+            config_path,
+            overrides,
+            store,
+            plugins,
+            started_at: Instant::now(),
+        });
+        crate::service::system::seed_hosts(&state)?;
+        Ok(state)
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn replace_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
+    }
+}

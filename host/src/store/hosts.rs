@@ -1,0 +1,136 @@
+//! Hypervisor hosts known to the panel.
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde_json::{Map, Value};
+
+use super::{Store, StoreError, StoreResult, now_ms};
+
+#[derive(Clone, Debug)]
+pub struct HostRecord {
+    pub name: String,
+    pub engine: String,
+    pub config: Map<String, Value>,
+    pub enabled: bool,
+    /// Last host status the engine reported, with its time.
+    pub status: Option<Value>,
+    pub status_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const HOST_COLUMNS: &str =
+    "name, engine, config, enabled, status, status_at, created_at, updated_at";
+
+fn host_from_row(row: &Row<'_>) -> rusqlite::Result<(HostRecord, String, Option<String>)> {
+    let config_text: String = row.get(2)?;
+    let status_text: Option<String> = row.get(4)?;
+    Ok((
+        HostRecord {
+            name: row.get(0)?,
+            engine: row.get(1)?,
+            config: Map::new(),
+            enabled: row.get(3)?,
+            status: None,
+            status_at: row.get(5)?,
+            created_at: row.get(6)?,
+            updated_at: row.get(7)?,
+        },
+        config_text,
+        status_text,
+    ))
+}
+
+fn decode_host(
+    (mut host, config_text, status_text): (HostRecord, String, Option<String>),
+) -> StoreResult<HostRecord> {
+    host.config = serde_json::from_str(&config_text)?;
+    host.status = status_text.map(|text| serde_json::from_str(&text)).transpose()?;
+    Ok(host)
+}
+
+impl Store {
+    pub fn host_list(&self) -> StoreResult<Vec<HostRecord>> {
+        let connection = self.connection();
+        let mut statement =
+            connection.prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name"))?;
+        let rows = statement
+            .query_map([], host_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(decode_host).collect()
+    }
+
+    pub fn host_get(&self, name: &str) -> StoreResult<HostRecord> {
+        let row = self
+            .connection()
+            .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = ?1"))?
+            .query_row([name], host_from_row)
+            .optional()?;
+        match row {
+            Some(row) => decode_host(row),
+            None => Err(StoreError::NotFound(format!("host {name:?} not found"))),
+        }
+    }
+
+    pub fn host_count(&self) -> StoreResult<u64> {
+        Ok(self
+            .connection()
+            .prepare_cached("SELECT COUNT(*) FROM hosts")?
+            .query_row([], |row| row.get(0))?)
+    }
+
+    /// Insert a host; `Conflict` when the name is taken.
+    pub fn host_insert(&self, name: &str, engine: &str, config: &Map<String, Value>) -> StoreResult<HostRecord> {
+        let now = now_ms();
+        let inserted = self.connection().execute(
+            "INSERT INTO hosts (name, engine, config, enabled, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?4) ON CONFLICT (name) DO NOTHING",
+            params![name, engine, serde_json::to_string(config)?, now],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!("host {name:?} already exists")));
+        }
+        self.host_get(name)
+    }
+
+    /// Replace a host's config (and engine, when given).
+    pub fn host_update(&self, name: &str, engine: Option<&str>, config: &Map<String, Value>) -> StoreResult<HostRecord> {
+        let updated = self.connection().execute(
+            "UPDATE hosts SET config = ?2, engine = COALESCE(?3, engine), updated_at = ?4 WHERE name = ?1",
+            params![name, serde_json::to_string(config)?, engine, now_ms()],
+        )?;
+        if updated == 0 {
+            return Err(StoreError::NotFound(format!("host {name:?} not found")));
+        }
+        self.host_get(name)
+    }
+
+    pub fn host_set_enabled(&self, name: &str, enabled: bool) -> StoreResult<HostRecord> {
+        let updated = self.connection().execute(
+            "UPDATE hosts SET enabled = ?2, updated_at = ?3 WHERE name = ?1",
+            params![name, enabled, now_ms()],
+        )?;
+        if updated == 0 {
+            return Err(StoreError::NotFound(format!("host {name:?} not found")));
+        }
+        self.host_get(name)
+    }
+
+    pub fn host_set_status(&self, name: &str, status: &Value) -> StoreResult<()> {
+        self.connection().execute(
+            "UPDATE hosts SET status = ?2, status_at = ?3 WHERE name = ?1",
+            params![name, serde_json::to_string(status)?, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Delete a host and, through the foreign keys, everything of its VMs.
+    pub fn host_delete(&self, name: &str) -> StoreResult<()> {
+        let deleted = self
+            .connection()
+            .execute("DELETE FROM hosts WHERE name = ?1", [name])?;
+        if deleted == 0 {
+            return Err(StoreError::NotFound(format!("host {name:?} not found")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! Task records: one per mutation, from queued to done or failed.
+
+use rusqlite::{Row, params};
+
+use super::{Store, StoreError, StoreResult, now_ms};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Done => "done",
+            TaskState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TaskState> {
+        [TaskState::Queued, TaskState::Running, TaskState::Done, TaskState::Failed]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub actions: String,
+    pub host: String,
+    pub vm_uuid: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct TaskRecord {
+    pub id: i64,
+    pub actions: String,
+    pub host: String,
+    pub vm_uuid: String,
+    pub state: String,
+    pub progress: i64,
+    pub success: Option<bool>,
+    pub message: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TaskFilter {
+    pub host: Option<String>,
+    pub state: Option<TaskState>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+fn task_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
+    Ok(TaskRecord {
+        id: row.get(0)?,
+        actions: row.get(1)?,
+        host: row.get(2)?,
+        vm_uuid: row.get(3)?,
+        state: row.get(4)?,
+        progress: row.get(5)?,
+        success: row.get(6)?,
+        message: row.get(7)?,
+        created_at: row.get(8)?,
+        started_at: row.get(9)?,
+        finished_at: row.get(10)?,
+    })
+}
+
+impl Store {
+    pub fn task_insert(&self, task: &NewTask) -> StoreResult<i64> {
+        let connection = self.connection();
+        connection.execute(
+            "INSERT INTO tasks (actions, host, vm_uuid, state, created_at) VALUES (?1, ?2, ?3, 'queued', ?4)",
+            params![task.actions, task.host, task.vm_uuid, now_ms()],
+        )?;
+        Ok(connection.last_insert_rowid())
+    }
+
+    pub fn task_start(&self, id: i64) -> StoreResult<()> {
+        self.connection().execute(
+            "UPDATE tasks SET state = 'running', progress = 10, started_at = ?2 WHERE id = ?1",
+            params![id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub fn task_finish(&self, id: i64, success: bool, message: &str) -> StoreResult<()> {
+        let state = if success { TaskState::Done } else { TaskState::Failed };
+        self.connection().execute(
+            "UPDATE tasks SET state = ?2, progress = 100, success = ?3, message = ?4, finished_at = ?5
+             WHERE id = ?1",
+            params![id, state.as_str(), success, message, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Tasks a previous run left unfinished (the process died): they failed.
+    pub fn task_fail_unfinished(&self) -> StoreResult<usize> {
+        Ok(self.connection().execute(
+            "UPDATE tasks SET state = 'failed', success = 0, finished_at = ?1,
+                message = 'interrupted: the server stopped before the task ended'
+             WHERE state IN ('queued', 'running')",
+            [now_ms()],
+        )?)
+    }
+
+    pub fn task_get(&self, id: i64) -> StoreResult<TaskRecord> {
+        self.connection()
+            .prepare_cached(
+                "SELECT id, actions, host, vm_uuid, state, progress, success, message,
+                        created_at, started_at, finished_at FROM tasks WHERE id = ?1",
+            )?
+            .query_row([id], task_from_row)
+            .map_err(|error| match error {
+                rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound(format!("task {id} not found")),
+                other => other.into(),
+            })
+    }
+
+    /// Newest first, filtered and paged.
+    pub fn task_list(&self, filter: &TaskFilter) -> StoreResult<(Vec<TaskRecord>, u64)> {
+        let connection = self.connection();
+        let where_clause = "WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR state = ?2)";
+        let state = filter.state.map(TaskState::as_str);
+        let total: u64 = connection
+            .prepare_cached(&format!("SELECT COUNT(*) FROM tasks {where_clause}"))?
+            .query_row(params![filter.host, state], |row| row.get(0))?;
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT id, actions, host, vm_uuid, state, progress, success, message,
+                    created_at, started_at, finished_at
+             FROM tasks {where_clause} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+        ))?;
+        let tasks = statement
+            .query_map(params![filter.host, state, filter.limit, filter.offset], task_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok((tasks, total))
+    }
+
+    pub fn task_running_count(&self) -> StoreResult<u64> {
+        Ok(self
+            .connection()
+            .prepare_cached("SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'running')")?
+            .query_row([], |row| row.get(0))?)
+    }
+}

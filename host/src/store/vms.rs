@@ -1,0 +1,213 @@
+//! VM records known to the panel. The hypervisor is the truth for existence
+//! and power state; these rows hold the operator's configuration and keys.
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde_json::{Map, Value};
+
+use super::{Store, StoreError, StoreResult, now_ms};
+
+#[derive(Clone, Debug)]
+pub struct VmRecord {
+    pub host: String,
+    pub vm_uuid: String,
+    pub config: Map<String, Value>,
+    pub upload_key: String,
+    pub power_status: String,
+    pub flu_usage: f64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const VM_COLUMNS: &str =
+    "host, vm_uuid, config, upload_key, power_status, flu_usage, created_at, updated_at";
+
+fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<(VmRecord, String)> {
+    Ok((
+        VmRecord {
+            host: row.get(0)?,
+            vm_uuid: row.get(1)?,
+            config: Map::new(),
+            upload_key: row.get(3)?,
+            power_status: row.get(4)?,
+            flu_usage: row.get(5)?,
+            created_at: row.get(6)?,
+            updated_at: row.get(7)?,
+        },
+        row.get(2)?,
+    ))
+}
+
+fn decode_vm((mut vm, config_text): (VmRecord, String)) -> StoreResult<VmRecord> {
+    vm.config = serde_json::from_str(&config_text)?;
+    Ok(vm)
+}
+
+fn not_found(host: &str, vm_uuid: &str) -> StoreError {
+    StoreError::NotFound(format!("vm {vm_uuid:?} not found on host {host:?}"))
+}
+
+impl Store {
+    pub fn vm_list(&self, host: &str) -> StoreResult<Vec<VmRecord>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {VM_COLUMNS} FROM vms WHERE host = ?1 ORDER BY created_at, vm_uuid"
+        ))?;
+        let rows = statement
+            .query_map([host], vm_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(decode_vm).collect()
+    }
+
+    pub fn vm_get(&self, host: &str, vm_uuid: &str) -> StoreResult<VmRecord> {
+        let row = self
+            .connection()
+            .prepare_cached(&format!("SELECT {VM_COLUMNS} FROM vms WHERE host = ?1 AND vm_uuid = ?2"))?
+            .query_row([host, vm_uuid], vm_from_row)
+            .optional()?;
+        row.map(decode_vm).unwrap_or_else(|| Err(not_found(host, vm_uuid)))
+    }
+
+    pub fn vm_by_upload_key(&self, upload_key: &str) -> StoreResult<Option<VmRecord>> {
+        let row = self
+            .connection()
+            .prepare_cached(&format!("SELECT {VM_COLUMNS} FROM vms WHERE upload_key = ?1"))?
+            .query_row([upload_key], vm_from_row)
+            .optional()?;
+        row.map(decode_vm).transpose()
+    }
+
+    /// Number of VMs, on one host or on all.
+    pub fn vm_count(&self, host: Option<&str>) -> StoreResult<u64> {
+        let connection = self.connection();
+        Ok(match host {
+            Some(host) => connection
+                .prepare_cached("SELECT COUNT(*) FROM vms WHERE host = ?1")?
+                .query_row([host], |row| row.get(0))?,
+            None => connection
+                .prepare_cached("SELECT COUNT(*) FROM vms")?
+                .query_row([], |row| row.get(0))?,
+        })
+    }
+
+    /// Number of VMs whose last known power state is `running`.
+    pub fn vm_running_count(&self) -> StoreResult<u64> {
+        Ok(self
+            .connection()
+            .prepare_cached("SELECT COUNT(*) FROM vms WHERE power_status = 'running'")?
+            .query_row([], |row| row.get(0))?)
+    }
+
+    /// Insert a VM; `Conflict` when the key is taken on that host, or when
+    /// the host already holds `limit` VMs (0 = no limit). Both checks and the
+    /// insert are one transaction, so concurrent creates cannot overshoot.
+    pub fn vm_insert(
+        &self,
+        host: &str,
+        vm_uuid: &str,
+        config: &Map<String, Value>,
+        upload_key: &str,
+        limit: u64,
+    ) -> StoreResult<VmRecord> {
+        {
+            let mut connection = self.connection();
+            let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let count: u64 =
+                transaction.query_row("SELECT COUNT(*) FROM vms WHERE host = ?1", [host], |row| row.get(0))?;
+            if limit > 0 && count >= limit {
+                return Err(StoreError::Conflict(format!(
+                    "host {host:?} is at its limit of {limit} VMs (limits_nums)"
+                )));
+            }
+            let now = now_ms();
+            let inserted = transaction.execute(
+                "INSERT INTO vms (host, vm_uuid, config, upload_key, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (host, vm_uuid) DO NOTHING",
+                params![host, vm_uuid, serde_json::to_string(config)?, upload_key, now],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("vm {vm_uuid:?} already exists on host {host:?}")));
+            }
+            transaction.commit()?;
+        }
+        self.vm_get(host, vm_uuid)
+    }
+
+    pub fn vm_update_config(&self, host: &str, vm_uuid: &str, config: &Map<String, Value>) -> StoreResult<VmRecord> {
+        let updated = self.connection().execute(
+            "UPDATE vms SET config = ?3, updated_at = ?4 WHERE host = ?1 AND vm_uuid = ?2",
+            params![host, vm_uuid, serde_json::to_string(config)?, now_ms()],
+        )?;
+        if updated == 0 {
+            return Err(not_found(host, vm_uuid));
+        }
+        self.vm_get(host, vm_uuid)
+    }
+
+    pub fn vm_set_power(&self, host: &str, vm_uuid: &str, power_status: &str) -> StoreResult<()> {
+        self.connection().execute(
+            "UPDATE vms SET power_status = ?3 WHERE host = ?1 AND vm_uuid = ?2",
+            params![host, vm_uuid, power_status],
+        )?;
+        Ok(())
+    }
+
+    /// Delete a VM and, through the foreign keys, its NAT rules, IPs and proxies.
+    pub fn vm_delete(&self, host: &str, vm_uuid: &str) -> StoreResult<()> {
+        let deleted = self
+            .connection()
+            .execute("DELETE FROM vms WHERE host = ?1 AND vm_uuid = ?2", [host, vm_uuid])?;
+        if deleted == 0 {
+            return Err(not_found(host, vm_uuid));
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Change one VM's config inside an immediate transaction that also sees
+    /// every other VM of the host: `change` gets (this VM's config, the
+    /// other VMs' configs) and may refuse. Used where a value must be unique
+    /// across the host (IP addresses, MACs), so concurrent requests cannot
+    /// both take the same one.
+    pub fn vm_change_config<T>(
+        &self,
+        host: &str,
+        vm_uuid: &str,
+        change: impl FnOnce(&mut Map<String, Value>, &[Map<String, Value>]) -> Result<T, StoreError>,
+    ) -> StoreResult<T> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut config: Option<Map<String, Value>> = None;
+        let mut others = Vec::new();
+        {
+            let mut statement = transaction.prepare("SELECT vm_uuid, config FROM vms WHERE host = ?1")?;
+            let rows = statement.query_map([host], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (uuid, text) = row?;
+                let decoded: Map<String, Value> = serde_json::from_str(&text)?;
+                if uuid == vm_uuid {
+                    config = Some(decoded);
+                } else {
+                    others.push(decoded);
+                }
+            }
+        }
+        let mut config = config.ok_or_else(|| not_found(host, vm_uuid))?;
+        let answer = change(&mut config, &others)?;
+        transaction.execute(
+            "UPDATE vms SET config = ?3, updated_at = ?4 WHERE host = ?1 AND vm_uuid = ?2",
+            params![host, vm_uuid, serde_json::to_string(&config)?, now_ms()],
+        )?;
+        transaction.commit()?;
+        Ok(answer)
+    }
+
+    /// Add an uploaded sample's traffic to the VM's counter.
+    pub fn vm_add_traffic(&self, host: &str, vm_uuid: &str, megabytes: f64) -> StoreResult<()> {
+        self.connection().execute(
+            "UPDATE vms SET flu_usage = flu_usage + ?3 WHERE host = ?1 AND vm_uuid = ?2",
+            params![host, vm_uuid, megabytes],
+        )?;
+        Ok(())
+    }
+}
