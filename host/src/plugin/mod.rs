@@ -334,9 +334,11 @@ impl PluginRuntime {
             Ok(Err(error)) if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Err(timed_out()),
             Ok(Err(error)) => {
                 let mut reason = error.root_cause().to_string();
-                // A Rust panic prints its message on stderr before aborting.
-                if let Some(panic) = stderr_lines.iter().find(|line| line.contains("panicked at")) {
-                    reason = format!("{reason} ({panic})");
+                // A Rust panic prints "thread ... panicked at FILE:LINE:" and
+                // then its message on stderr before aborting.
+                if let Some(position) = stderr_lines.iter().position(|line| line.contains("panicked at")) {
+                    let message = stderr_lines.get(position + 1).map(String::as_str).unwrap_or_default();
+                    reason = format!("{reason} ({} {message})", stderr_lines[position]);
                 }
                 Err(EngineError::Trap {
                     plugin: plugin_name,

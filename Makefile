@@ -1,0 +1,58 @@
+# openidcs: two commands for a newcomer on a fresh Debian 12 machine.
+#   make run   set up, build, start the server on the embedded default host
+#   make test  set up, build, run every test (libvirt, nftables, nginx included)
+# One cargo profile (release) for the server, the tests and the benches, so
+# wasmtime is compiled once.
+
+CARGO        ?= cargo
+WASM_TARGET  := wasm32-wasip2
+APT_PACKAGES := pkg-config libvirt-dev libvirt-clients nftables nginx-light iproute2
+PLUGINS      := -p openidcs-plugin-libvirt
+TEST_PLUGINS := -p test-component-loop-forever -p test-component-memory-bomb \
+                -p test-component-panic -p test-component-nat-ungranted \
+                -p test-component-domain-xml
+CONFIG       ?= examples/openidcs.toml
+
+.PHONY: setup build plugins server run test lint bench clean
+
+# Idempotent: installs only what is missing (apt only as root).
+setup:
+	@missing=""; for package in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+plugins: setup
+	$(CARGO) build --release --target $(WASM_TARGET) $(PLUGINS) $(TEST_PLUGINS)
+
+server: setup
+	$(CARGO) build --release -p openidcs
+
+build: plugins server
+
+run: build
+	@echo "starting openidcs with $(CONFIG); the admin token is printed on the first start"
+	@echo "(later starts: ./target/release/openidcs token reset --config $(CONFIG) prints a new one)"
+	./target/release/openidcs serve --config $(CONFIG)
+
+test: build
+	$(CARGO) test --release --workspace --exclude openidcs-plugin-libvirt \
+	  --exclude test-component-loop-forever --exclude test-component-memory-bomb \
+	  --exclude test-component-panic --exclude test-component-nat-ungranted \
+	  --exclude test-component-domain-xml
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release -p openidcs -p openidcs-sdk -p openidcs-tests --all-targets -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) $(PLUGINS) $(TEST_PLUGINS) -- -D warnings
+
+clean:
+	$(CARGO) clean

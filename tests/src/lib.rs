@@ -1,0 +1,217 @@
+//! The end-to-end harness: starts the real `openidcs` binary (built by
+//! `make build`, release profile) on a loopback port with a temporary data
+//! directory and a test config, and talks to it over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The server binary; `make test` builds it before running the tests.
+pub fn binary() -> PathBuf {
+    let path = root().join("target/release/openidcs");
+    assert!(path.exists(), "{} is missing: run `make build` (or `make test`) first", path.display());
+    path
+}
+
+/// A WebAssembly component built for the tests (`make plugins`).
+pub fn component(name: &str) -> PathBuf {
+    let path = root().join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `make plugins` first", path.display());
+    path
+}
+
+/// The `[[plugin]]` table of a component, with the given grants.
+pub fn plugin_toml(name: &str, file: &str, grants: &[&str], extra: &str) -> String {
+    let grants: Vec<String> = grants.iter().map(|grant| format!("{grant:?}")).collect();
+    format!(
+        "[[plugin]]\nname = {name:?}\npath = {:?}\ngrants = [{}]\n{extra}\n",
+        component(file).display().to_string(),
+        grants.join(", ")
+    )
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub token: String,
+    pub directory: tempfile::TempDir,
+    pub output: mpsc::Receiver<String>,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    /// Start a server with `config` (TOML without `[server]`, which the
+    /// harness writes) in a fresh data directory.
+    pub fn start(config: &str) -> Server {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(
+            directory.path().join("openidcs.toml"),
+            format!("[server]\ndata_dir = \"data\"\n\n{config}"),
+        )
+        .expect("writing the test config");
+        let mut server = Server {
+            child: None,
+            base: String::new(),
+            token: String::new(),
+            directory,
+            output: mpsc::channel().1,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("http client"),
+        };
+        server.launch();
+        server
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.directory.path().join("openidcs.toml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.directory.path().join("data")
+    }
+
+    fn launch(&mut self) {
+        let mut child = Command::new(binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting openidcs");
+        let (sender, receiver) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut seen = Vec::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = receiver
+                .recv_timeout(remaining)
+                .unwrap_or_else(|_| panic!("server did not start; output:\n{}", seen.join("\n")));
+            if let Some(token) = line.split("store it now): ").nth(1) {
+                self.token = token.trim().to_owned();
+            }
+            if let Some(address) = line.strip_prefix("openidcs listening on ") {
+                self.base = address.trim().to_owned();
+                break;
+            }
+            seen.push(line);
+        }
+        self.output = receiver;
+        self.child = Some(child);
+    }
+
+    /// Stop (SIGKILL when `kill`, else SIGTERM) and start again on the same data.
+    pub fn restart(&mut self, kill: bool) {
+        self.stop(kill);
+        self.launch();
+    }
+
+    pub fn stop(&mut self, kill: bool) {
+        if let Some(mut child) = self.child.take() {
+            if kill {
+                let _ = child.kill();
+            } else {
+                let _ = Command::new("kill").arg(child.id().to_string()).status();
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Lines the server printed since the last call.
+    pub fn drain_output(&self) -> Vec<String> {
+        self.output.try_iter().collect()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Send a request with the admin token; answers (HTTP status, envelope).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(Some(&self.token.clone()), method, path, body).await
+    }
+
+    pub async fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let envelope: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer is not JSON ({status}): {text}"));
+        check_envelope(status, &envelope);
+        (status, envelope)
+    }
+
+    /// Send a raw body; answers (HTTP status, envelope).
+    pub async fn call_raw(&self, method: &str, path: &str, body: &'static str) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let response = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let envelope: Value = response.json().await.expect("JSON answer");
+        check_envelope(status, &envelope);
+        (status, envelope)
+    }
+
+    /// `call` that must answer 200; answers `data`.
+    pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, envelope) = self.call(method, path, body).await;
+        assert_eq!(status, 200, "{method} {path} answered {envelope}");
+        envelope["data"].clone()
+    }
+}
+
+/// Every answer is `{code, msg, data}` with HTTP status = code.
+#[track_caller]
+pub fn check_envelope(status: u16, envelope: &Value) {
+    assert_eq!(envelope["code"].as_u64(), Some(u64::from(status)), "code must equal HTTP status: {envelope}");
+    assert!(envelope["msg"].is_string(), "msg must be a string: {envelope}");
+    assert!(envelope.get("data").is_some(), "data must be present: {envelope}");
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop(true);
+    }
+}
