@@ -12,6 +12,12 @@ TEST_PLUGINS := -p test-component-loop-forever -p test-component-memory-bomb \
                 -p test-component-panic -p test-component-nat-ungranted \
                 -p test-component-domain-xml
 CONFIG       ?= examples/openidcs.toml
+# Host-side packages, always selected together so that cargo resolves the
+# same features for `build`, `test` and `bench` and reuses every artifact.
+HOST_PACKAGES := --workspace --exclude openidcs-plugin-libvirt \
+                 --exclude test-component-loop-forever --exclude test-component-memory-bomb \
+                 --exclude test-component-panic --exclude test-component-nat-ungranted \
+                 --exclude test-component-domain-xml
 
 .PHONY: setup build plugins server run test lint bench clean
 
@@ -34,7 +40,7 @@ plugins: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(PLUGINS) $(TEST_PLUGINS)
 
 server: setup
-	$(CARGO) build --release -p openidcs
+	$(CARGO) build --release $(HOST_PACKAGES)
 
 build: plugins server
 
@@ -44,14 +50,11 @@ run: build
 	./target/release/openidcs serve --config $(CONFIG)
 
 test: build
-	$(CARGO) test --release --workspace --exclude openidcs-plugin-libvirt \
-	  --exclude test-component-loop-forever --exclude test-component-memory-bomb \
-	  --exclude test-component-panic --exclude test-component-nat-ungranted \
-	  --exclude test-component-domain-xml
+	$(CARGO) test --release $(HOST_PACKAGES)
 
 lint: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release -p openidcs -p openidcs-sdk -p openidcs-tests --all-targets -- -D warnings
+	$(CARGO) clippy --release $(HOST_PACKAGES) --all-targets -- -D warnings
 	$(CARGO) clippy --release --target $(WASM_TARGET) $(PLUGINS) $(TEST_PLUGINS) -- -D warnings
 
 clean:

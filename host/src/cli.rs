@@ -116,6 +116,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> an
     let address = listener.local_addr()?;
     println!("openidcs listening on http://{address}");
     tracing::info!("listening on http://{address}");
+    tokio::spawn(crate::service::poller::run(state.clone()));
     let router = crate::api::router(state);
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())

@@ -21,6 +21,8 @@ pub struct Config {
     pub tasks: TasksConfig,
     #[serde(default)]
     pub console: ConsoleConfig,
+    #[serde(default)]
+    pub poller: PollerConfig,
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
     /// Hosts created at start when the database does not know them yet.
@@ -108,6 +110,42 @@ impl Default for TasksConfig {
 
 fn default_wait_ms() -> u64 {
     120_000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollerConfig {
+    /// Seconds between two rounds (one bulk engine call per host per round).
+    #[serde(default = "default_interval_s")]
+    pub interval_s: u64,
+    /// Samples older than this are dropped.
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+    /// At most this many samples are kept per VM.
+    #[serde(default = "default_retention_count")]
+    pub retention_count: u32,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            interval_s: default_interval_s(),
+            retention_hours: default_retention_hours(),
+            retention_count: default_retention_count(),
+        }
+    }
+}
+
+fn default_interval_s() -> u64 {
+    60
+}
+
+fn default_retention_hours() -> u64 {
+    24
+}
+
+fn default_retention_count() -> u32 {
+    1440
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -254,6 +292,9 @@ impl Config {
             if !crate::service::validate::is_name(&host.name) {
                 problems.push(format!("host[{position}].name: {:?} must match [A-Za-z0-9_.-]{{1,64}}", host.name));
             }
+        }
+        if self.poller.interval_s == 0 {
+            problems.push("poller.interval_s: must be > 0".to_owned());
         }
         if self.auth.failure_window_s == 0 {
             problems.push("auth.failure_window_s: must be > 0".to_owned());

@@ -372,7 +372,7 @@ pub fn round2(value: f64) -> f64 {
 
 /// The host's last stored status with its age, as `detail` and `status` show it.
 pub fn last_updated(record: &HostRecord) -> Value {
-    record.status_at.map(format_ms).map(Value::from).unwrap_or(Value::Null)
+    record.status_at.max(record.polled_at).map(format_ms).map(Value::from).unwrap_or(Value::Null)
 }
 
 /// The task record of a host mutation.
@@ -464,4 +464,11 @@ pub async fn status(state: &AppState, name: &str, refresh: bool) -> Result<Value
     let status = status_json(&fresh, host.record.status.as_ref());
     state.store.host_set_status(name, &status)?;
     Ok(json!({ "status": status, "source": "fresh", "age_seconds": 0 }))
+}
+
+/// Note that the poller reached the host (for `last_updated`).
+pub fn touch(state: &AppState, name: &str) {
+    if let Err(error) = state.store.host_touch(name) {
+        tracing::error!("cannot record the poll time of host {name}: {error}");
+    }
 }

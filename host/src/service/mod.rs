@@ -3,6 +3,7 @@
 pub mod console;
 pub mod hosts;
 pub mod network;
+pub mod poller;
 pub mod system;
 pub mod validate;
 pub mod vms;

@@ -14,12 +14,14 @@ pub struct HostRecord {
     /// Last host status the engine reported, with its time.
     pub status: Option<Value>,
     pub status_at: Option<i64>,
+    /// When the poller last reached the host.
+    pub polled_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 const HOST_COLUMNS: &str =
-    "name, engine, config, enabled, status, status_at, created_at, updated_at";
+    "name, engine, config, enabled, status, status_at, created_at, updated_at, polled_at";
 
 fn host_from_row(row: &Row<'_>) -> rusqlite::Result<(HostRecord, String, Option<String>)> {
     let config_text: String = row.get(2)?;
@@ -34,6 +36,7 @@ fn host_from_row(row: &Row<'_>) -> rusqlite::Result<(HostRecord, String, Option<
             status_at: row.get(5)?,
             created_at: row.get(6)?,
             updated_at: row.get(7)?,
+            polled_at: row.get(8)?,
         },
         config_text,
         status_text,
@@ -120,6 +123,13 @@ impl Store {
             "UPDATE hosts SET status = ?2, status_at = ?3 WHERE name = ?1",
             params![name, serde_json::to_string(status)?, now_ms()],
         )?;
+        Ok(())
+    }
+
+    /// Record that the host answered the poller now.
+    pub fn host_touch(&self, name: &str) -> StoreResult<()> {
+        self.connection()
+            .execute("UPDATE hosts SET polled_at = ?2 WHERE name = ?1", params![name, now_ms()])?;
         Ok(())
     }
 

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
         enabled     INTEGER NOT NULL DEFAULT 1,
         status      TEXT,
         status_at   INTEGER,
+        polled_at   INTEGER,
         created_at  INTEGER NOT NULL,
         updated_at  INTEGER NOT NULL
     );

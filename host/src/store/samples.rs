@@ -48,10 +48,20 @@ impl Store {
             .collect()
     }
 
-    /// Drop samples older than `max_age_ms`.
-    pub fn sample_prune(&self, max_age_ms: i64) -> StoreResult<usize> {
-        Ok(self
-            .connection()
-            .execute("DELETE FROM samples WHERE created_at < ?1", [now_ms() - max_age_ms])?)
+    /// Drop samples older than `max_age_ms`, and beyond the newest
+    /// `max_count` of each VM.
+    pub fn sample_prune(&self, max_age_ms: i64, max_count: u32) -> StoreResult<usize> {
+        let connection = self.connection();
+        let by_age = connection.execute("DELETE FROM samples WHERE created_at < ?1", [now_ms() - max_age_ms])?;
+        let by_count = connection.execute(
+            "DELETE FROM samples WHERE id IN (
+                SELECT id FROM (
+                    SELECT id, ROW_NUMBER() OVER (PARTITION BY host, vm_uuid ORDER BY id DESC) AS position
+                    FROM samples
+                ) WHERE position > ?1
+             )",
+            [max_count],
+        )?;
+        Ok(by_age + by_count)
     }
 }

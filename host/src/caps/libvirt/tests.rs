@@ -1,0 +1,725 @@
+//! Unit tests of the XML rules (table-driven) and end-to-end tests against
+//! libvirt's in-process `test:///default` driver (no daemon needed).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use super::*;
+
+const STORAGE: &str = "/var/lib/openidcs";
+const PREFIX: &str = "oid-";
+
+fn scope_with(uri: &str, storage_dir: &str, allow_hostdev: bool) -> HostScope {
+    HostScope {
+        name: "h1".to_owned(),
+        uri: uri.to_owned(),
+        storage_dir: storage_dir.to_owned(),
+        ports: 20000..=20100,
+        vm_networks: vec![(IpAddr::V4(Ipv4Addr::new(192, 168, 122, 0)), 24)],
+        public_addr: None,
+        name_prefix: PREFIX.to_owned(),
+        allow_hostdev,
+    }
+}
+
+// ---------------------------------------------------------------- XML rules
+
+/// What a check should answer: accepted, or refused with a message part.
+enum Expect {
+    Ok,
+    Denied(&'static str),
+    Invalid(&'static str),
+}
+
+fn domain(devices: &str) -> String {
+    format!(
+        "<domain type='kvm'><name>oid-vm1</name><memory unit='MiB'>64</memory><devices>{devices}</devices></domain>"
+    )
+}
+
+fn file_disk(path: &str) -> String {
+    format!("<disk type='file' device='disk'><source file='{path}'/><target dev='vda'/></disk>")
+}
+
+#[track_caller]
+fn check_with(xml: &str, allow_hostdev: bool, expected: Expect) {
+    let scope = scope_with("test:///default", STORAGE, allow_hostdev);
+    let answer = if xml.contains("<domain") {
+        xml_check::check_domain_xml(xml, &scope).map(drop)
+    } else {
+        xml_check::check_device_xml(xml, &scope)
+    };
+    match (expected, answer) {
+        (Expect::Ok, Ok(())) => {}
+        (Expect::Denied(part), Err(PluginError::Denied(message)))
+        | (Expect::Invalid(part), Err(PluginError::Invalid(message))) => {
+            assert!(message.contains(part), "message {message:?} lacks {part:?} for {xml}");
+        }
+        (_, answer) => panic!("unexpected answer {answer:?} for {xml}"),
+    }
+}
+
+#[track_caller]
+fn check(xml: &str, expected: Expect) {
+    check_with(xml, false, expected);
+}
+
+#[test]
+fn xml_rules() {
+    use Expect::{Denied, Invalid, Ok};
+    let qemu = "http://libvirt.org/schemas/domain/qemu/1.0";
+    // A plain domain, and disks inside the storage directory.
+    check(&domain(""), Ok);
+    check(&domain(&file_disk("/var/lib/openidcs/oid-vm1.img")), Ok);
+    check(&domain(&file_disk("/var/lib/openidcs/./sub//oid-vm1.img")), Ok);
+    check(
+        &domain("<disk type='block'><source dev='/var/lib/openidcs/lv0'/><target dev='vdb'/></disk>"),
+        Ok,
+    );
+    check(
+        &domain("<disk type='file' device='cdrom'><source file=''/><target dev='sda'/></disk>"),
+        Ok,
+    );
+    // Driver namespaces, whatever the prefix.
+    check(
+        &format!(
+            "<domain type='kvm' xmlns:evil='{qemu}'><name>oid-vm1</name><evil:commandline><evil:arg value='-x'/></evil:commandline></domain>"
+        ),
+        Denied("QEMU namespace"),
+    );
+    check(
+        &format!("<domain type='kvm' xmlns:qemu='{qemu}'><name>oid-vm1</name><qemu:commandline/></domain>"),
+        Denied("QEMU namespace"),
+    );
+    check(
+        &format!("<domain type='kvm'><name>oid-vm1</name><commandline xmlns='{qemu}'/></domain>"),
+        Denied("QEMU namespace"),
+    );
+    check(
+        "<domain type='lxc' xmlns:lxc='http://libvirt.org/schemas/domain/lxc/1.0'><name>oid-vm1</name><lxc:namespace/></domain>",
+        Denied("driver namespace"),
+    );
+    // Declaring the namespace without using it is harmless.
+    check(
+        &format!("<domain type='kvm' xmlns:qemu='{qemu}'><name>oid-vm1</name></domain>"),
+        Ok,
+    );
+    // Host devices.
+    let hostdev = "<hostdev mode='subsystem' type='pci'><source><address domain='0' bus='1' slot='0' function='0'/></source></hostdev>";
+    check(&domain(hostdev), Denied("<hostdev>"));
+    check_with(&domain(hostdev), true, Ok);
+    check(hostdev, Denied("<hostdev>"));
+    check(
+        &domain("<interface type='hostdev'><source><address type='pci' bus='1'/></source></interface>"),
+        Denied("hostdev"),
+    );
+    // Disk sources.
+    check(
+        &domain(&file_disk("/etc/shadow")),
+        Denied("disk source \"/etc/shadow\" is outside the host's storage directory \"/var/lib/openidcs\""),
+    );
+    check(&domain(&file_disk("/var/lib/x/../../etc/shadow")), Denied("\"..\""));
+    check(
+        &domain(&file_disk("/var/lib/openidcs/../openidcs/x.img")),
+        Denied("\"..\""),
+    );
+    check(&domain(&file_disk("/var/lib/openidcs")), Denied("outside"));
+    check(&domain(&file_disk("/var/lib/openidcs-other/x.img")), Denied("outside"));
+    check(&domain(&file_disk("etc/shadow")), Denied("not an absolute path"));
+    check(&domain(&file_disk("/&#101;tc/shadow")), Denied("\"/etc/shadow\""));
+    check(
+        &domain("<disk type='block'><source dev='/dev/sda'/><target dev='vda'/></disk>"),
+        Denied("/dev/sda"),
+    );
+    check(
+        &domain(
+            "<disk type='file'><source file='/var/lib/openidcs/top.qcow2'/><backingStore type='file'><source file='/etc/passwd'/></backingStore><target dev='vda'/></disk>",
+        ),
+        Denied("/etc/passwd"),
+    );
+    check(file_disk("/etc/shadow").as_str(), Denied("outside"));
+    check(file_disk("/var/lib/openidcs/data.img").as_str(), Ok);
+    // Network disks and unknown disk kinds.
+    check(
+        &domain(
+            "<disk type='network'><source protocol='nbd' name='x'><host name='10.0.0.1' port='10809'/></source><target dev='vda'/></disk>",
+        ),
+        Denied("protocol \"nbd\""),
+    );
+    check(
+        &domain("<disk type='network'><target dev='vda'/></disk>"),
+        Denied("network disk"),
+    );
+    check(
+        &domain("<disk type='volume'><source pool='other' volume='v'/><target dev='vda'/></disk>"),
+        Denied("disk type \"volume\""),
+    );
+    // Names.
+    check(
+        "<domain type='kvm'><name>vm1</name></domain>",
+        Denied("does not start with the host's prefix \"oid-\""),
+    );
+    check(
+        "<domain type='kvm'><name>oid-a b</name></domain>",
+        Denied("must be 1 to 64 characters"),
+    );
+    check(
+        &format!("<domain type='kvm'><name>oid-{}</name></domain>", "x".repeat(61)),
+        Denied("must be 1 to 64"),
+    );
+    check("<domain type='kvm'><name>oi<!-- -->d-vm1</name></domain>", Ok);
+    check(
+        "<domain type='kvm'><name>oid-a</name><name>other</name></domain>",
+        Invalid("exactly one <name>"),
+    );
+    check("<domain type='kvm'></domain>", Invalid("exactly one <name>"));
+    // Malformed XML, DTDs, and the wrong root.
+    check("<domain type='kvm'><name>oid-vm1</name>", Invalid("malformed XML"));
+    check(
+        "<domain><name>oid-vm1</name><qemu:commandline/></domain>",
+        Invalid("malformed XML"),
+    );
+    check(
+        "<!DOCTYPE domain [<!ENTITY x 'oid-vm1'>]><domain><name>&x;</name></domain>",
+        Invalid("malformed XML"),
+    );
+    check("not xml at all", Invalid("malformed XML"));
+    // Other doors to host files and programs.
+    check(
+        &domain("<serial type='file'><source path='/etc/cron.d/x'/></serial>"),
+        Denied("/etc/cron.d/x"),
+    );
+    check(
+        &domain("<serial type='pty'><log file='/root/.bashrc'/></serial>"),
+        Denied("/root/.bashrc"),
+    );
+    check(
+        &domain("<filesystem type='mount'><source dir='/'/><target dir='host'/></filesystem>"),
+        Denied("\"/\""),
+    );
+    check(
+        &domain("<input type='evdev'><source dev='/dev/input/event0'/></input>"),
+        Denied("/dev/input/event0"),
+    );
+    check(
+        &domain("<interface type='ethernet'><script path='/tmp/x.sh'/></interface>"),
+        Denied("host program"),
+    );
+    check(
+        &domain("<interface type='direct'><source dev='eth0' mode='bridge'/></interface>"),
+        Ok,
+    );
+    check(
+        &domain("<emulator>/tmp/evil</emulator>"),
+        Denied("not a known hypervisor binary"),
+    );
+    check(&domain("<emulator>/usr/bin/qemu-system-x86_64</emulator>"), Ok);
+    check(
+        &domain("<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>"),
+        Ok,
+    );
+    check(
+        &domain("<rng model='virtio'><backend model='random'>/dev/sda</backend></rng>"),
+        Denied("/dev/sda"),
+    );
+    check(
+        &domain("<tpm model='tpm-tis'><backend type='passthrough'><device path='/dev/tpm0'/></backend></tpm>"),
+        Denied("/dev/tpm0"),
+    );
+    check(
+        "<domain type='kvm'><name>oid-vm1</name><os><type>hvm</type><kernel>/boot/vmlinuz</kernel></os></domain>",
+        Denied("<kernel>"),
+    );
+    check(
+        "<domain type='kvm'><name>oid-vm1</name><os><loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd</loader>\
+         <nvram template='/usr/share/OVMF/OVMF_VARS.fd'>/var/lib/libvirt/qemu/nvram/oid-vm1_VARS.fd</nvram></os></domain>",
+        Ok,
+    );
+    check(
+        "<domain type='kvm'><name>oid-vm1</name><os><nvram>/var/lib/libvirt/qemu/nvram/other_VARS.fd</nvram></os></domain>",
+        Denied("<nvram>"),
+    );
+    check(
+        "<domain type='kvm'><name>oid-vm1</name><resource><partition>/machine</partition></resource></domain>",
+        Ok,
+    );
+    check(
+        "<domain type='kvm'><name>oid-vm1</name><description>see /etc/motd</description></domain>",
+        Ok,
+    );
+    check(
+        "<domain type='kvm'><name>oid-vm1</name><seclabel type='none'/></domain>",
+        Denied("seclabel"),
+    );
+    check(
+        "<domain type='kvm'><name>oid-vm1</name><seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel></domain>",
+        Denied("seclabel"),
+    );
+    check(
+        "<domain type='kvm'><name>oid-vm1</name><seclabel type='dynamic' model='selinux'/></domain>",
+        Ok,
+    );
+    check(&domain("<smartcard mode='host'/>"), Denied("smartcard"));
+    // Device XML that is a whole domain.
+    check_device(&domain(""), Invalid("not a whole <domain>"));
+}
+
+#[track_caller]
+fn check_device(xml: &str, expected: Expect) {
+    let scope = scope_with("test:///default", STORAGE, false);
+    match (expected, xml_check::check_device_xml(xml, &scope)) {
+        (Expect::Invalid(part), Err(PluginError::Invalid(message))) => assert!(message.contains(part), "{message}"),
+        (_, answer) => panic!("unexpected answer {answer:?}"),
+    }
+}
+
+#[test]
+fn no_storage_directory_allows_no_disk() {
+    let scope = scope_with("test:///default", "", false);
+    let answer = xml_check::check_domain_xml(&domain(&file_disk("/var/lib/openidcs/a.img")), &scope);
+    assert!(matches!(answer, Err(PluginError::Denied(message)) if message.contains("no storage directory")));
+}
+
+#[test]
+fn uri_rules() {
+    assert!(check_uri("test:///default").is_ok());
+    assert!(check_uri("qemu+ssh://root@10.0.0.2/system").is_ok());
+    assert!(matches!(check_uri(""), Err(PluginError::Denied(message)) if message == "host has no server_addr"));
+    assert!(
+        matches!(check_uri("xen:///system"), Err(PluginError::Denied(message)) if message.contains("\"xen:///system\""))
+    );
+    assert!(matches!(
+        check_uri("qemu+ext:///system?command=/bin/sh"),
+        Err(PluginError::Denied(_))
+    ));
+    assert!(matches!(check_uri("/var/run/libvirt"), Err(PluginError::Denied(_))));
+}
+
+#[test]
+fn helpers() {
+    assert_eq!(
+        convert::parse_mac("52:54:00:AA:bb:0c").ok(),
+        Some("52:54:00:aa:bb:0c".to_owned())
+    );
+    for bad in [
+        "52:54:00:aa:bb",
+        "52-54-00-aa-bb-cc",
+        "52:54:00:aa:bb:cg",
+        "52:54:00:aa:bb:ccc",
+    ] {
+        assert!(matches!(convert::parse_mac(bad), Err(PluginError::Invalid(_))), "{bad}");
+    }
+    assert!(matches!(
+        convert::parse_ip("192.168.122.300"),
+        Err(PluginError::Invalid(_))
+    ));
+    let networks = [(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 0)), 16)];
+    assert!(convert::in_networks(
+        "10.1.255.3".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        &networks
+    ));
+    assert!(!convert::in_networks(IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1)), &networks));
+    assert!(!convert::in_networks(
+        "fd00::1".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        &networks
+    ));
+    assert_eq!(
+        convert::dhcp_host_xml("52:54:00:aa:bb:cc", &IpAddr::V4(Ipv4Addr::new(10, 1, 0, 5)), "a'b"),
+        "<host mac='52:54:00:aa:bb:cc' name='a&apos;b' ip='10.1.0.5'/>"
+    );
+    assert_eq!(convert::version_string(9_000_001), "9.0.1");
+    assert_eq!(
+        convert::power_state(u64::from(sys::VIR_DOMAIN_BLOCKED)),
+        PowerState::Running
+    );
+    assert_eq!(
+        convert::power_state(u64::from(sys::VIR_DOMAIN_SHUTDOWN)),
+        PowerState::Stopping
+    );
+    assert_eq!(
+        convert::power_state(u64::from(sys::VIR_DOMAIN_PMSUSPENDED)),
+        PowerState::Suspended
+    );
+    assert_eq!(convert::power_state(99), PowerState::Unknown);
+    let stats = convert::domain_stats(ffi::StatsRecord {
+        name: "oid-a".to_owned(),
+        fields: [
+            ("state.state", 1),
+            ("cpu.time", 5),
+            ("balloon.maximum", 4096),
+            ("balloon.current", 2048),
+            ("vcpu.current", 2),
+            ("net.count", 2),
+            ("net.0.rx.bytes", 10),
+            ("net.1.rx.bytes", 20),
+            ("net.1.tx.bytes", 7),
+            ("block.count", 1),
+            ("block.0.capacity", 100),
+            ("block.0.allocation", 40),
+        ]
+        .iter()
+        .map(|(field, value)| ((*field).to_owned(), *value))
+        .collect(),
+    });
+    assert_eq!(
+        (
+            stats.state,
+            stats.cpu_time_ns,
+            stats.mem_max_kib,
+            stats.mem_used_kib,
+            stats.vcpus
+        ),
+        (PowerState::Running, 5, 4096, 2048, 2)
+    );
+    assert_eq!(
+        (
+            stats.net_rx_bytes,
+            stats.net_tx_bytes,
+            stats.disk_capacity_bytes,
+            stats.disk_allocation_bytes
+        ),
+        (30, 7, 100, 40)
+    );
+}
+
+// ------------------------------------------------------- test:///default
+
+fn call(service: &Arc<LibvirtService>, scope: HostScope) -> LibvirtCall {
+    LibvirtCall::new(service.clone(), Some(Arc::new(scope)))
+}
+
+/// A call for a test-driver host whose storage directory is the driver's
+/// `default-pool`.
+fn test_host() -> (Arc<LibvirtService>, LibvirtCall) {
+    let service = Arc::new(LibvirtService::new());
+    let call = call(&service, scope_with("test:///default", "/default-pool", false));
+    (service, call)
+}
+
+const TEST_DOMAIN: &str = "<domain type='test'><name>oid-vm1</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+     <os><type>hvm</type></os><devices><disk type='file' device='disk'>\
+     <source file='/default-pool/oid-vm1.img'/><target dev='vda'/></disk></devices></domain>";
+
+/// The inner answer of a call that must not trap.
+#[track_caller]
+fn inner<T>(answer: wasmtime::Result<Result<T, PluginError>>) -> Result<T, PluginError> {
+    match answer {
+        Ok(inner) => inner,
+        Err(trap) => panic!("call trapped: {trap:?}"),
+    }
+}
+
+#[track_caller]
+fn ok<T>(answer: wasmtime::Result<Result<T, PluginError>>) -> T {
+    match inner(answer) {
+        Ok(value) => value,
+        Err(error) => panic!("call failed: {error:?}"),
+    }
+}
+
+#[tokio::test]
+async fn domain_lifecycle_on_the_test_driver() {
+    let (_service, mut call) = test_host();
+    let defined = ok(call.define_domain(TEST_DOMAIN.to_owned()).await);
+    assert_eq!((defined.name.as_str(), defined.state), ("oid-vm1", PowerState::Stopped));
+    assert_eq!(defined.uuid.len(), 36);
+
+    // The driver's own "test" domain does not carry the prefix: not listed.
+    let listed = ok(call.list_domains().await);
+    assert_eq!(
+        listed.iter().map(|domain| domain.name.as_str()).collect::<Vec<_>>(),
+        ["oid-vm1"]
+    );
+    assert_eq!(ok(call.get_domain("oid-vm1".to_owned()).await).uuid, defined.uuid);
+    assert!(ok(call.domain_xml("oid-vm1".to_owned(), true).await).contains("/default-pool/oid-vm1.img"));
+
+    let name = || "oid-vm1".to_owned();
+    assert_eq!(
+        ok(call.lifecycle(name(), LifecycleOp::Start).await),
+        PowerState::Running
+    );
+    assert_eq!(
+        ok(call.lifecycle(name(), LifecycleOp::Suspend).await),
+        PowerState::Paused
+    );
+    assert_eq!(
+        ok(call.lifecycle(name(), LifecycleOp::Resume).await),
+        PowerState::Running
+    );
+    assert_eq!(
+        ok(call.lifecycle(name(), LifecycleOp::Reboot).await),
+        PowerState::Running
+    );
+    assert_eq!(
+        ok(call.lifecycle(name(), LifecycleOp::Reset).await),
+        PowerState::Running
+    );
+    assert!(matches!(
+        inner(call.lifecycle(name(), LifecycleOp::Start).await),
+        Err(PluginError::Failed(_))
+    ));
+
+    let stats = ok(call.all_domain_stats().await);
+    assert_eq!(
+        stats.len(),
+        1,
+        "only prefixed domains: {:?}",
+        stats.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (stats[0].name.as_str(), stats[0].state),
+        ("oid-vm1", PowerState::Running)
+    );
+
+    assert_eq!(
+        ok(call.lifecycle(name(), LifecycleOp::Destroy).await),
+        PowerState::Stopped
+    );
+    ok(call.undefine_domain(name()).await);
+    assert!(matches!(
+        inner(call.get_domain(name()).await),
+        Err(PluginError::NotFound(_))
+    ));
+    assert!(ok(call.list_domains().await).is_empty());
+}
+
+#[tokio::test]
+async fn out_of_scope_domains_are_refused() {
+    let (_service, mut call) = test_host();
+    // "test" exists on the driver but is not this panel's.
+    for answer in [
+        inner(call.get_domain("test".to_owned()).await).map(drop),
+        inner(call.domain_xml("test".to_owned(), false).await).map(drop),
+        inner(call.lifecycle("test".to_owned(), LifecycleOp::Destroy).await).map(drop),
+        inner(call.undefine_domain("test".to_owned()).await),
+        inner(
+            call.attach_device("test".to_owned(), file_disk("/default-pool/x.img"), false)
+                .await,
+        ),
+    ] {
+        assert!(matches!(answer, Err(PluginError::Denied(_))), "{answer:?}");
+    }
+    assert!(matches!(
+        inner(call.get_domain("oid-missing".to_owned()).await),
+        Err(PluginError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn denied_define_leaves_nothing_defined() {
+    let (_service, mut call) = test_host();
+    let evil = TEST_DOMAIN.replace("/default-pool/oid-vm1.img", "/etc/shadow");
+    let answer = inner(call.define_domain(evil).await);
+    assert!(
+        matches!(&answer, Err(PluginError::Denied(message)) if message.contains("/etc/shadow")),
+        "{answer:?}"
+    );
+    assert!(ok(call.list_domains().await).is_empty());
+    assert!(matches!(
+        inner(call.get_domain("oid-vm1".to_owned()).await),
+        Err(PluginError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn devices_are_checked_before_libvirt() {
+    let (_service, mut call) = test_host();
+    ok(call.define_domain(TEST_DOMAIN.to_owned()).await);
+    let hostdev =
+        "<hostdev mode='subsystem' type='usb'><source><vendor id='0x1'/><product id='0x2'/></source></hostdev>";
+    let answer = inner(
+        call.attach_device("oid-vm1".to_owned(), hostdev.to_owned(), false)
+            .await,
+    );
+    assert!(matches!(answer, Err(PluginError::Denied(_))), "{answer:?}");
+    let answer = inner(
+        call.detach_device("oid-vm1".to_owned(), file_disk("/etc/shadow"), false)
+            .await,
+    );
+    assert!(matches!(answer, Err(PluginError::Denied(_))), "{answer:?}");
+    // A good device reaches libvirt; the test driver cannot attach at all.
+    let answer = inner(
+        call.attach_device("oid-vm1".to_owned(), file_disk("/default-pool/data.img"), true)
+            .await,
+    );
+    assert!(matches!(answer, Err(PluginError::Unsupported(_))), "{answer:?}");
+}
+
+#[tokio::test]
+async fn connection_is_kept_per_host() {
+    let service = Arc::new(LibvirtService::new());
+    let scope = scope_with("test:///default", "/default-pool", false);
+    ok(call(&service, scope.clone())
+        .define_domain(TEST_DOMAIN.to_owned())
+        .await);
+    // A later call of the same host sees the test driver's state: same connection.
+    ok(call(&service, scope.clone()).get_domain("oid-vm1".to_owned()).await);
+    // Another host has its own connection, hence its own test-driver state.
+    let other = HostScope {
+        name: "h2".to_owned(),
+        ..scope.clone()
+    };
+    assert!(matches!(
+        inner(call(&service, other).get_domain("oid-vm1".to_owned()).await),
+        Err(PluginError::NotFound(_))
+    ));
+    // Closing the host drops the connection; the next call opens a fresh one.
+    service.close_host("h1");
+    assert!(matches!(
+        inner(call(&service, scope).get_domain("oid-vm1".to_owned()).await),
+        Err(PluginError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn refusals_without_host_or_with_a_bad_uri() {
+    let service = Arc::new(LibvirtService::new());
+    let mut no_host_call = LibvirtCall::new(service.clone(), None);
+    assert!(matches!(
+        inner(no_host_call.list_domains().await),
+        Err(PluginError::Denied(_))
+    ));
+    assert!(matches!(
+        inner(no_host_call.get_domain("oid-vm1".to_owned()).await),
+        Err(PluginError::Denied(_))
+    ));
+    let mut bad_uri = call(&service, scope_with("xen:///system", "/default-pool", false));
+    assert!(
+        matches!(inner(bad_uri.list_domains().await), Err(PluginError::Denied(message)) if message.contains("xen"))
+    );
+    let mut no_uri = call(&service, scope_with("", "/default-pool", false));
+    assert!(
+        matches!(inner(no_uri.node_info().await), Err(PluginError::Denied(message)) if message.contains("server_addr"))
+    );
+}
+
+#[tokio::test]
+async fn volumes_in_the_storage_pool() {
+    let (_service, mut call) = test_host();
+    let path = ok(call.create_volume("oid-disk1".to_owned(), 10).await);
+    assert_eq!(path, "/default-pool/oid-disk1");
+    assert!(matches!(
+        inner(call.create_volume("oid-disk1".to_owned(), 10).await),
+        Err(PluginError::Conflict(_))
+    ));
+    assert!(matches!(
+        inner(call.resize_volume("oid-disk1".to_owned(), 5).await),
+        Err(PluginError::Invalid(_))
+    ));
+    ok(call.resize_volume("oid-disk1".to_owned(), 10).await);
+    // Growing reaches libvirt; the test driver cannot resize.
+    assert!(matches!(
+        inner(call.resize_volume("oid-disk1".to_owned(), 20).await),
+        Err(PluginError::Unsupported(_))
+    ));
+    ok(call.delete_volume("oid-disk1".to_owned()).await);
+    assert!(matches!(
+        inner(call.delete_volume("oid-disk1".to_owned()).await),
+        Err(PluginError::NotFound(_))
+    ));
+    for name in ["disk1", "oid-../x", "oid-a/b", ""] {
+        let answer = inner(call.create_volume(name.to_owned(), 1).await);
+        assert!(matches!(answer, Err(PluginError::Denied(_))), "{name}: {answer:?}");
+    }
+    assert!(matches!(
+        inner(call.create_volume("oid-big".to_owned(), u64::MAX).await),
+        Err(PluginError::Invalid(_))
+    ));
+    assert!(matches!(
+        inner(call.create_volume("oid-none".to_owned(), 0).await),
+        Err(PluginError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn volumes_need_a_pool_at_the_storage_directory() {
+    let service = Arc::new(LibvirtService::new());
+    let mut elsewhere = call(&service, scope_with("test:///default", "/var/lib/openidcs", false));
+    let answer = inner(elsewhere.create_volume("oid-disk1".to_owned(), 1).await);
+    assert!(
+        matches!(&answer, Err(PluginError::Failed(message)) if message.contains("/var/lib/openidcs")),
+        "{answer:?}"
+    );
+    let mut nowhere = call(&service, scope_with("test:///default", "", false));
+    assert!(matches!(
+        inner(nowhere.create_volume("oid-disk1".to_owned(), 1).await),
+        Err(PluginError::Denied(_))
+    ));
+}
+
+#[tokio::test]
+async fn dhcp_bindings_on_the_default_network() {
+    let (_service, mut call) = test_host();
+    let mac = || "52:54:00:AA:BB:CC".to_owned();
+    let add = |ip: &str| ("default".to_owned(), mac(), ip.to_owned(), "oid-vm1".to_owned());
+
+    let (network, mac_arg, ip_arg, name) = add("192.168.122.50");
+    ok(call.dhcp_host_add(network, mac_arg, ip_arg, name).await);
+    let xml = ok(call.network_xml("default".to_owned()).await);
+    assert!(
+        xml.contains("<host mac='52:54:00:aa:bb:cc' name='oid-vm1' ip='192.168.122.50'/>"),
+        "{xml}"
+    );
+    // The same binding again is a no-op; the MAC on another address conflicts.
+    let (network, mac_arg, ip_arg, name) = add("192.168.122.50");
+    ok(call.dhcp_host_add(network, mac_arg, ip_arg, name).await);
+    let (network, mac_arg, ip_arg, name) = add("192.168.122.51");
+    assert!(matches!(
+        inner(call.dhcp_host_add(network, mac_arg, ip_arg, name).await),
+        Err(PluginError::Conflict(_))
+    ));
+
+    ok(call
+        .dhcp_host_remove("default".to_owned(), mac(), "192.168.122.50".to_owned())
+        .await);
+    let xml = ok(call.network_xml("default".to_owned()).await);
+    assert!(!xml.contains("52:54:00:aa:bb:cc"), "{xml}");
+    // Removing it again is not an error.
+    ok(call
+        .dhcp_host_remove("default".to_owned(), mac(), "192.168.122.50".to_owned())
+        .await);
+
+    // Scope and input checks.
+    let refused = inner(
+        call.dhcp_host_add("default".to_owned(), mac(), "10.9.9.9".to_owned(), "oid-vm1".to_owned())
+            .await,
+    );
+    assert!(matches!(refused, Err(PluginError::Denied(_))), "{refused:?}");
+    let bad_mac = inner(
+        call.dhcp_host_add(
+            "default".to_owned(),
+            "52:54".to_owned(),
+            "192.168.122.9".to_owned(),
+            "x".to_owned(),
+        )
+        .await,
+    );
+    assert!(matches!(bad_mac, Err(PluginError::Invalid(_))), "{bad_mac:?}");
+    let bad_name = inner(
+        call.dhcp_host_add(
+            "default".to_owned(),
+            mac(),
+            "192.168.122.9".to_owned(),
+            "a'b".to_owned(),
+        )
+        .await,
+    );
+    assert!(matches!(bad_name, Err(PluginError::Invalid(_))), "{bad_name:?}");
+    let missing = inner(call.network_xml("nonet".to_owned()).await);
+    assert!(matches!(missing, Err(PluginError::NotFound(_))), "{missing:?}");
+}
+
+#[tokio::test]
+async fn node_info_of_the_test_driver() {
+    let (_service, mut call) = test_host();
+    let info = ok(call.node_info().await);
+    assert_eq!(info.hypervisor, "TEST");
+    assert_eq!(info.cpus, 16);
+    assert!(info.mem_total_kib > 0);
+    assert!(
+        info.hypervisor_version.split('.').count() == 3,
+        "{}",
+        info.hypervisor_version
+    );
+    assert_eq!(info.storage_capacity_bytes, 107_374_182_400);
+}

@@ -1,0 +1,143 @@
+//! The status poller: every interval, one bulk `vm-usage` call per enabled
+//! host, turned into one sample per VM (rates from the previous counters)
+//! and the VMs' power states; then retention.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::hosts::{self, Host, round2};
+use crate::plugin::bindings::VmCounters;
+use crate::state::AppState;
+use crate::store::{LogLevel, NewLog};
+
+/// Counters of one VM at the previous poll.
+struct Previous {
+    at: Instant,
+    cpu_time_ns: u64,
+    rx_bytes: u64,
+    tx_bytes: u64,
+}
+
+/// Run forever (until the process ends), one round per interval.
+pub async fn run(state: Arc<AppState>) {
+    let mut previous: HashMap<(String, String), Previous> = HashMap::new();
+    loop {
+        let config = state.config().poller.clone();
+        tokio::time::sleep(Duration::from_secs(config.interval_s)).await;
+        poll_once(&state, &mut previous).await;
+        let pruned = state
+            .store
+            .sample_prune(config.retention_hours as i64 * 3_600_000, config.retention_count);
+        if let Err(error) = pruned {
+            tracing::error!("sample retention failed: {error}");
+        }
+    }
+}
+
+async fn poll_once(state: &AppState, previous: &mut HashMap<(String, String), Previous>) {
+    let records = match state.store.host_list() {
+        Ok(records) => records,
+        Err(error) => {
+            tracing::error!("poller cannot list hosts: {error}");
+            return;
+        }
+    };
+    for record in records.into_iter().filter(|record| record.enabled) {
+        let name = record.name.clone();
+        let host = match Host::from_record(record) {
+            Ok(host) => host,
+            Err(error) => {
+                tracing::error!("poller skips host {name}: {error}");
+                continue;
+            }
+        };
+        if let Err(error) = poll_host(state, &host, previous).await {
+            // One record per failure; the poller keeps going with other hosts.
+            let record = NewLog::new(LogLevel::Warn, "poller", format!("polling host {name:?} failed: {error}")).host(name);
+            if let Err(error) = state.store.log_insert(&record) {
+                tracing::error!("cannot store a log record: {error}");
+            }
+        }
+    }
+}
+
+async fn poll_host(
+    state: &AppState,
+    host: &Host,
+    previous: &mut HashMap<(String, String), Previous>,
+) -> Result<(), crate::error::ApiError> {
+    let known: std::collections::HashSet<String> = state
+        .store
+        .vm_list(host.name())?
+        .into_iter()
+        .map(|record| record.vm_uuid)
+        .collect();
+    if known.is_empty() {
+        return Ok(());
+    }
+    let config = host.engine_config();
+    let counters = state
+        .plugins
+        .call(&host.record.engine, host.scope(), "vm-usage", move |engine, store| {
+            Box::pin(async move { engine.call_vm_usage(store, &config).await })
+        })
+        .await?;
+    let now = Instant::now();
+    for usage in counters.into_iter().filter(|usage| known.contains(&usage.vm_uuid)) {
+        let key = (host.name().to_owned(), usage.vm_uuid.clone());
+        let sample = sample_from(&usage, previous.get(&key), now);
+        state.store.sample_insert(host.name(), &usage.vm_uuid, "poller", &sample)?;
+        state.store.vm_set_power(host.name(), &usage.vm_uuid, usage.power.as_str())?;
+        if let Some(delta_mb) = sample["flu_usage"].as_f64() {
+            state.store.vm_add_traffic(host.name(), &usage.vm_uuid, delta_mb)?;
+        }
+        previous.insert(
+            key,
+            Previous {
+                at: now,
+                cpu_time_ns: usage.cpu_time_ns,
+                rx_bytes: usage.net_rx_bytes,
+                tx_bytes: usage.net_tx_bytes,
+            },
+        );
+    }
+    hosts::touch(state, host.name());
+    Ok(())
+}
+
+/// The sample shape of the API from raw counters and the previous ones.
+fn sample_from(usage: &VmCounters, previous: Option<&Previous>, now: Instant) -> serde_json::Value {
+    let percent = |used: u64, total: u64| if total > 0 { used as f64 * 100.0 / total as f64 } else { 0.0 };
+    let (cpu_usage, network_u, network_d, traffic_mb) = match previous {
+        Some(previous) => {
+            let seconds = now.duration_since(previous.at).as_secs_f64().max(0.001);
+            let cpu_ns = usage.cpu_time_ns.saturating_sub(previous.cpu_time_ns) as f64;
+            let tx = usage.net_tx_bytes.saturating_sub(previous.tx_bytes) as f64;
+            let rx = usage.net_rx_bytes.saturating_sub(previous.rx_bytes) as f64;
+            let cpus = f64::from(usage.cpu_num.max(1));
+            (
+                (cpu_ns / (seconds * 1e9 * cpus) * 100.0).min(100.0),
+                tx * 8.0 / seconds / 1e6,
+                rx * 8.0 / seconds / 1e6,
+                (tx + rx) / 1_048_576.0,
+            )
+        }
+        None => (0.0, 0.0, 0.0, 0.0),
+    };
+    json!({
+        "ac_status": usage.power.as_str(),
+        "cpu_total": usage.cpu_num,
+        "cpu_usage": round2(cpu_usage),
+        "mem_total": usage.mem_total_mb,
+        "mem_usage": round2(percent(usage.mem_used_mb, usage.mem_total_mb)),
+        "hdd_total": usage.hdd_total_mb,
+        "hdd_usage": round2(percent(usage.hdd_used_mb, usage.hdd_total_mb)),
+        "flu_usage": round2(traffic_mb),
+        "network_u": round2(network_u),
+        "network_d": round2(network_d),
+        "on_update": crate::store::format_ms(crate::store::now_ms()),
+    })
+}
