@@ -6,7 +6,8 @@
 
 CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
-APT_PACKAGES := pkg-config libvirt-dev libvirt-clients nftables nginx-light iproute2
+APT_PACKAGES := pkg-config libvirt-dev libvirt-clients libvirt-daemon-system qemu-system-x86 \
+                nftables nginx-light iproute2
 PLUGINS      := -p openidcs-plugin-libvirt
 TEST_PLUGINS := -p test-component-loop-forever -p test-component-memory-bomb \
                 -p test-component-panic -p test-component-nat-ungranted \
@@ -29,7 +30,7 @@ setup:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
 	    echo "missing packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
 	  fi; \
@@ -49,8 +50,11 @@ run: build
 	@echo "(later starts: ./target/release/openidcs token reset --config $(CONFIG) prints a new one)"
 	./target/release/openidcs serve --config $(CONFIG)
 
+# The libvirt daemons are started for the qemu:///system test and stopped
+# after (only those this target started).
 test: build
-	$(CARGO) test --release $(HOST_PACKAGES)
+	@tests/scripts/libvirt-daemons.sh start
+	@$(CARGO) test --release $(HOST_PACKAGES); status=$$?; tests/scripts/libvirt-daemons.sh stop; exit $$status
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -20,7 +20,9 @@ use crate::store::{Store, StoreResult};
 /// A new random token: 32 bytes from the OS generator, base64url without padding.
 pub fn generate_token() -> String {
     let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.try_fill_bytes(&mut bytes).unwrap_or_else(|_| rand::rng().fill_bytes(&mut bytes));
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .unwrap_or_else(|_| rand::rng().fill_bytes(&mut bytes));
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -33,15 +35,19 @@ pub fn check_chosen_token(token: &str) -> Result<(), String> {
     if !(16..=128).contains(&token.len()) {
         return Err(format!("must be 16 to 128 characters, got {}", token.len()));
     }
-    if let Some(bad) = token
-        .chars()
-        .find(|character| !(character.is_ascii_alphanumeric() || *character == '_' || *character == '-'))
-    {
+    if let Some(bad) = token.chars().find(|character| {
+        !(character.is_ascii_alphanumeric() || *character == '_' || *character == '-')
+    }) {
         return Err(format!("may only contain A-Z a-z 0-9 _ -, found {bad:?}"));
     }
-    let distinct = token.chars().collect::<std::collections::HashSet<_>>().len();
+    let distinct = token
+        .chars()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     if distinct < 8 {
-        return Err(format!("is too weak: only {distinct} distinct characters (at least 8)"));
+        return Err(format!(
+            "is too weak: only {distinct} distinct characters (at least 8)"
+        ));
     }
     Ok(())
 }
@@ -89,7 +95,10 @@ impl AuthGuard {
     /// every request so a `token reset` from the CLI applies at once.
     pub fn verify(&self, store: &Store, client: IpAddr, presented: &str) -> StoreResult<Verdict> {
         let now = Instant::now();
-        let failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((since, count)) = failures.get(&client)
             && now.duration_since(*since) < self.window
             && *count >= self.max_failures
@@ -104,7 +113,10 @@ impl AuthGuard {
         if accepted {
             return Ok(Verdict::Accepted);
         }
-        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Forget stale windows so the map cannot grow without bound.
         if failures.len() > 10_000 {
             failures.retain(|_, (since, _)| now.duration_since(*since) < self.window);

@@ -11,7 +11,11 @@ use crate::state::AppState;
 use crate::store::Store;
 
 #[derive(Parser)]
-#[command(name = "openidcs", version, about = "VM control panel with WebAssembly engine plugins")]
+#[command(
+    name = "openidcs",
+    version,
+    about = "VM control panel with WebAssembly engine plugins"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -68,7 +72,10 @@ pub enum PluginCommand {
 
 impl Location {
     fn load(&self, listen: Option<SocketAddr>) -> anyhow::Result<(Config, PathBuf, Overrides)> {
-        let path = self.config.clone().unwrap_or_else(|| PathBuf::from("openidcs.toml"));
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("openidcs.toml"));
         let overrides = Overrides {
             listen,
             data_dir: self.data_dir.clone(),
@@ -118,10 +125,13 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> an
     tracing::info!("listening on http://{address}");
     tokio::spawn(crate::service::poller::run(state.clone()));
     let router = crate::api::router(state);
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving")?;
     Ok(())
 }
 
@@ -129,13 +139,14 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

@@ -192,7 +192,9 @@ impl Grant {
     }
 
     pub fn from_interface(name: &str) -> Option<Grant> {
-        Grant::ALL.into_iter().find(|grant| grant.interface() == name)
+        Grant::ALL
+            .into_iter()
+            .find(|grant| grant.interface() == name)
     }
 }
 
@@ -248,7 +250,8 @@ impl Config {
                 toml::from_str::<Config>("").context("building the default config")?
             }
             Err(error) => {
-                return Err(error).with_context(|| format!("reading config file {}", path.display()));
+                return Err(error)
+                    .with_context(|| format!("reading config file {}", path.display()));
             }
         };
         let base = path
@@ -276,13 +279,19 @@ impl Config {
         for (position, plugin) in self.plugins.iter().enumerate() {
             let key = format!("plugin[{position}]");
             if !crate::service::validate::is_name(&plugin.name) {
-                problems.push(format!("{key}.name: {:?} must match [A-Za-z0-9_.-]{{1,64}}", plugin.name));
+                problems.push(format!(
+                    "{key}.name: {:?} must match [A-Za-z0-9_.-]{{1,64}}",
+                    plugin.name
+                ));
             }
             if !names.insert(plugin.name.as_str()) {
                 problems.push(format!("{key}.name: {:?} is declared twice", plugin.name));
             }
             if plugin.memory_mb == 0 || plugin.memory_mb > 4096 {
-                problems.push(format!("{key}.memory_mb: must be 1..=4096, got {}", plugin.memory_mb));
+                problems.push(format!(
+                    "{key}.memory_mb: must be 1..=4096, got {}",
+                    plugin.memory_mb
+                ));
             }
             if plugin.timeout_ms == 0 {
                 problems.push(format!("{key}.timeout_ms: must be > 0"));
@@ -290,7 +299,10 @@ impl Config {
         }
         for (position, host) in self.hosts.iter().enumerate() {
             if !crate::service::validate::is_name(&host.name) {
-                problems.push(format!("host[{position}].name: {:?} must match [A-Za-z0-9_.-]{{1,64}}", host.name));
+                problems.push(format!(
+                    "host[{position}].name: {:?} must match [A-Za-z0-9_.-]{{1,64}}",
+                    host.name
+                ));
             }
         }
         if self.poller.interval_s == 0 {

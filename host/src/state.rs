@@ -30,7 +30,11 @@ impl AppState {
     /// Open the database, build the capabilities and load the plugins. Only
     /// a database that cannot be opened stops the start; a broken plugin is
     /// listed with its error.
-    pub async fn start(config: Config, config_path: PathBuf, overrides: Overrides) -> anyhow::Result<Arc<AppState>> {
+    pub async fn start(
+        config: Config,
+        config_path: PathBuf,
+        overrides: Overrides,
+    ) -> anyhow::Result<Arc<AppState>> {
         std::fs::create_dir_all(&config.server.data_dir)
             .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
         let store = Arc::new(Store::open(&config.database_path()).context("opening the database")?);
@@ -69,10 +73,16 @@ impl AppState {
     }
 
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     pub fn replace_config(&self, config: Config) {
-        *self.config.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
+        *self
+            .config
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
     }
 }

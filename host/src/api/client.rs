@@ -14,7 +14,10 @@ use crate::service::network::{self, IpAddBody, NatAddBody, ProxyAddBody};
 use crate::service::{hosts, vms};
 use crate::state::AppState;
 
-pub async fn listup(State(state): State<Arc<AppState>>, ApiPath(hs_name): ApiPath<String>) -> ApiResult<Value> {
+pub async fn listup(
+    State(state): State<Arc<AppState>>,
+    ApiPath(hs_name): ApiPath<String>,
+) -> ApiResult<Value> {
     Ok(ApiOk(vms::listup(&state, &hs_name).await?))
 }
 
@@ -53,7 +56,11 @@ pub async fn update(
     let task = vms::task("update", &hs_name, &record.vm_uuid);
     state
         .tasks
-        .run(task, flag.detach, vms::update(state.clone(), host, record, body))
+        .run(
+            task,
+            flag.detach,
+            vms::update(state.clone(), host, record, body),
+        )
         .await?
         .into_answer()
 }
@@ -97,10 +104,18 @@ pub async fn powers(
     })?;
     let host = hosts::get_enabled(&state, &hs_name)?;
     let record = vms::find(&state, &hs_name, &vm_uuid)?;
-    let task = vms::task(&format!("powers:{}", body.action), &hs_name, &record.vm_uuid);
+    let task = vms::task(
+        &format!("powers:{}", body.action),
+        &hs_name,
+        &record.vm_uuid,
+    );
     state
         .tasks
-        .run(task, flag.detach, vms::power(state.clone(), host, record, action))
+        .run(
+            task,
+            flag.detach,
+            vms::power(state.clone(), host, record, action),
+        )
         .await?
         .into_answer()
 }
@@ -123,7 +138,9 @@ pub async fn password(
     let task_state = state.clone();
     state
         .tasks
-        .run(task, flag.detach, async move { vms::set_password(&task_state, &record, &body.password) })
+        .run(task, flag.detach, async move {
+            vms::set_password(&task_state, &record, &body.password)
+        })
         .await?
         .into_answer()
 }
@@ -141,7 +158,9 @@ pub async fn status(
 ) -> ApiResult<Value> {
     let host = hosts::get_enabled(&state, &hs_name)?;
     let record = vms::find(&state, &hs_name, &vm_uuid)?;
-    Ok(ApiOk(vms::status(&state, &host, &record, query.limit).await?))
+    Ok(ApiOk(
+        vms::status(&state, &host, &record, query.limit).await?,
+    ))
 }
 
 pub async fn vncons(
@@ -154,9 +173,14 @@ pub async fn vncons(
     let key = record.vm_uuid.clone();
     let endpoint = state
         .plugins
-        .call(&host.record.engine, host.scope(), "vm-console", move |engine, store| {
-            Box::pin(async move { engine.call_vm_console(store, &config, &key).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "vm-console",
+            move |engine, store| {
+                Box::pin(async move { engine.call_vm_console(store, &config, &key).await })
+            },
+        )
         .await?;
     let ticket = state.consoles.issue(&hs_name, &record.vm_uuid, endpoint);
     let config = state.config();
@@ -184,7 +208,9 @@ pub async fn scaner(
     ApiJson(body): ApiJson<ScanBody>,
 ) -> ApiResult<Value> {
     let host = hosts::get_enabled(&state, &hs_name)?;
-    let prefix = body.prefix.unwrap_or_else(|| host.settings.filter_name.clone());
+    let prefix = body
+        .prefix
+        .unwrap_or_else(|| host.settings.filter_name.clone());
     if !prefix.is_empty() {
         crate::service::validate::check_name("prefix", &prefix)?;
     }
@@ -217,7 +243,11 @@ pub async fn natadd(
     let task = vms::task("natadd", &hs_name, &record.vm_uuid);
     state
         .tasks
-        .run(task, flag.detach, network::natadd(state.clone(), host, record, request))
+        .run(
+            task,
+            flag.detach,
+            network::natadd(state.clone(), host, record, request),
+        )
         .await?
         .into_answer()
 }
@@ -232,7 +262,11 @@ pub async fn natdel(
     let task = vms::task("natdel", &hs_name, &record.vm_uuid);
     state
         .tasks
-        .run(task, flag.detach, network::natdel(state.clone(), host, record, rule_index))
+        .run(
+            task,
+            flag.detach,
+            network::natdel(state.clone(), host, record, rule_index),
+        )
         .await?
         .into_answer()
 }
@@ -257,7 +291,11 @@ pub async fn ipadd(
     let task = vms::task("ipadd_", &hs_name, &record.vm_uuid);
     state
         .tasks
-        .run(task, flag.detach, network::ipadd(state.clone(), host, record, body))
+        .run(
+            task,
+            flag.detach,
+            network::ipadd(state.clone(), host, record, body),
+        )
         .await?
         .into_answer()
 }
@@ -272,7 +310,11 @@ pub async fn ipdel(
     let task = vms::task("ipdel_", &hs_name, &record.vm_uuid);
     state
         .tasks
-        .run(task, flag.detach, network::ipdel(state.clone(), host, record, ip_index))
+        .run(
+            task,
+            flag.detach,
+            network::ipdel(state.clone(), host, record, ip_index),
+        )
         .await?
         .into_answer()
 }
@@ -298,7 +340,11 @@ pub async fn pxyadd(
     let task = vms::task("pxyadd", &hs_name, &record.vm_uuid);
     state
         .tasks
-        .run(task, flag.detach, network::pxyadd(state.clone(), host, record, request))
+        .run(
+            task,
+            flag.detach,
+            network::pxyadd(state.clone(), host, record, request),
+        )
         .await?
         .into_answer()
 }
@@ -313,7 +359,11 @@ pub async fn pxydel(
     let task = vms::task("pxydel", &hs_name, &record.vm_uuid);
     state
         .tasks
-        .run(task, flag.detach, network::pxydel(state.clone(), host, record, proxy_index))
+        .run(
+            task,
+            flag.detach,
+            network::pxydel(state.clone(), host, record, proxy_index),
+        )
         .await?
         .into_answer()
 }
@@ -339,7 +389,9 @@ pub async fn upload(
         .map(str::to_owned)
         .unwrap_or(query.key);
     if key.is_empty() {
-        return Err(ApiError::Unauthorized("missing X-Upload-Key header (or key query)".to_owned()));
+        return Err(ApiError::Unauthorized(
+            "missing X-Upload-Key header (or key query)".to_owned(),
+        ));
     }
     Ok(ApiOk(network::upload(&state, &key, &query.nic, sample)?))
 }

@@ -61,32 +61,104 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Client = VM (19, without upload).
         .route("/api/client/listup/{hs_name}", get(client::listup))
         .route("/api/client/detail/{hs_name}", get(client::listup))
-        .route("/api/client/detail/{hs_name}/{vm_uuid}", get(client::detail))
+        .route(
+            "/api/client/detail/{hs_name}/{vm_uuid}",
+            get(client::detail),
+        )
         .route("/api/client/create/{hs_name}", post(client::create))
-        .route("/api/client/update/{hs_name}/{vm_uuid}", put(client::update))
-        .route("/api/client/delete/{hs_name}/{vm_uuid}", delete(client::delete))
-        .route("/api/client/powers/{hs_name}/{vm_uuid}", post(client::powers))
-        .route("/api/client/password/{hs_name}/{vm_uuid}", post(client::password))
-        .route("/api/client/status/{hs_name}/{vm_uuid}", get(client::status))
-        .route("/api/client/vncons/{hs_name}/{vm_uuid}", get(client::vncons))
-        .route("/api/client/remote/{hs_name}/{vm_uuid}", get(client::vncons))
+        .route(
+            "/api/client/update/{hs_name}/{vm_uuid}",
+            put(client::update),
+        )
+        .route(
+            "/api/client/delete/{hs_name}/{vm_uuid}",
+            delete(client::delete),
+        )
+        .route(
+            "/api/client/powers/{hs_name}/{vm_uuid}",
+            post(client::powers),
+        )
+        .route(
+            "/api/client/password/{hs_name}/{vm_uuid}",
+            post(client::password),
+        )
+        .route(
+            "/api/client/status/{hs_name}/{vm_uuid}",
+            get(client::status),
+        )
+        .route(
+            "/api/client/vncons/{hs_name}/{vm_uuid}",
+            get(client::vncons),
+        )
+        .route(
+            "/api/client/remote/{hs_name}/{vm_uuid}",
+            get(client::vncons),
+        )
         .route("/api/client/scaner/{hs_name}", post(client::scaner))
-        .route("/api/client/natget/{hs_name}/{vm_uuid}", get(client::natget))
-        .route("/api/client/natadd/{hs_name}/{vm_uuid}", post(client::natadd))
-        .route("/api/client/natdel/{hs_name}/{vm_uuid}/{rule_index}", delete(client::natdel))
-        .route("/api/client/iplist/{hs_name}/{vm_uuid}", get(client::iplist))
-        .route("/api/client/ipaddr/detail/{hs_name}/{vm_uuid}", get(client::iplist))
-        .route("/api/client/ipadd_/{hs_name}/{vm_uuid}", post(client::ipadd))
-        .route("/api/client/ipaddr/create/{hs_name}/{vm_uuid}", post(client::ipadd))
-        .route("/api/client/ipdel_/{hs_name}/{vm_uuid}/{ip_index}", delete(client::ipdel))
-        .route("/api/client/ipaddr/delete/{hs_name}/{vm_uuid}/{ip_index}", delete(client::ipdel))
-        .route("/api/client/pxyget/{hs_name}/{vm_uuid}", get(client::pxyget))
-        .route("/api/client/proxys/detail/{hs_name}/{vm_uuid}", get(client::pxyget))
-        .route("/api/client/pxyadd/{hs_name}/{vm_uuid}", post(client::pxyadd))
-        .route("/api/client/proxys/create/{hs_name}/{vm_uuid}", post(client::pxyadd))
-        .route("/api/client/pxydel/{hs_name}/{vm_uuid}/{proxy_index}", delete(client::pxydel))
-        .route("/api/client/proxys/delete/{hs_name}/{vm_uuid}/{proxy_index}", delete(client::pxydel))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .route(
+            "/api/client/natget/{hs_name}/{vm_uuid}",
+            get(client::natget),
+        )
+        .route(
+            "/api/client/natadd/{hs_name}/{vm_uuid}",
+            post(client::natadd),
+        )
+        .route(
+            "/api/client/natdel/{hs_name}/{vm_uuid}/{rule_index}",
+            delete(client::natdel),
+        )
+        .route(
+            "/api/client/iplist/{hs_name}/{vm_uuid}",
+            get(client::iplist),
+        )
+        .route(
+            "/api/client/ipaddr/detail/{hs_name}/{vm_uuid}",
+            get(client::iplist),
+        )
+        .route(
+            "/api/client/ipadd_/{hs_name}/{vm_uuid}",
+            post(client::ipadd),
+        )
+        .route(
+            "/api/client/ipaddr/create/{hs_name}/{vm_uuid}",
+            post(client::ipadd),
+        )
+        .route(
+            "/api/client/ipdel_/{hs_name}/{vm_uuid}/{ip_index}",
+            delete(client::ipdel),
+        )
+        .route(
+            "/api/client/ipaddr/delete/{hs_name}/{vm_uuid}/{ip_index}",
+            delete(client::ipdel),
+        )
+        .route(
+            "/api/client/pxyget/{hs_name}/{vm_uuid}",
+            get(client::pxyget),
+        )
+        .route(
+            "/api/client/proxys/detail/{hs_name}/{vm_uuid}",
+            get(client::pxyget),
+        )
+        .route(
+            "/api/client/pxyadd/{hs_name}/{vm_uuid}",
+            post(client::pxyadd),
+        )
+        .route(
+            "/api/client/proxys/create/{hs_name}/{vm_uuid}",
+            post(client::pxyadd),
+        )
+        .route(
+            "/api/client/pxydel/{hs_name}/{vm_uuid}/{proxy_index}",
+            delete(client::pxydel),
+        )
+        .route(
+            "/api/client/proxys/delete/{hs_name}/{vm_uuid}/{proxy_index}",
+            delete(client::pxydel),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     let public = Router::new().route(
         "/api/client/upload",
         post(client::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
@@ -97,7 +169,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), finish_response))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            finish_response,
+        ))
         .with_state(state)
 }
 
@@ -112,7 +187,11 @@ async fn wrong_method() -> ApiError {
 /// Outermost layer: writes one log record per failed mutation or fault
 /// (errors the task runner already logged carry `Fault::logged`), and applies
 /// `always_http_200`.
-async fn finish_response(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn finish_response(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
@@ -121,12 +200,20 @@ async fn finish_response(State(state): State<Arc<AppState>>, request: Request, n
         let worth_logging = fault.status.is_server_error()
             || (is_mutation && fault.status != StatusCode::TOO_MANY_REQUESTS);
         if worth_logging && !fault.logged {
-            let level = if fault.status.is_server_error() { LogLevel::Error } else { LogLevel::Warn };
+            let level = if fault.status.is_server_error() {
+                LogLevel::Error
+            } else {
+                LogLevel::Warn
+            };
             // `/api/<group>/<option>/<hs_name>/<vm_uuid>/...`
             let segments: Vec<&str> = path.split('/').collect();
-            let record = NewLog::new(level, format!("{method} {path}"), format!("{}: {}", fault.status.as_u16(), fault.message))
-                .host(segments.get(4).copied().unwrap_or_default())
-                .vm(segments.get(5).copied().unwrap_or_default());
+            let record = NewLog::new(
+                level,
+                format!("{method} {path}"),
+                format!("{}: {}", fault.status.as_u16(), fault.message),
+            )
+            .host(segments.get(4).copied().unwrap_or_default())
+            .vm(segments.get(5).copied().unwrap_or_default());
             if let Err(error) = state.store.log_insert(&record) {
                 tracing::error!("cannot store a log record: {error}");
             }

@@ -52,9 +52,11 @@ pub async fn create(
     let name = body.name.clone();
     state
         .tasks
-        .run(service::task("server-create", &name), flag.detach, async move {
-            service::create(&task_state, &body.name, &body.engine, &settings)
-        })
+        .run(
+            service::task("server-create", &name),
+            flag.detach,
+            async move { service::create(&task_state, &body.name, &body.engine, &settings) },
+        )
         .await?
         .into_answer()
 }
@@ -106,9 +108,11 @@ pub async fn delete(
     let name = hs_name.clone();
     state
         .tasks
-        .run(service::task("server-delete", &hs_name), query.detach, async move {
-            service::delete(&task_state, &name, query.force)
-        })
+        .run(
+            service::task("server-delete", &hs_name),
+            query.detach,
+            async move { service::delete(&task_state, &name, query.force) },
+        )
         .await?
         .into_answer()
 }
@@ -129,9 +133,11 @@ pub async fn powers(
     let name = hs_name.clone();
     state
         .tasks
-        .run(service::task("server-powers", &hs_name), flag.detach, async move {
-            service::set_enabled(&task_state, &name, body.enable)
-        })
+        .run(
+            service::task("server-powers", &hs_name),
+            flag.detach,
+            async move { service::set_enabled(&task_state, &name, body.enable) },
+        )
         .await?
         .into_answer()
 }
@@ -147,5 +153,7 @@ pub async fn status(
     ApiPath(hs_name): ApiPath<String>,
     ApiQuery(query): ApiQuery<StatusQuery>,
 ) -> ApiResult<Value> {
-    Ok(ApiOk(service::status(&state, &hs_name, query.refresh).await?))
+    Ok(ApiOk(
+        service::status(&state, &hs_name, query.refresh).await?,
+    ))
 }

@@ -23,7 +23,10 @@ fn system_task(actions: &str) -> NewTask {
     }
 }
 
-pub async fn treset(State(state): State<Arc<AppState>>, ApiQuery(flag): ApiQuery<AsyncFlag>) -> ApiResult<Value> {
+pub async fn treset(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(flag): ApiQuery<AsyncFlag>,
+) -> ApiResult<Value> {
     let store = state.store.clone();
     state
         .tasks
@@ -46,7 +49,8 @@ pub async fn tsetup(
     ApiQuery(flag): ApiQuery<AsyncFlag>,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> ApiResult<Value> {
-    crate::auth::check_chosen_token(&body.token).map_err(|rule| ApiError::bad_field("token", rule))?;
+    crate::auth::check_chosen_token(&body.token)
+        .map_err(|rule| ApiError::bad_field("token", rule))?;
     let store = state.store.clone();
     state
         .tasks
@@ -62,20 +66,30 @@ pub async fn tquery(authenticated: Authenticated) -> ApiResult<Value> {
     Ok(ApiOk(json!({ "token": authenticated.token })))
 }
 
-pub async fn saving(State(state): State<Arc<AppState>>, ApiQuery(flag): ApiQuery<AsyncFlag>) -> ApiResult<Value> {
+pub async fn saving(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(flag): ApiQuery<AsyncFlag>,
+) -> ApiResult<Value> {
     let task_state = state.clone();
     state
         .tasks
-        .run(system_task("saving"), flag.detach, async move { service::snapshot(&task_state).await })
+        .run(system_task("saving"), flag.detach, async move {
+            service::snapshot(&task_state).await
+        })
         .await?
         .into_answer()
 }
 
-pub async fn loader(State(state): State<Arc<AppState>>, ApiQuery(flag): ApiQuery<AsyncFlag>) -> ApiResult<Value> {
+pub async fn loader(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(flag): ApiQuery<AsyncFlag>,
+) -> ApiResult<Value> {
     let task_state = state.clone();
     state
         .tasks
-        .run(system_task("loader"), flag.detach, async move { service::reload(&task_state).await })
+        .run(system_task("loader"), flag.detach, async move {
+            service::reload(&task_state).await
+        })
         .await?
         .into_answer()
 }
@@ -98,7 +112,10 @@ fn check_page(limit: u32) -> Result<(), ApiError> {
     if (1..=MAX_PAGE).contains(&limit) {
         Ok(())
     } else {
-        Err(ApiError::bad_field("limit", format!("must be 1..={MAX_PAGE}, got {limit}")))
+        Err(ApiError::bad_field(
+            "limit",
+            format!("must be 1..={MAX_PAGE}, got {limit}"),
+        ))
     }
 }
 
@@ -118,12 +135,18 @@ pub struct LogQuery {
     offset: u32,
 }
 
-pub async fn logget(State(state): State<Arc<AppState>>, ApiQuery(query): ApiQuery<LogQuery>) -> ApiResult<Value> {
+pub async fn logget(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<LogQuery>,
+) -> ApiResult<Value> {
     check_page(query.limit)?;
     let level = match query.level.as_str() {
         "" => None,
         text => Some(LogLevel::parse(text).ok_or_else(|| {
-            ApiError::bad_field("level", format!("{text:?} must be one of debug, info, warn, error"))
+            ApiError::bad_field(
+                "level",
+                format!("{text:?} must be one of debug, info, warn, error"),
+            )
         })?),
     };
     let filter = LogFilter {
@@ -146,12 +169,18 @@ pub struct TaskQuery {
     offset: u32,
 }
 
-pub async fn tasget(State(state): State<Arc<AppState>>, ApiQuery(query): ApiQuery<TaskQuery>) -> ApiResult<Value> {
+pub async fn tasget(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<TaskQuery>,
+) -> ApiResult<Value> {
     check_page(query.limit)?;
     let task_state = match query.state.as_str() {
         "" => None,
         text => Some(TaskState::parse(text).ok_or_else(|| {
-            ApiError::bad_field("state", format!("{text:?} must be one of queued, running, done, failed"))
+            ApiError::bad_field(
+                "state",
+                format!("{text:?} must be one of queued, running, done, failed"),
+            )
         })?),
     };
     let filter = TaskFilter {

@@ -60,7 +60,10 @@ impl LogCall {
         if self.written > MAX_RECORDS_PER_CALL {
             let dropped = self.written - MAX_RECORDS_PER_CALL;
             self.written = 0;
-            self.write(LogLevel::Warn, &format!("{dropped} more log records of this call were dropped"));
+            self.write(
+                LogLevel::Warn,
+                &format!("{dropped} more log records of this call were dropped"),
+            );
         }
     }
 }

@@ -57,7 +57,11 @@ pub struct CallCaps {
 }
 
 impl CallCaps {
-    pub fn new(capabilities: &Capabilities, plugin: &Arc<str>, host: Option<Arc<HostScope>>) -> CallCaps {
+    pub fn new(
+        capabilities: &Capabilities,
+        plugin: &Arc<str>,
+        host: Option<Arc<HostScope>>,
+    ) -> CallCaps {
         CallCaps {
             log: log::LogCall::new(capabilities.store.clone(), plugin.clone(), host.clone()),
             libvirt: libvirt::LibvirtCall::new(capabilities.libvirt.clone(), host.clone()),
@@ -74,19 +78,24 @@ pub fn link(linker: &mut Linker<CallState>, grants: &[Grant]) -> wasmtime::Resul
     wit::types::add_to_linker::<CallState, HasSelf<CallState>>(linker, |state| state)?;
     for grant in grants {
         match grant {
-            Grant::Libvirt => wit::libvirt::add_to_linker::<CallState, HasSelf<libvirt::LibvirtCall>>(
+            Grant::Libvirt => wit::libvirt::add_to_linker::<
+                CallState,
+                HasSelf<libvirt::LibvirtCall>,
+            >(linker, |state| &mut state.caps.libvirt)?,
+            Grant::Nat => {
+                wit::nat::add_to_linker::<CallState, HasSelf<nat::NatCall>>(linker, |state| {
+                    &mut state.caps.nat
+                })?
+            }
+            Grant::Proxy => wit::proxy::add_to_linker::<CallState, HasSelf<proxy::ProxyCall>>(
                 linker,
-                |state| &mut state.caps.libvirt,
+                |state| &mut state.caps.proxy,
             )?,
-            Grant::Nat => wit::nat::add_to_linker::<CallState, HasSelf<nat::NatCall>>(linker, |state| {
-                &mut state.caps.nat
-            })?,
-            Grant::Proxy => wit::proxy::add_to_linker::<CallState, HasSelf<proxy::ProxyCall>>(linker, |state| {
-                &mut state.caps.proxy
-            })?,
-            Grant::Log => wit::log::add_to_linker::<CallState, HasSelf<log::LogCall>>(linker, |state| {
-                &mut state.caps.log
-            })?,
+            Grant::Log => {
+                wit::log::add_to_linker::<CallState, HasSelf<log::LogCall>>(linker, |state| {
+                    &mut state.caps.log
+                })?
+            }
         }
     }
     Ok(())

@@ -33,11 +33,16 @@ impl NatCall {
 }
 
 fn not_configured() -> PluginError {
-    PluginError::Unsupported("port forwarding is not configured on this server ([nat] section)".to_owned())
+    PluginError::Unsupported(
+        "port forwarding is not configured on this server ([nat] section)".to_owned(),
+    )
 }
 
 impl Host for NatCall {
-    async fn add_rule(&mut self, _forward: PortForward) -> wasmtime::Result<Result<(), PluginError>> {
+    async fn add_rule(
+        &mut self,
+        _forward: PortForward,
+    ) -> wasmtime::Result<Result<(), PluginError>> {
         Ok(Err(not_configured()))
     }
 

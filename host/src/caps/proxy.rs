@@ -33,7 +33,9 @@ impl ProxyCall {
 }
 
 fn not_configured() -> PluginError {
-    PluginError::Unsupported("the reverse proxy is not configured on this server ([proxy] section)".to_owned())
+    PluginError::Unsupported(
+        "the reverse proxy is not configured on this server ([proxy] section)".to_owned(),
+    )
 }
 
 impl Host for ProxyCall {

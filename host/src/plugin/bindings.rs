@@ -17,7 +17,7 @@ pub use exports::openidcs::engine::engine::Guest as EngineExport;
 pub use openidcs::engine::types::Error as PluginError;
 pub use openidcs::engine::types::{
     ConsoleEndpoint, Disk, EngineInfo, HostConfig, HostCounters, IpPool, IpVersion, Nic, NicKind,
-    PortForward, PowerAction, PowerState, Protocol, ProxySite, TlsPair, VmInfo, VmSpec, VmCounters,
+    PortForward, PowerAction, PowerState, Protocol, ProxySite, TlsPair, VmCounters, VmInfo, VmSpec,
 };
 
 /// The WIT package version this server speaks; plugins must export a

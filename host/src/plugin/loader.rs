@@ -62,7 +62,8 @@ pub fn compile_file(engine: &Engine, path: &Path) -> anyhow::Result<(Vec<u8>, Co
         ),
         WasmKind::NotWasm => bail!("{} is not a WebAssembly component", path.display()),
     }
-    let component = into_anyhow(Component::new(engine, &bytes)).with_context(|| format!("compiling {}", path.display()))?;
+    let component = into_anyhow(Component::new(engine, &bytes))
+        .with_context(|| format!("compiling {}", path.display()))?;
     Ok((bytes, component))
 }
 
@@ -81,7 +82,11 @@ fn cache_path(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> PathBuf {
     cache_dir.join(name)
 }
 
-fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> anyhow::Result<(Component, bool)> {
+fn load_component(
+    engine: &Engine,
+    path: &Path,
+    cache_dir: &Path,
+) -> anyhow::Result<(Component, bool)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let cached = cache_path(engine, &bytes, cache_dir);
     if cached.exists() {
@@ -90,15 +95,22 @@ fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> anyhow::Res
         // these exact bytes and this engine configuration.
         match unsafe { Component::deserialize_file(engine, &cached) } {
             Ok(component) => return Ok((component, true)),
-            Err(error) => tracing::warn!("ignoring unusable cache file {}: {error:#}", cached.display()),
+            Err(error) => tracing::warn!(
+                "ignoring unusable cache file {}: {error:#}",
+                cached.display()
+            ),
         }
     }
     let (_, component) = compile_file(engine, path)?;
-    let serialized = into_anyhow(component.serialize()).context("serializing the compiled component")?;
-    std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
+    let serialized =
+        into_anyhow(component.serialize()).context("serializing the compiled component")?;
+    std::fs::create_dir_all(cache_dir)
+        .with_context(|| format!("creating {}", cache_dir.display()))?;
     let temporary = cached.with_extension("tmp");
-    std::fs::write(&temporary, serialized).with_context(|| format!("writing {}", temporary.display()))?;
-    std::fs::rename(&temporary, &cached).with_context(|| format!("renaming to {}", cached.display()))?;
+    std::fs::write(&temporary, serialized)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, &cached)
+        .with_context(|| format!("renaming to {}", cached.display()))?;
     Ok((component, false))
 }
 
@@ -150,12 +162,21 @@ pub fn check_interfaces(
             Some(_) => bail!(
                 "plugin {plugin_name} imports openidcs:engine/{interface} but is not granted {interface:?} \
                  (grants: [{}]); add it to the plugin's grants in the config to allow it",
-                grants.iter().map(|grant| grant.interface()).collect::<Vec<_>>().join(", ")
+                grants
+                    .iter()
+                    .map(|grant| grant.interface())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            None => bail!("plugin {plugin_name} imports {name}, which this server does not provide"),
+            None => {
+                bail!("plugin {plugin_name} imports {name}, which this server does not provide")
+            }
         }
     }
-    let exports: Vec<String> = component_type.exports(engine).map(|(name, _)| name.to_owned()).collect();
+    let exports: Vec<String> = component_type
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     let wit_version = exports
         .iter()
         .find_map(|name| name.strip_prefix("openidcs:engine/engine@"))
@@ -176,17 +197,27 @@ pub fn check_interfaces(
 }
 
 /// Compile (or take from cache), check and pre-instantiate one plugin.
-pub fn prepare(engine: &Engine, config: &PluginConfig, cache_dir: &Path) -> anyhow::Result<Compiled> {
+pub fn prepare(
+    engine: &Engine,
+    config: &PluginConfig,
+    cache_dir: &Path,
+) -> anyhow::Result<Compiled> {
     let started = Instant::now();
     let (component, cache_hit) = load_component(engine, &config.path, cache_dir)
         .with_context(|| format!("loading plugin {}", config.name))?;
-    let (wit_version, imports) = check_interfaces(engine, &component, &config.name, &config.grants)?;
+    let (wit_version, imports) =
+        check_interfaces(engine, &component, &config.name, &config.grants)?;
     let mut linker: Linker<CallState> = Linker::new(engine);
     into_anyhow(wasmtime_wasi::p2::add_to_linker_async(&mut linker)).context("linking WASI")?;
     into_anyhow(caps::link(&mut linker, &config.grants)).context("linking capabilities")?;
     let instance_pre = into_anyhow(linker.instantiate_pre(&component))
         .with_context(|| format!("pre-instantiating plugin {}", config.name))?;
-    let pre = into_anyhow(EnginePluginPre::new(instance_pre)).with_context(|| format!("plugin {} does not have the engine-plugin shape", config.name))?;
+    let pre = into_anyhow(EnginePluginPre::new(instance_pre)).with_context(|| {
+        format!(
+            "plugin {} does not have the engine-plugin shape",
+            config.name
+        )
+    })?;
     Ok(Compiled {
         pre,
         wit_version,

@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::Semaphore;
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+};
 
-use crate::caps::{Capabilities, CallCaps, HostScope};
+use crate::caps::{CallCaps, Capabilities, HostScope};
 use crate::config::PluginConfig;
 use crate::store::{LogLevel, NewLog};
 use bindings::{EngineExport, EngineInfo, EnginePluginPre, PluginError};
@@ -83,7 +85,8 @@ pub struct LoadedPlugin {
 }
 
 /// A boxed engine invocation: given the export and the store, call one function.
-pub type Invocation<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<Result<R, PluginError>>> + Send + 'a>>;
+pub type Invocation<'a, R> =
+    Pin<Box<dyn Future<Output = wasmtime::Result<Result<R, PluginError>>> + Send + 'a>>;
 
 pub struct PluginRuntime {
     engine: Engine,
@@ -143,7 +146,10 @@ fn start_epoch_ticker(engine: &Engine) {
 }
 
 impl PluginRuntime {
-    pub fn new(capabilities: Arc<Capabilities>, cache_dir: PathBuf) -> anyhow::Result<PluginRuntime> {
+    pub fn new(
+        capabilities: Arc<Capabilities>,
+        cache_dir: PathBuf,
+    ) -> anyhow::Result<PluginRuntime> {
         let engine = build_engine()?;
         start_epoch_ticker(&engine);
         Ok(PluginRuntime {
@@ -172,11 +178,19 @@ impl PluginRuntime {
                     format!(
                         "plugin {} loaded ({}, {} ms)",
                         plugin.name,
-                        if plugin.cache_hit { "from the precompiled cache" } else { "compiled" },
+                        if plugin.cache_hit {
+                            "from the precompiled cache"
+                        } else {
+                            "compiled"
+                        },
                         plugin.load_ms
                     ),
                 ),
-                Some(error) => NewLog::new(LogLevel::Error, "plugin-load", format!("plugin {} refused: {error}", plugin.name)),
+                Some(error) => NewLog::new(
+                    LogLevel::Error,
+                    "plugin-load",
+                    format!("plugin {} refused: {error}", plugin.name),
+                ),
             };
             match &plugin.error {
                 None => tracing::info!("{}", record.message),
@@ -187,7 +201,10 @@ impl PluginRuntime {
             }
             loaded.insert(config.name.clone(), Arc::new(plugin));
         }
-        *self.plugins.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(loaded);
+        *self
+            .plugins
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(loaded);
     }
 
     async fn load_one(&self, config: PluginConfig) -> LoadedPlugin {
@@ -195,10 +212,12 @@ impl PluginRuntime {
         let engine = self.engine.clone();
         let cache_dir = self.cache_dir.clone();
         let prepare_config = config.clone();
-        let prepared = tokio::task::spawn_blocking(move || loader::prepare(&engine, &prepare_config, &cache_dir))
-            .await
-            .map_err(|error| anyhow::anyhow!("loader task failed: {error}"))
-            .and_then(|result| result);
+        let prepared = tokio::task::spawn_blocking(move || {
+            loader::prepare(&engine, &prepare_config, &cache_dir)
+        })
+        .await
+        .map_err(|error| anyhow::anyhow!("loader task failed: {error}"))
+        .and_then(|result| result);
         let mut plugin = LoadedPlugin {
             config,
             name,
@@ -237,7 +256,10 @@ impl PluginRuntime {
 
     /// The plugins as last loaded, by name.
     pub fn plugins(&self) -> Arc<BTreeMap<String, Arc<LoadedPlugin>>> {
-        self.plugins.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.plugins
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     pub fn plugin(&self, name: &str) -> Result<Arc<LoadedPlugin>, EngineError> {
@@ -253,10 +275,12 @@ impl PluginRuntime {
         engine_name: &str,
         host: Arc<HostScope>,
         operation: &'static str,
-        invocation: impl for<'a> FnOnce(&'a EngineExport, &'a mut Store<CallState>) -> Invocation<'a, R> + Send,
+        invocation: impl for<'a> FnOnce(&'a EngineExport, &'a mut Store<CallState>) -> Invocation<'a, R>
+        + Send,
     ) -> Result<R, EngineError> {
         let plugin = self.plugin(engine_name)?;
-        self.invoke(&plugin, Some(host), operation, invocation).await
+        self.invoke(&plugin, Some(host), operation, invocation)
+            .await
     }
 
     async fn invoke<R>(
@@ -264,20 +288,26 @@ impl PluginRuntime {
         plugin: &LoadedPlugin,
         host: Option<Arc<HostScope>>,
         operation: &'static str,
-        invocation: impl for<'a> FnOnce(&'a EngineExport, &'a mut Store<CallState>) -> Invocation<'a, R> + Send,
+        invocation: impl for<'a> FnOnce(&'a EngineExport, &'a mut Store<CallState>) -> Invocation<'a, R>
+        + Send,
     ) -> Result<R, EngineError> {
         let plugin_name = plugin.name.to_string();
         let Some(pre) = &plugin.pre else {
             return Err(EngineError::NotLoaded {
                 plugin: plugin_name,
-                reason: plugin.error.clone().unwrap_or_else(|| "not loaded".to_owned()),
+                reason: plugin
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "not loaded".to_owned()),
             });
         };
         let _slot = self
             .call_slots
             .acquire()
             .await
-            .map_err(|_| EngineError::Busy { plugin: plugin_name.clone() })?;
+            .map_err(|_| EngineError::Busy {
+                plugin: plugin_name.clone(),
+            })?;
         let caps = CallCaps::new(&self.capabilities, &plugin.name, host);
         let memory_bytes = (plugin.config.memory_mb as usize) << 20;
         let mut store = Store::new(&self.engine, CallState::new(caps, memory_bytes));
@@ -331,13 +361,21 @@ impl PluginRuntime {
                 operation,
                 memory_mb: plugin.config.memory_mb,
             }),
-            Ok(Err(error)) if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Err(timed_out()),
+            Ok(Err(error)) if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                Err(timed_out())
+            }
             Ok(Err(error)) => {
                 let mut reason = error.root_cause().to_string();
                 // A Rust panic prints "thread ... panicked at FILE:LINE:" and
                 // then its message on stderr before aborting.
-                if let Some(position) = stderr_lines.iter().position(|line| line.contains("panicked at")) {
-                    let message = stderr_lines.get(position + 1).map(String::as_str).unwrap_or_default();
+                if let Some(position) = stderr_lines
+                    .iter()
+                    .position(|line| line.contains("panicked at"))
+                {
+                    let message = stderr_lines
+                        .get(position + 1)
+                        .map(String::as_str)
+                        .unwrap_or_default();
                     reason = format!("{reason} ({} {message})", stderr_lines[position]);
                 }
                 Err(EngineError::Trap {
@@ -353,7 +391,8 @@ impl PluginRuntime {
 /// Report what a component file is and what it imports and exports, or why
 /// it would be refused (`openidcs plugin check`).
 pub fn check_file(path: &std::path::Path) -> anyhow::Result<String> {
-    let engine = loader::into_anyhow(Engine::new(&base_config())).context("creating the wasmtime engine")?;
+    let engine =
+        loader::into_anyhow(Engine::new(&base_config())).context("creating the wasmtime engine")?;
     let (_, component) = loader::compile_file(&engine, path)?;
     let component_type = component.component_type();
     let mut report = String::new();

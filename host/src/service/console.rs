@@ -35,7 +35,10 @@ impl ConsoleTickets {
     pub fn issue(&self, host: &str, vm_uuid: &str, endpoint: ConsoleEndpoint) -> String {
         let ticket = crate::auth::generate_token();
         let now = Instant::now();
-        let mut tickets = self.tickets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tickets = self
+            .tickets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         tickets.retain(|_, issued| issued.expires > now);
         tickets.insert(
             ticket.clone(),
@@ -51,7 +54,10 @@ impl ConsoleTickets {
 
     /// Take the ticket: a second redemption, or one after expiry, finds nothing.
     pub fn redeem(&self, ticket: &str) -> Option<ConsoleTicket> {
-        let mut tickets = self.tickets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tickets = self
+            .tickets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let issued = tickets.remove(ticket)?;
         (issued.expires > Instant::now()).then_some(issued)
     }

@@ -95,27 +95,49 @@ impl HostSettings {
             if !self.server_addr.contains("://") || !LIBVIRT_SCHEMES.contains(&scheme) {
                 return Err(ApiError::bad_field(
                     "config.server_addr",
-                    format!("{:?} must be a URI with scheme one of {LIBVIRT_SCHEMES:?}", self.server_addr),
+                    format!(
+                        "{:?} must be a URI with scheme one of {LIBVIRT_SCHEMES:?}",
+                        self.server_addr
+                    ),
                 ));
             }
-            if self.server_addr.chars().any(|character| character.is_whitespace() || character.is_control()) {
-                return Err(ApiError::bad_field("config.server_addr", "must not contain spaces or control characters"));
+            if self
+                .server_addr
+                .chars()
+                .any(|character| character.is_whitespace() || character.is_control())
+            {
+                return Err(ApiError::bad_field(
+                    "config.server_addr",
+                    "must not contain spaces or control characters",
+                ));
             }
         }
         if !self.filter_name.is_empty() {
             check_name("config.filter_name", &self.filter_name)?;
         }
-        for (field, path) in [("config.images_path", &self.images_path), ("config.system_path", &self.system_path)] {
-            if !path.is_empty() && (!path.starts_with('/') || path.split('/').any(|part| part == "..")) {
-                return Err(ApiError::bad_field(field, format!("{path:?} must be an absolute path without ..")));
+        for (field, path) in [
+            ("config.images_path", &self.images_path),
+            ("config.system_path", &self.system_path),
+        ] {
+            if !path.is_empty()
+                && (!path.starts_with('/') || path.split('/').any(|part| part == ".."))
+            {
+                return Err(ApiError::bad_field(
+                    field,
+                    format!("{path:?} must be an absolute path without .."),
+                ));
             }
         }
-        for (field, network) in [("config.network_nat", &self.network_nat), ("config.network_pub", &self.network_pub)] {
+        for (field, network) in [
+            ("config.network_nat", &self.network_nat),
+            ("config.network_pub", &self.network_pub),
+        ] {
             if !network.is_empty() {
                 check_name(field, network)?;
             }
         }
-        if (self.ports_start == 0) != (self.ports_close == 0) || self.ports_start > self.ports_close {
+        if (self.ports_start == 0) != (self.ports_close == 0) || self.ports_start > self.ports_close
+        {
             return Err(ApiError::bad_field(
                 "config.ports_start",
                 format!(
@@ -135,7 +157,8 @@ impl HostSettings {
         for (name, pool) in &self.ipaddr_maps {
             let field = format!("config.ipaddr_maps.{name}");
             check_name(&field, name)?;
-            pool.network().map_err(|rule| ApiError::bad_field(&field, rule))?;
+            pool.network()
+                .map_err(|rule| ApiError::bad_field(&field, rule))?;
         }
         Ok(())
     }
@@ -186,7 +209,10 @@ impl IpPoolSettings {
             .parse()
             .map_err(|_| format!("from {:?} is not an IP address", self.from))?;
         if from.is_ipv6() != self.is_v6() {
-            return Err(format!("from {:?} is not an {} address", self.from, self.vers));
+            return Err(format!(
+                "from {:?} is not an {} address",
+                self.from, self.vers
+            ));
         }
         let prefix = if self.mask.is_empty() {
             if self.is_v6() { 64 } else { 24 }
@@ -213,8 +239,12 @@ pub struct Host {
 
 impl Host {
     pub fn from_record(record: HostRecord) -> Result<Host, ApiError> {
-        let settings = HostSettings::parse(record.config.clone())
-            .map_err(|error| ApiError::Internal(format!("stored settings of host {:?} are invalid: {error}", record.name)))?;
+        let settings = HostSettings::parse(record.config.clone()).map_err(|error| {
+            ApiError::Internal(format!(
+                "stored settings of host {:?} are invalid: {error}",
+                record.name
+            ))
+        })?;
         Ok(Host { record, settings })
     }
 
@@ -227,7 +257,7 @@ impl Host {
         let settings = &self.settings;
         let ports = if settings.ports_start == 0 {
             // An empty range: no public port may be forwarded.
-            1..=0
+            std::ops::RangeInclusive::new(1, 0)
         } else {
             settings.ports_start..=settings.ports_close
         };
@@ -242,7 +272,10 @@ impl Host {
                 .filter(|pool| pool.kind == "nat")
                 .filter_map(|pool| pool.network().ok())
                 .collect(),
-            public_addr: settings.public_addr.first().and_then(|address| address.parse().ok()),
+            public_addr: settings
+                .public_addr
+                .first()
+                .and_then(|address| address.parse().ok()),
             name_prefix: settings.filter_name.clone(),
             allow_hostdev: settings
                 .extend_data
@@ -273,8 +306,16 @@ impl Host {
                 .iter()
                 .map(|(name, pool)| IpPool {
                     name: name.clone(),
-                    version: if pool.is_v6() { IpVersion::Ipv6 } else { IpVersion::Ipv4 },
-                    kind: if pool.kind == "pub" { NicKind::Pub } else { NicKind::Nat },
+                    version: if pool.is_v6() {
+                        IpVersion::Ipv6
+                    } else {
+                        IpVersion::Ipv4
+                    },
+                    kind: if pool.kind == "pub" {
+                        NicKind::Pub
+                    } else {
+                        NicKind::Nat
+                    },
                     gate: pool.gate.clone(),
                     mask: pool.mask.clone(),
                     from: pool.from.clone(),
@@ -309,7 +350,9 @@ pub fn get(state: &AppState, name: &str) -> Result<Host, ApiError> {
 pub fn get_enabled(state: &AppState, name: &str) -> Result<Host, ApiError> {
     let host = get(state, name)?;
     if !host.record.enabled {
-        return Err(ApiError::Forbidden(format!("host {name:?} is disabled (POST /api/server/powers/{name} to enable)")));
+        return Err(ApiError::Forbidden(format!(
+            "host {name:?} is disabled (POST /api/server/powers/{name} to enable)"
+        )));
     }
     Ok(host)
 }
@@ -320,7 +363,10 @@ pub fn check_engine(state: &AppState, engine: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         let known: Vec<String> = state.plugins.plugins().keys().cloned().collect();
-        Err(ApiError::bad_field("type", format!("unknown engine {engine:?} (configured: {known:?})")))
+        Err(ApiError::bad_field(
+            "type",
+            format!("unknown engine {engine:?} (configured: {known:?})"),
+        ))
     }
 }
 
@@ -332,8 +378,14 @@ pub fn status_json(status: &HostCounters, previous: Option<&Value>) -> Value {
         .and_then(|value| value.get("counters"))
         .map(|counters| {
             (
-                counters.get("cpu_busy_ns").and_then(Value::as_f64).unwrap_or(0.0),
-                counters.get("cpu_idle_ns").and_then(Value::as_f64).unwrap_or(0.0),
+                counters
+                    .get("cpu_busy_ns")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0),
+                counters
+                    .get("cpu_idle_ns")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0),
             )
         })
         .unwrap_or((0.0, 0.0));
@@ -347,7 +399,13 @@ pub fn status_json(status: &HostCounters, previous: Option<&Value>) -> Value {
     } else {
         0.0
     };
-    let percent = |used: u64, total: u64| if total > 0 { used as f64 * 100.0 / total as f64 } else { 0.0 };
+    let percent = |used: u64, total: u64| {
+        if total > 0 {
+            used as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        }
+    };
     json!({
         "hostname": status.hostname,
         "hypervisor": status.hypervisor,
@@ -372,7 +430,12 @@ pub fn round2(value: f64) -> f64 {
 
 /// The host's last stored status with its age, as `detail` and `status` show it.
 pub fn last_updated(record: &HostRecord) -> Value {
-    record.status_at.max(record.polled_at).map(format_ms).map(Value::from).unwrap_or(Value::Null)
+    record
+        .status_at
+        .max(record.polled_at)
+        .map(format_ms)
+        .map(Value::from)
+        .unwrap_or(Value::Null)
 }
 
 /// The task record of a host mutation.
@@ -410,20 +473,38 @@ pub fn detail(state: &AppState, name: &str, with_status: bool) -> Result<Value, 
             "vm_list".to_owned(),
             Value::from(vms.iter().map(|vm| vm.vm_uuid.clone()).collect::<Vec<_>>()),
         );
-        let status = if with_status { host.record.status.clone().unwrap_or(Value::Null) } else { Value::Null };
+        let status = if with_status {
+            host.record.status.clone().unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
         object.insert("status".to_owned(), status);
         object.insert("last_updated".to_owned(), last_updated(&host.record));
     }
     Ok(value)
 }
 
-pub fn create(state: &AppState, name: &str, engine: &str, settings: &HostSettings) -> Result<Value, ApiError> {
-    let record = state.store.host_insert(name, engine, &settings_map(settings))?;
+pub fn create(
+    state: &AppState,
+    name: &str,
+    engine: &str,
+    settings: &HostSettings,
+) -> Result<Value, ApiError> {
+    let record = state
+        .store
+        .host_insert(name, engine, &settings_map(settings))?;
     Ok(Host::from_record(record)?.summary_json(0))
 }
 
-pub fn update(state: &AppState, name: &str, engine: Option<&str>, settings: &HostSettings) -> Result<Value, ApiError> {
-    let record = state.store.host_update(name, engine, &settings_map(settings))?;
+pub fn update(
+    state: &AppState,
+    name: &str,
+    engine: Option<&str>,
+    settings: &HostSettings,
+) -> Result<Value, ApiError> {
+    let record = state
+        .store
+        .host_update(name, engine, &settings_map(settings))?;
     let vm_count = state.store.vm_count(Some(name))?;
     Ok(Host::from_record(record)?.summary_json(vm_count))
 }
@@ -457,9 +538,14 @@ pub async fn status(state: &AppState, name: &str, refresh: bool) -> Result<Value
     let config = host.engine_config();
     let fresh = state
         .plugins
-        .call(&host.record.engine, host.scope(), "host-status", move |engine, store| {
-            Box::pin(async move { engine.call_host_status(store, &config).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "host-status",
+            move |engine, store| {
+                Box::pin(async move { engine.call_host_status(store, &config).await })
+            },
+        )
         .await?;
     let status = status_json(&fresh, host.record.status.as_ref());
     state.store.host_set_status(name, &status)?;

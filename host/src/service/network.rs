@@ -20,13 +20,19 @@ use crate::store::{NatRuleRecord, ProxyRecord, StoreError, VmRecord};
 /// quotes, braces, semicolons or newlines.
 fn check_plain_text(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
     if text.len() > max {
-        return Err(ApiError::bad_field(field, format!("must be at most {max} characters")));
+        return Err(ApiError::bad_field(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
-    if let Some(bad) = text
-        .chars()
-        .find(|character| character.is_control() || matches!(character, '"' | '\'' | '`' | ';' | '{' | '}' | '\\' | '$'))
-    {
-        return Err(ApiError::bad_field(field, format!("must not contain {bad:?}")));
+    if let Some(bad) = text.chars().find(|character| {
+        character.is_control()
+            || matches!(character, '"' | '\'' | '`' | ';' | '{' | '}' | '\\' | '$')
+    }) {
+        return Err(ApiError::bad_field(
+            field,
+            format!("must not contain {bad:?}"),
+        ));
     }
     Ok(())
 }
@@ -61,7 +67,13 @@ fn nat_json(index: usize, rule: &NatRuleRecord) -> Value {
 
 pub fn natget(state: &AppState, record: &VmRecord) -> Result<Value, ApiError> {
     let rules = state.store.nat_list(&record.host, Some(&record.vm_uuid))?;
-    Ok(Value::Array(rules.iter().enumerate().map(|(index, rule)| nat_json(index, rule)).collect()))
+    Ok(Value::Array(
+        rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| nat_json(index, rule))
+            .collect(),
+    ))
 }
 
 /// Validated `natadd` input.
@@ -77,35 +89,69 @@ pub fn check_nat(host: &Host, body: NatAddBody) -> Result<NatRequest, ApiError> 
     let protocol = match body.protocol.to_ascii_lowercase().as_str() {
         "tcp" | "" => Protocol::Tcp,
         "udp" => Protocol::Udp,
-        other => return Err(ApiError::bad_field("protocol", format!("{other:?} must be tcp or udp"))),
+        other => {
+            return Err(ApiError::bad_field(
+                "protocol",
+                format!("{other:?} must be tcp or udp"),
+            ));
+        }
     };
     let scope = host.scope();
     let wan_port = body.wan_port.unwrap_or(0);
-    if wan_port != 0 && !(wan_port <= u32::from(u16::MAX) && scope.ports.contains(&(wan_port as u16))) {
+    if wan_port != 0
+        && !(wan_port <= u32::from(u16::MAX) && scope.ports.contains(&(wan_port as u16)))
+    {
         return Err(ApiError::bad_field(
             "wan_port",
-            format!("{wan_port} is outside the host's port range {}..{}", scope.ports.start(), scope.ports.end()),
+            format!(
+                "{wan_port} is outside the host's port range {}..{}",
+                scope.ports.start(),
+                scope.ports.end()
+            ),
         ));
     }
     if scope.ports.is_empty() {
-        return Err(ApiError::bad_field("wan_port", format!("host {:?} has no public port range (ports_start/ports_close)", host.name())));
+        return Err(ApiError::bad_field(
+            "wan_port",
+            format!(
+                "host {:?} has no public port range (ports_start/ports_close)",
+                host.name()
+            ),
+        ));
     }
     let lan_port = body.lan_port.unwrap_or(0);
     if !(1..=65535).contains(&lan_port) {
-        return Err(ApiError::bad_field("lan_port", format!("must be 1..=65535, got {lan_port}")));
+        return Err(ApiError::bad_field(
+            "lan_port",
+            format!("must be 1..=65535, got {lan_port}"),
+        ));
     }
     if !body.lan_addr.is_empty() {
-        let address: IpAddr = body
-            .lan_addr
-            .parse()
-            .map_err(|_| ApiError::bad_field("lan_addr", format!("{:?} is not an IP address", body.lan_addr)))?;
-        if !scope.vm_networks.iter().any(|(network, prefix)| validate::contains(*network, *prefix, address)) {
-            return Err(ApiError::bad_field("lan_addr", format!("{address} is not inside the host's VM networks")));
+        let address: IpAddr = body.lan_addr.parse().map_err(|_| {
+            ApiError::bad_field(
+                "lan_addr",
+                format!("{:?} is not an IP address", body.lan_addr),
+            )
+        })?;
+        if !scope
+            .vm_networks
+            .iter()
+            .any(|(network, prefix)| validate::contains(*network, *prefix, address))
+        {
+            return Err(ApiError::bad_field(
+                "lan_addr",
+                format!("{address} is not inside the host's VM networks"),
+            ));
         }
     }
     check_plain_text("nat_tips", &body.nat_tips, 200)?;
     Ok(NatRequest {
-        protocol_text: if protocol == Protocol::Udp { "udp" } else { "tcp" }.to_owned(),
+        protocol_text: if protocol == Protocol::Udp {
+            "udp"
+        } else {
+            "tcp"
+        }
+        .to_owned(),
         wan_port: wan_port as u16,
         lan_port: lan_port as u16,
         lan_addr: body.lan_addr,
@@ -116,14 +162,23 @@ pub fn check_nat(host: &Host, body: NatAddBody) -> Result<NatRequest, ApiError> 
 fn forward_of(rule: &NatRuleRecord) -> PortForward {
     PortForward {
         id: rule.id as u64,
-        protocol: if rule.protocol == "udp" { Protocol::Udp } else { Protocol::Tcp },
+        protocol: if rule.protocol == "udp" {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        },
         public_port: rule.wan_port,
         target_addr: rule.lan_addr.clone(),
         target_port: rule.lan_port,
     }
 }
 
-pub async fn natadd(state: Arc<AppState>, host: Host, record: VmRecord, request: NatRequest) -> Result<Value, ApiError> {
+pub async fn natadd(
+    state: Arc<AppState>,
+    host: Host,
+    record: VmRecord,
+    request: NatRequest,
+) -> Result<Value, ApiError> {
     let settings = settings_of(&record)?;
     let scope = host.scope();
     let rule = state.store.nat_insert(
@@ -142,15 +197,27 @@ pub async fn natadd(state: Arc<AppState>, host: Host, record: VmRecord, request:
     let forward = forward_of(&rule);
     let applied = state
         .plugins
-        .call(&host.record.engine, scope, "nat-apply", move |engine, store| {
-            Box::pin(async move { engine.call_nat_apply(store, &config, &vm_uuid, &forward).await })
-        })
+        .call(
+            &host.record.engine,
+            scope,
+            "nat-apply",
+            move |engine, store| {
+                Box::pin(async move {
+                    engine
+                        .call_nat_apply(store, &config, &vm_uuid, &forward)
+                        .await
+                })
+            },
+        )
         .await;
     match applied {
         Ok(forward) => {
             state.store.nat_set_addr(rule.id, &forward.target_addr)?;
             let rules = state.store.nat_list(&record.host, Some(&record.vm_uuid))?;
-            let index = rules.iter().position(|stored| stored.id == rule.id).unwrap_or(rules.len());
+            let index = rules
+                .iter()
+                .position(|stored| stored.id == rule.id)
+                .unwrap_or(rules.len());
             let stored = state.store.nat_get(rule.id)?;
             Ok(nat_json(index, &stored))
         }
@@ -162,20 +229,39 @@ pub async fn natadd(state: Arc<AppState>, host: Host, record: VmRecord, request:
 }
 
 /// Remove the rule at `index` (0-based, insertion order).
-pub async fn natdel(state: Arc<AppState>, host: Host, record: VmRecord, index: usize) -> Result<Value, ApiError> {
+pub async fn natdel(
+    state: Arc<AppState>,
+    host: Host,
+    record: VmRecord,
+    index: usize,
+) -> Result<Value, ApiError> {
     let rules = state.store.nat_list(&record.host, Some(&record.vm_uuid))?;
     let rule = rules
         .get(index)
-        .ok_or_else(|| ApiError::NotFound(format!("vm {:?} has no NAT rule at index {index}", record.vm_uuid)))?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "vm {:?} has no NAT rule at index {index}",
+                record.vm_uuid
+            ))
+        })?
         .clone();
     let config = host.engine_config();
     let vm_uuid = record.vm_uuid.clone();
     let forward = forward_of(&rule);
     state
         .plugins
-        .call(&host.record.engine, host.scope(), "nat-remove", move |engine, store| {
-            Box::pin(async move { engine.call_nat_remove(store, &config, &vm_uuid, &forward).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "nat-remove",
+            move |engine, store| {
+                Box::pin(async move {
+                    engine
+                        .call_nat_remove(store, &config, &vm_uuid, &forward)
+                        .await
+                })
+            },
+        )
         .await?;
     state.store.nat_delete(rule.id)?;
     Ok(Value::Null)
@@ -220,7 +306,12 @@ fn nic_json(index: usize, name: &str, nic: &NicSettings) -> Value {
 fn ordered_nics(settings: &VmSettings) -> Vec<(&String, &NicSettings)> {
     let mut nics: Vec<(&String, &NicSettings)> = settings.nic_all.iter().collect();
     nics.sort_by_key(|(name, _)| {
-        (name.strip_prefix("nic").and_then(|number| number.parse::<u32>().ok()).unwrap_or(u32::MAX), (*name).clone())
+        (
+            name.strip_prefix("nic")
+                .and_then(|number| number.parse::<u32>().ok())
+                .unwrap_or(u32::MAX),
+            (*name).clone(),
+        )
     });
     nics
 }
@@ -239,7 +330,11 @@ pub fn iplist(record: &VmRecord) -> Result<Value, ApiError> {
 fn nic_of(name: &str, nic: &NicSettings) -> Nic {
     Nic {
         name: name.to_owned(),
-        kind: if nic.nic_type == "pub" { NicKind::Pub } else { NicKind::Nat },
+        kind: if nic.nic_type == "pub" {
+            NicKind::Pub
+        } else {
+            NicKind::Nat
+        },
         mac_addr: nic.mac_addr.clone(),
         ip4_addr: nic.ip4_addr.clone(),
         ip6_addr: nic.ip6_addr.clone(),
@@ -261,75 +356,122 @@ fn used_addresses(configs: &[&Map<String, Value>]) -> std::collections::HashSet<
         .collect()
 }
 
-fn next_free(host: &Host, kind: &str, used: &std::collections::HashSet<String>) -> Result<(String, String, String, Vec<String>), StoreError> {
-    for pool in host.settings.ipaddr_maps.values().filter(|pool| pool.kind == kind && !pool.is_v6()) {
-        let Ok(IpAddr::V4(first)) = pool.from.parse::<IpAddr>() else { continue };
+fn next_free(
+    host: &Host,
+    kind: &str,
+    used: &std::collections::HashSet<String>,
+) -> Result<(String, String, String, Vec<String>), StoreError> {
+    for pool in host
+        .settings
+        .ipaddr_maps
+        .values()
+        .filter(|pool| pool.kind == kind && !pool.is_v6())
+    {
+        let Ok(IpAddr::V4(first)) = pool.from.parse::<IpAddr>() else {
+            continue;
+        };
         for offset in 0..pool.nums {
-            let candidate = std::net::Ipv4Addr::from(u32::from(first).saturating_add(offset)).to_string();
+            let candidate =
+                std::net::Ipv4Addr::from(u32::from(first).saturating_add(offset)).to_string();
             if !used.contains(&candidate) && candidate != pool.gate {
-                return Ok((candidate, pool.gate.clone(), pool.mask.clone(), pool.dnss.clone()));
+                return Ok((
+                    candidate,
+                    pool.gate.clone(),
+                    pool.mask.clone(),
+                    pool.dnss.clone(),
+                ));
             }
         }
     }
-    Err(StoreError::Conflict(format!("the {kind} IP pools of host {:?} are exhausted", host.name())))
+    Err(StoreError::Conflict(format!(
+        "the {kind} IP pools of host {:?} are exhausted",
+        host.name()
+    )))
 }
 
-pub async fn ipadd(state: Arc<AppState>, host: Host, record: VmRecord, body: IpAddBody) -> Result<Value, ApiError> {
-    let nic_type = if body.nic_type.is_empty() { "nat".to_owned() } else { body.nic_type.clone() };
+pub async fn ipadd(
+    state: Arc<AppState>,
+    host: Host,
+    record: VmRecord,
+    body: IpAddBody,
+) -> Result<Value, ApiError> {
+    let nic_type = if body.nic_type.is_empty() {
+        "nat".to_owned()
+    } else {
+        body.nic_type.clone()
+    };
     // Reuse the VM config rules for the new NIC.
     let probe = json!({ "vm_uuid": record.vm_uuid, "vc_pass": "probe", "nic_all": { "nic0": {
         "nic_type": nic_type, "mac_addr": body.mac_addr, "ip4_addr": body.ip4_addr, "ip6_addr": body.ip6_addr,
         "nic_gate": body.nic_gate, "nic_mask": body.nic_mask, "dns_addr": body.dns_addr } } });
-    VmSettings::parse(probe).map_err(|error| ApiError::BadRequest(error.to_string().replace("nic_all.nic0.", "")))?;
+    VmSettings::parse(probe)
+        .map_err(|error| ApiError::BadRequest(error.to_string().replace("nic_all.nic0.", "")))?;
     let host_for_pick = host.clone();
-    let (name, nic) = state.store.vm_change_config(&record.host, &record.vm_uuid, |config, others| {
-        let other_refs: Vec<&Map<String, Value>> = others.iter().collect();
-        let mut used = used_addresses(&other_refs);
-        used.extend(used_addresses(&[&*config]));
-        let mut nic = NicSettings {
-            nic_type: nic_type.clone(),
-            mac_addr: body.mac_addr.to_ascii_lowercase(),
-            ip4_addr: body.ip4_addr.clone(),
-            ip6_addr: body.ip6_addr.clone(),
-            nic_gate: body.nic_gate.clone(),
-            nic_mask: body.nic_mask.clone(),
-            dns_addr: body.dns_addr.clone(),
-        };
-        if nic.ip4_addr.is_empty() {
-            let (address, gate, mask, dns) = next_free(&host_for_pick, &nic_type, &used)?;
-            nic.ip4_addr = address;
-            if nic.nic_gate.is_empty() {
-                nic.nic_gate = gate;
-            }
-            if nic.nic_mask.is_empty() {
-                nic.nic_mask = mask;
-            }
-            if nic.dns_addr.is_empty() {
-                nic.dns_addr = dns;
-            }
-        } else if used.contains(&nic.ip4_addr) {
-            return Err(StoreError::Conflict(format!("address {} is already used on host {:?}", nic.ip4_addr, record.host)));
-        }
-        let nics = config
-            .entry("nic_all")
-            .or_insert_with(|| Value::Object(Map::new()))
-            .as_object_mut()
-            .ok_or_else(|| StoreError::Invalid("stored nic_all is not an object".to_owned()))?;
-        let name = (0..)
-            .map(|number| format!("nic{number}"))
-            .find(|candidate| !nics.contains_key(candidate))
-            .unwrap_or_else(|| "nic".to_owned());
-        nics.insert(name.clone(), serde_json::to_value(&nic)?);
-        Ok((name, nic))
-    })?;
+    let (name, nic) =
+        state
+            .store
+            .vm_change_config(&record.host, &record.vm_uuid, |config, others| {
+                let other_refs: Vec<&Map<String, Value>> = others.iter().collect();
+                let mut used = used_addresses(&other_refs);
+                used.extend(used_addresses(&[&*config]));
+                let mut nic = NicSettings {
+                    nic_type: nic_type.clone(),
+                    mac_addr: body.mac_addr.to_ascii_lowercase(),
+                    ip4_addr: body.ip4_addr.clone(),
+                    ip6_addr: body.ip6_addr.clone(),
+                    nic_gate: body.nic_gate.clone(),
+                    nic_mask: body.nic_mask.clone(),
+                    dns_addr: body.dns_addr.clone(),
+                };
+                if nic.ip4_addr.is_empty() {
+                    let (address, gate, mask, dns) = next_free(&host_for_pick, &nic_type, &used)?;
+                    nic.ip4_addr = address;
+                    if nic.nic_gate.is_empty() {
+                        nic.nic_gate = gate;
+                    }
+                    if nic.nic_mask.is_empty() {
+                        nic.nic_mask = mask;
+                    }
+                    if nic.dns_addr.is_empty() {
+                        nic.dns_addr = dns;
+                    }
+                } else if used.contains(&nic.ip4_addr) {
+                    return Err(StoreError::Conflict(format!(
+                        "address {} is already used on host {:?}",
+                        nic.ip4_addr, record.host
+                    )));
+                }
+                let nics = config
+                    .entry("nic_all")
+                    .or_insert_with(|| Value::Object(Map::new()))
+                    .as_object_mut()
+                    .ok_or_else(|| {
+                        StoreError::Invalid("stored nic_all is not an object".to_owned())
+                    })?;
+                let name = (0..)
+                    .map(|number| format!("nic{number}"))
+                    .find(|candidate| !nics.contains_key(candidate))
+                    .unwrap_or_else(|| "nic".to_owned());
+                nics.insert(name.clone(), serde_json::to_value(&nic)?);
+                Ok((name, nic))
+            })?;
     let config = host.engine_config();
     let vm_uuid = record.vm_uuid.clone();
     let wit_nic = nic_of(&name, &nic);
     let applied = state
         .plugins
-        .call(&host.record.engine, host.scope(), "ip-apply", move |engine, store| {
-            Box::pin(async move { engine.call_ip_apply(store, &config, &vm_uuid, &wit_nic).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "ip-apply",
+            move |engine, store| {
+                Box::pin(async move {
+                    engine
+                        .call_ip_apply(store, &config, &vm_uuid, &wit_nic)
+                        .await
+                })
+            },
+        )
         .await;
     let remove_nic = |config: &mut Map<String, Value>, _: &[Map<String, Value>]| {
         if let Some(nics) = config.get_mut("nic_all").and_then(Value::as_object_mut) {
@@ -341,50 +483,76 @@ pub async fn ipadd(state: Arc<AppState>, host: Host, record: VmRecord, body: IpA
         Ok(applied) => {
             let mut stored = nic.clone();
             stored.mac_addr = applied.mac_addr;
-            let stored_value = serde_json::to_value(&stored).map_err(|error| ApiError::Internal(error.to_string()))?;
-            state.store.vm_change_config(&record.host, &record.vm_uuid, |config, _| {
-                if let Some(nics) = config.get_mut("nic_all").and_then(Value::as_object_mut) {
-                    nics.insert(name.clone(), stored_value);
-                }
-                Ok(())
-            })?;
+            let stored_value = serde_json::to_value(&stored)
+                .map_err(|error| ApiError::Internal(error.to_string()))?;
+            state
+                .store
+                .vm_change_config(&record.host, &record.vm_uuid, |config, _| {
+                    if let Some(nics) = config.get_mut("nic_all").and_then(Value::as_object_mut) {
+                        nics.insert(name.clone(), stored_value);
+                    }
+                    Ok(())
+                })?;
             let record = state.store.vm_get(&record.host, &record.vm_uuid)?;
             let settings = settings_of(&record)?;
-            let index = ordered_nics(&settings).iter().position(|(nic_name, _)| **nic_name == name).unwrap_or(0);
+            let index = ordered_nics(&settings)
+                .iter()
+                .position(|(nic_name, _)| **nic_name == name)
+                .unwrap_or(0);
             Ok(nic_json(index, &name, &stored))
         }
         Err(error) => {
-            state.store.vm_change_config(&record.host, &record.vm_uuid, remove_nic)?;
+            state
+                .store
+                .vm_change_config(&record.host, &record.vm_uuid, remove_nic)?;
             Err(error.into())
         }
     }
 }
 
 /// Remove the NIC at `index`, or named `index` (`nic1`).
-pub async fn ipdel(state: Arc<AppState>, host: Host, record: VmRecord, index: String) -> Result<Value, ApiError> {
+pub async fn ipdel(
+    state: Arc<AppState>,
+    host: Host,
+    record: VmRecord,
+    index: String,
+) -> Result<Value, ApiError> {
     let settings = settings_of(&record)?;
     let nics = ordered_nics(&settings);
     let found = match index.parse::<usize>() {
         Ok(position) => nics.get(position).copied(),
         Err(_) => nics.iter().copied().find(|(name, _)| **name == index),
     };
-    let (name, nic) = found.ok_or_else(|| ApiError::NotFound(format!("vm {:?} has no NIC {index:?}", record.vm_uuid)))?;
+    let (name, nic) = found.ok_or_else(|| {
+        ApiError::NotFound(format!("vm {:?} has no NIC {index:?}", record.vm_uuid))
+    })?;
     let config = host.engine_config();
     let vm_uuid = record.vm_uuid.clone();
     let wit_nic = nic_of(name, nic);
     state
         .plugins
-        .call(&host.record.engine, host.scope(), "ip-remove", move |engine, store| {
-            Box::pin(async move { engine.call_ip_remove(store, &config, &vm_uuid, &wit_nic).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "ip-remove",
+            move |engine, store| {
+                Box::pin(async move {
+                    engine
+                        .call_ip_remove(store, &config, &vm_uuid, &wit_nic)
+                        .await
+                })
+            },
+        )
         .await?;
     let name = name.clone();
-    state.store.vm_change_config(&record.host, &record.vm_uuid, |config, _| {
-        if let Some(nics) = config.get_mut("nic_all").and_then(Value::as_object_mut) {
-            nics.remove(&name);
-        }
-        Ok(())
-    })?;
+    state
+        .store
+        .vm_change_config(&record.host, &record.vm_uuid, |config, _| {
+            if let Some(nics) = config.get_mut("nic_all").and_then(Value::as_object_mut) {
+                nics.remove(&name);
+            }
+            Ok(())
+        })?;
     Ok(Value::Null)
 }
 
@@ -421,8 +589,16 @@ fn proxy_json(index: usize, entry: &ProxyRecord) -> Value {
 }
 
 pub fn pxyget(state: &AppState, record: &VmRecord) -> Result<Value, ApiError> {
-    let entries = state.store.proxy_list(&record.host, Some(&record.vm_uuid))?;
-    Ok(Value::Array(entries.iter().enumerate().map(|(index, entry)| proxy_json(index, entry)).collect()))
+    let entries = state
+        .store
+        .proxy_list(&record.host, Some(&record.vm_uuid))?;
+    Ok(Value::Array(
+        entries
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| proxy_json(index, entry))
+            .collect(),
+    ))
 }
 
 /// RFC 1123 host name, optional leading `*.`, punycode labels accepted.
@@ -438,11 +614,15 @@ pub fn check_domain(domain: &str) -> Result<(), ApiError> {
     }
     for label in labels {
         let valid = (1..=63).contains(&label.len())
-            && label.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+            && label
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !valid {
-            return bad("is not a valid host name (RFC 1123 labels of letters, digits and inner hyphens)");
+            return bad(
+                "is not a valid host name (RFC 1123 labels of letters, digits and inner hyphens)",
+            );
         }
     }
     Ok(())
@@ -453,27 +633,46 @@ pub struct ProxyRequest {
     tls: Option<TlsPair>,
 }
 
-pub fn check_proxy(host: &Host, record: &VmRecord, body: ProxyAddBody) -> Result<ProxyRequest, ApiError> {
+pub fn check_proxy(
+    host: &Host,
+    record: &VmRecord,
+    body: ProxyAddBody,
+) -> Result<ProxyRequest, ApiError> {
     let domain = body.domain.trim_end_matches('.').to_ascii_lowercase();
     check_domain(&domain)?;
     let backend_port = body.backend_port.unwrap_or(80);
     if !(1..=65535).contains(&backend_port) {
-        return Err(ApiError::bad_field("backend_port", format!("must be 1..=65535, got {backend_port}")));
+        return Err(ApiError::bad_field(
+            "backend_port",
+            format!("must be 1..=65535, got {backend_port}"),
+        ));
     }
     if !body.backend_ip.is_empty() {
-        let address: IpAddr = body
-            .backend_ip
-            .parse()
-            .map_err(|_| ApiError::bad_field("backend_ip", format!("{:?} is not an IP address", body.backend_ip)))?;
+        let address: IpAddr = body.backend_ip.parse().map_err(|_| {
+            ApiError::bad_field(
+                "backend_ip",
+                format!("{:?} is not an IP address", body.backend_ip),
+            )
+        })?;
         let scope = host.scope();
-        if !scope.vm_networks.iter().any(|(network, prefix)| validate::contains(*network, *prefix, address)) {
-            return Err(ApiError::bad_field("backend_ip", format!("{address} is not inside the host's VM networks")));
+        if !scope
+            .vm_networks
+            .iter()
+            .any(|(network, prefix)| validate::contains(*network, *prefix, address))
+        {
+            return Err(ApiError::bad_field(
+                "backend_ip",
+                format!("{address} is not inside the host's VM networks"),
+            ));
         }
     }
     check_plain_text("description", &body.description, 200)?;
     let tls = if body.ssl_enabled {
         if body.ssl_cert.is_empty() || body.ssl_key.is_empty() {
-            return Err(ApiError::bad_field("ssl_cert", "ssl_enabled needs ssl_cert and ssl_key (PEM)"));
+            return Err(ApiError::bad_field(
+                "ssl_cert",
+                "ssl_enabled needs ssl_cert and ssl_key (PEM)",
+            ));
         }
         Some(TlsPair {
             cert_pem: body.ssl_cert,
@@ -507,7 +706,12 @@ fn site_of(entry: &ProxyRecord, tls: Option<TlsPair>) -> ProxySite {
     }
 }
 
-pub async fn pxyadd(state: Arc<AppState>, host: Host, record: VmRecord, request: ProxyRequest) -> Result<Value, ApiError> {
+pub async fn pxyadd(
+    state: Arc<AppState>,
+    host: Host,
+    record: VmRecord,
+    request: ProxyRequest,
+) -> Result<Value, ApiError> {
     let settings = settings_of(&record)?;
     let entry = state.store.proxy_insert(&request.entry, settings.web_num)?;
     let config = host.engine_config();
@@ -515,16 +719,35 @@ pub async fn pxyadd(state: Arc<AppState>, host: Host, record: VmRecord, request:
     let site = site_of(&entry, request.tls);
     let applied = state
         .plugins
-        .call(&host.record.engine, host.scope(), "proxy-apply", move |engine, store| {
-            Box::pin(async move { engine.call_proxy_apply(store, &config, &vm_uuid, &site).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "proxy-apply",
+            move |engine, store| {
+                Box::pin(async move {
+                    engine
+                        .call_proxy_apply(store, &config, &vm_uuid, &site)
+                        .await
+                })
+            },
+        )
         .await;
     match applied {
         Ok(site) => {
-            state.store.proxy_set_backend(entry.id, &site.backend_addr)?;
-            let entries = state.store.proxy_list(&record.host, Some(&record.vm_uuid))?;
-            let index = entries.iter().position(|stored| stored.id == entry.id).unwrap_or(0);
-            let stored = ProxyRecord { backend_ip: site.backend_addr, ..entry };
+            state
+                .store
+                .proxy_set_backend(entry.id, &site.backend_addr)?;
+            let entries = state
+                .store
+                .proxy_list(&record.host, Some(&record.vm_uuid))?;
+            let index = entries
+                .iter()
+                .position(|stored| stored.id == entry.id)
+                .unwrap_or(0);
+            let stored = ProxyRecord {
+                backend_ip: site.backend_addr,
+                ..entry
+            };
             Ok(proxy_json(index, &stored))
         }
         Err(error) => {
@@ -534,20 +757,41 @@ pub async fn pxyadd(state: Arc<AppState>, host: Host, record: VmRecord, request:
     }
 }
 
-pub async fn pxydel(state: Arc<AppState>, host: Host, record: VmRecord, index: usize) -> Result<Value, ApiError> {
-    let entries = state.store.proxy_list(&record.host, Some(&record.vm_uuid))?;
+pub async fn pxydel(
+    state: Arc<AppState>,
+    host: Host,
+    record: VmRecord,
+    index: usize,
+) -> Result<Value, ApiError> {
+    let entries = state
+        .store
+        .proxy_list(&record.host, Some(&record.vm_uuid))?;
     let entry = entries
         .get(index)
-        .ok_or_else(|| ApiError::NotFound(format!("vm {:?} has no proxy at index {index}", record.vm_uuid)))?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "vm {:?} has no proxy at index {index}",
+                record.vm_uuid
+            ))
+        })?
         .clone();
     let config = host.engine_config();
     let vm_uuid = record.vm_uuid.clone();
     let site = site_of(&entry, None);
     state
         .plugins
-        .call(&host.record.engine, host.scope(), "proxy-remove", move |engine, store| {
-            Box::pin(async move { engine.call_proxy_remove(store, &config, &vm_uuid, &site).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "proxy-remove",
+            move |engine, store| {
+                Box::pin(async move {
+                    engine
+                        .call_proxy_remove(store, &config, &vm_uuid, &site)
+                        .await
+                })
+            },
+        )
         .await?;
     state.store.proxy_delete(entry.id)?;
     Ok(Value::Null)
@@ -582,7 +826,11 @@ pub fn upload(state: &AppState, key: &str, mac: &str, body: Value) -> Result<Val
         .ok_or_else(|| ApiError::Unauthorized("invalid upload key".to_owned()))?;
     let settings = settings_of(&record)?;
     let mac = mac.to_ascii_lowercase();
-    if !settings.nic_all.values().any(|nic| nic.mac_addr.to_ascii_lowercase() == mac) {
+    if !settings
+        .nic_all
+        .values()
+        .any(|nic| nic.mac_addr.to_ascii_lowercase() == mac)
+    {
         return Err(ApiError::NotFound(format!("no NIC with MAC {mac:?}")));
     }
     let sample: Sample = decode("", body)?;
@@ -598,8 +846,13 @@ pub fn upload(state: &AppState, key: &str, mac: &str, body: Value) -> Result<Val
             return Err(ApiError::bad_field(field, "must be a finite number >= 0"));
         }
     }
-    let value = serde_json::to_value(&sample).map_err(|error| ApiError::Internal(error.to_string()))?;
-    state.store.sample_insert(&record.host, &record.vm_uuid, "upload", &value)?;
-    state.store.vm_add_traffic(&record.host, &record.vm_uuid, sample.flu_usage)?;
+    let value =
+        serde_json::to_value(&sample).map_err(|error| ApiError::Internal(error.to_string()))?;
+    state
+        .store
+        .sample_insert(&record.host, &record.vm_uuid, "upload", &value)?;
+    state
+        .store
+        .vm_add_traffic(&record.host, &record.vm_uuid, sample.flu_usage)?;
     Ok(json!({ "hs_name": record.host, "vm_uuid": record.vm_uuid }))
 }

@@ -28,9 +28,10 @@ pub async fn run(state: Arc<AppState>) {
         let config = state.config().poller.clone();
         tokio::time::sleep(Duration::from_secs(config.interval_s)).await;
         poll_once(&state, &mut previous).await;
-        let pruned = state
-            .store
-            .sample_prune(config.retention_hours as i64 * 3_600_000, config.retention_count);
+        let pruned = state.store.sample_prune(
+            config.retention_hours as i64 * 3_600_000,
+            config.retention_count,
+        );
         if let Err(error) = pruned {
             tracing::error!("sample retention failed: {error}");
         }
@@ -56,7 +57,12 @@ async fn poll_once(state: &AppState, previous: &mut HashMap<(String, String), Pr
         };
         if let Err(error) = poll_host(state, &host, previous).await {
             // One record per failure; the poller keeps going with other hosts.
-            let record = NewLog::new(LogLevel::Warn, "poller", format!("polling host {name:?} failed: {error}")).host(name);
+            let record = NewLog::new(
+                LogLevel::Warn,
+                "poller",
+                format!("polling host {name:?} failed: {error}"),
+            )
+            .host(name);
             if let Err(error) = state.store.log_insert(&record) {
                 tracing::error!("cannot store a log record: {error}");
             }
@@ -81,18 +87,32 @@ async fn poll_host(
     let config = host.engine_config();
     let counters = state
         .plugins
-        .call(&host.record.engine, host.scope(), "vm-usage", move |engine, store| {
-            Box::pin(async move { engine.call_vm_usage(store, &config).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "vm-usage",
+            move |engine, store| {
+                Box::pin(async move { engine.call_vm_usage(store, &config).await })
+            },
+        )
         .await?;
     let now = Instant::now();
-    for usage in counters.into_iter().filter(|usage| known.contains(&usage.vm_uuid)) {
+    for usage in counters
+        .into_iter()
+        .filter(|usage| known.contains(&usage.vm_uuid))
+    {
         let key = (host.name().to_owned(), usage.vm_uuid.clone());
         let sample = sample_from(&usage, previous.get(&key), now);
-        state.store.sample_insert(host.name(), &usage.vm_uuid, "poller", &sample)?;
-        state.store.vm_set_power(host.name(), &usage.vm_uuid, usage.power.as_str())?;
+        state
+            .store
+            .sample_insert(host.name(), &usage.vm_uuid, "poller", &sample)?;
+        state
+            .store
+            .vm_set_power(host.name(), &usage.vm_uuid, usage.power.as_str())?;
         if let Some(delta_mb) = sample["flu_usage"].as_f64() {
-            state.store.vm_add_traffic(host.name(), &usage.vm_uuid, delta_mb)?;
+            state
+                .store
+                .vm_add_traffic(host.name(), &usage.vm_uuid, delta_mb)?;
         }
         previous.insert(
             key,
@@ -110,7 +130,13 @@ async fn poll_host(
 
 /// The sample shape of the API from raw counters and the previous ones.
 fn sample_from(usage: &VmCounters, previous: Option<&Previous>, now: Instant) -> serde_json::Value {
-    let percent = |used: u64, total: u64| if total > 0 { used as f64 * 100.0 / total as f64 } else { 0.0 };
+    let percent = |used: u64, total: u64| {
+        if total > 0 {
+            used as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        }
+    };
     let (cpu_usage, network_u, network_d, traffic_mb) = match previous {
         Some(previous) => {
             let seconds = now.duration_since(previous.at).as_secs_f64().max(0.001);

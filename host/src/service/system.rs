@@ -11,8 +11,9 @@ use crate::store::{LogFilter, LogLevel, NewLog, TaskFilter, format_ms};
 /// Write a consistent copy of the database under `<data_dir>/backups/`.
 pub async fn snapshot(state: &AppState) -> Result<Value, ApiError> {
     let directory = state.config().server.data_dir.join("backups");
-    std::fs::create_dir_all(&directory)
-        .map_err(|error| ApiError::Internal(format!("creating {}: {error}", directory.display())))?;
+    std::fs::create_dir_all(&directory).map_err(|error| {
+        ApiError::Internal(format!("creating {}: {error}", directory.display()))
+    })?;
     let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now())
         .to_string()
         .replace([':', '.'], "-");
@@ -37,7 +38,9 @@ pub async fn reload(state: &AppState) -> Result<Value, ApiError> {
     let config = Config::load(&state.config_path, false, &state.overrides)
         .map_err(|error| ApiError::BadRequest(format!("config file: {error:#}")))?;
     let previous = state.config();
-    if config.server.data_dir != previous.server.data_dir || config.server.listen != previous.server.listen {
+    if config.server.data_dir != previous.server.data_dir
+        || config.server.listen != previous.server.listen
+    {
         state.store.log_insert(&NewLog::new(
             LogLevel::Warn,
             "loader",
@@ -65,16 +68,22 @@ pub fn seed_hosts(state: &AppState) -> Result<(), ApiError> {
             Err(crate::store::StoreError::NotFound(_)) => {}
             Err(other) => return Err(other.into()),
         }
-        let settings = crate::service::hosts::HostSettings::parse(seed.config.clone())
-            .map_err(|error| ApiError::BadRequest(format!("config file host {:?}: {error}", seed.name)))?;
+        let settings =
+            crate::service::hosts::HostSettings::parse(seed.config.clone()).map_err(|error| {
+                ApiError::BadRequest(format!("config file host {:?}: {error}", seed.name))
+            })?;
         let config = match serde_json::to_value(&settings) {
             Ok(Value::Object(object)) => object,
             _ => Map::new(),
         };
         state.store.host_insert(&seed.name, &seed.engine, &config)?;
         state.store.log_insert(
-            &NewLog::new(LogLevel::Info, "seed-host", format!("host {:?} created from the config file", seed.name))
-                .host(seed.name.clone()),
+            &NewLog::new(
+                LogLevel::Info,
+                "seed-host",
+                format!("host {:?} created from the config file", seed.name),
+            )
+            .host(seed.name.clone()),
         )?;
     }
     Ok(())

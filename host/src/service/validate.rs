@@ -20,7 +20,10 @@ pub fn check_name(field: &str, text: &str) -> Result<(), ApiError> {
     if is_name(text) {
         Ok(())
     } else {
-        Err(ApiError::bad_field(field, format!("{text:?} must match [A-Za-z0-9_.-]{{1,64}}")))
+        Err(ApiError::bad_field(
+            field,
+            format!("{text:?} must match [A-Za-z0-9_.-]{{1,64}}"),
+        ))
     }
 }
 
@@ -68,7 +71,9 @@ pub fn network_of(address: IpAddr, prefix: u8) -> IpAddr {
 /// Is `address` inside `network/prefix`?
 pub fn contains(network: IpAddr, prefix: u8, address: IpAddr) -> bool {
     match (network, address) {
-        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => network_of(address, prefix) == network,
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+            network_of(address, prefix) == network
+        }
         _ => false,
     }
 }

@@ -81,7 +81,10 @@ pub struct DiskSettings {
 
 fn is_mac(text: &str) -> bool {
     let parts: Vec<&str> = text.split(':').collect();
-    parts.len() == 6 && parts.iter().all(|part| part.len() == 2 && part.bytes().all(|byte| byte.is_ascii_hexdigit()))
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|part| part.len() == 2 && part.bytes().all(|byte| byte.is_ascii_hexdigit()))
 }
 
 /// A random password for VNC: 8 characters, the most VNC accepts.
@@ -109,22 +112,45 @@ impl VmSettings {
         check_name("vm_uuid", &self.vm_uuid)?;
         let bad = |field: &str, rule: String| ApiError::bad_field(field, rule);
         if !(1..=256).contains(&self.cpu_num) {
-            return Err(bad("cpu_num", format!("must be 1..=256, got {}", self.cpu_num)));
+            return Err(bad(
+                "cpu_num",
+                format!("must be 1..=256, got {}", self.cpu_num),
+            ));
         }
         if self.cpu_per > 100 {
-            return Err(bad("cpu_per", format!("must be 0..=100, got {}", self.cpu_per)));
+            return Err(bad(
+                "cpu_per",
+                format!("must be 0..=100, got {}", self.cpu_per),
+            ));
         }
         if !(16..=4 * 1024 * 1024).contains(&self.mem_num) {
-            return Err(bad("mem_num", format!("must be 16..=4194304 MB, got {}", self.mem_num)));
+            return Err(bad(
+                "mem_num",
+                format!("must be 16..=4194304 MB, got {}", self.mem_num),
+            ));
         }
         if self.hdd_num > 64 * 1024 * 1024 {
-            return Err(bad("hdd_num", format!("must be at most 67108864 MB, got {}", self.hdd_num)));
+            return Err(bad(
+                "hdd_num",
+                format!("must be at most 67108864 MB, got {}", self.hdd_num),
+            ));
         }
-        if self.vc_pass.len() > 8 || !self.vc_pass.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
-            return Err(bad("vc_pass", "must be 1 to 8 letters or digits (VNC's limit)".to_owned()));
+        if self.vc_pass.len() > 8
+            || !self
+                .vc_pass
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric())
+        {
+            return Err(bad(
+                "vc_pass",
+                "must be 1 to 8 letters or digits (VNC's limit)".to_owned(),
+            ));
         }
         if self.os_pass.chars().any(char::is_control) || self.os_pass.len() > 128 {
-            return Err(bad("os_pass", "must be at most 128 characters, without control characters".to_owned()));
+            return Err(bad(
+                "os_pass",
+                "must be at most 128 characters, without control characters".to_owned(),
+            ));
         }
         if !self.os_name.is_empty() {
             check_name("os_name", &self.os_name)?;
@@ -133,26 +159,45 @@ impl VmSettings {
             let field = |key: &str| format!("nic_all.{name}.{key}");
             check_name(&format!("nic_all.{name}"), name)?;
             if nic.nic_type != "nat" && nic.nic_type != "pub" {
-                return Err(bad(&field("nic_type"), format!("{:?} must be nat or pub", nic.nic_type)));
+                return Err(bad(
+                    &field("nic_type"),
+                    format!("{:?} must be nat or pub", nic.nic_type),
+                ));
             }
             if !nic.mac_addr.is_empty() && !is_mac(&nic.mac_addr) {
-                return Err(bad(&field("mac_addr"), format!("{:?} is not a MAC address", nic.mac_addr)));
+                return Err(bad(
+                    &field("mac_addr"),
+                    format!("{:?} is not a MAC address", nic.mac_addr),
+                ));
             }
-            for (key, address) in [("ip4_addr", &nic.ip4_addr), ("ip6_addr", &nic.ip6_addr), ("nic_gate", &nic.nic_gate)] {
+            for (key, address) in [
+                ("ip4_addr", &nic.ip4_addr),
+                ("ip6_addr", &nic.ip6_addr),
+                ("nic_gate", &nic.nic_gate),
+            ] {
                 if !address.is_empty() && address.parse::<IpAddr>().is_err() {
-                    return Err(bad(&field(key), format!("{address:?} is not an IP address")));
+                    return Err(bad(
+                        &field(key),
+                        format!("{address:?} is not an IP address"),
+                    ));
                 }
             }
             for (position, address) in nic.dns_addr.iter().enumerate() {
                 if address.parse::<IpAddr>().is_err() {
-                    return Err(bad(&field(&format!("dns_addr[{position}]")), format!("{address:?} is not an IP address")));
+                    return Err(bad(
+                        &field(&format!("dns_addr[{position}]")),
+                        format!("{address:?} is not an IP address"),
+                    ));
                 }
             }
         }
         for (name, disk) in &self.hdd_all {
             check_name(&format!("hdd_all.{name}"), name)?;
             if disk.hdd_size == 0 {
-                return Err(bad(&format!("hdd_all.{name}.hdd_size"), "must be at least 1 MB".to_owned()));
+                return Err(bad(
+                    &format!("hdd_all.{name}.hdd_size"),
+                    "must be at least 1 MB".to_owned(),
+                ));
             }
         }
         Ok(())
@@ -176,7 +221,11 @@ impl VmSettings {
                 .iter()
                 .map(|(name, nic)| Nic {
                     name: name.clone(),
-                    kind: if nic.nic_type == "pub" { NicKind::Pub } else { NicKind::Nat },
+                    kind: if nic.nic_type == "pub" {
+                        NicKind::Pub
+                    } else {
+                        NicKind::Nat
+                    },
                     mac_addr: nic.mac_addr.clone(),
                     ip4_addr: nic.ip4_addr.clone(),
                     ip6_addr: nic.ip6_addr.clone(),
@@ -217,7 +266,12 @@ impl VmSettings {
                     (
                         nic.name.clone(),
                         NicSettings {
-                            nic_type: if nic.kind == NicKind::Pub { "pub" } else { "nat" }.to_owned(),
+                            nic_type: if nic.kind == NicKind::Pub {
+                                "pub"
+                            } else {
+                                "nat"
+                            }
+                            .to_owned(),
                             mac_addr: nic.mac_addr.clone(),
                             ip4_addr: nic.ip4_addr.clone(),
                             ip6_addr: nic.ip6_addr.clone(),
@@ -272,11 +326,9 @@ pub fn find(state: &AppState, host: &str, vm: &str) -> Result<VmRecord, ApiError
     match state.store.vm_get(host, vm) {
         Ok(record) => Ok(record),
         Err(crate::store::StoreError::NotFound(message)) => {
-            let by_uuid = state
-                .store
-                .vm_list(host)?
-                .into_iter()
-                .find(|record| record.config.get("domain_uuid").and_then(Value::as_str) == Some(vm));
+            let by_uuid = state.store.vm_list(host)?.into_iter().find(|record| {
+                record.config.get("domain_uuid").and_then(Value::as_str) == Some(vm)
+            });
             by_uuid.ok_or(ApiError::NotFound(message))
         }
         Err(other) => Err(other.into()),
@@ -285,8 +337,12 @@ pub fn find(state: &AppState, host: &str, vm: &str) -> Result<VmRecord, ApiError
 
 /// The stored config of a VM, typed.
 pub fn settings_of(record: &VmRecord) -> Result<VmSettings, ApiError> {
-    decode::<VmSettings>("", Value::Object(record.config.clone()))
-        .map_err(|error| ApiError::Internal(format!("stored config of vm {:?} is invalid: {error}", record.vm_uuid)))
+    decode::<VmSettings>("", Value::Object(record.config.clone())).map_err(|error| {
+        ApiError::Internal(format!(
+            "stored config of vm {:?} is invalid: {error}",
+            record.vm_uuid
+        ))
+    })
 }
 
 /// The config as the API shows it (`os_pass` and `vc_pass` included: the
@@ -298,15 +354,23 @@ fn public_config(record: &VmRecord) -> Value {
 }
 
 fn latest_sample(state: &AppState, record: &VmRecord) -> Result<Value, ApiError> {
-    let samples = state.store.sample_history(&record.host, &record.vm_uuid, 0, 1)?;
-    Ok(samples.into_iter().next().map(sample_json).unwrap_or(Value::Null))
+    let samples = state
+        .store
+        .sample_history(&record.host, &record.vm_uuid, 0, 1)?;
+    Ok(samples
+        .into_iter()
+        .next()
+        .map(sample_json)
+        .unwrap_or(Value::Null))
 }
 
 fn sample_json(sample: crate::store::SampleRecord) -> Value {
     let mut value = sample.sample;
     if let Some(object) = value.as_object_mut() {
         object.insert("source".to_owned(), Value::from(sample.source));
-        object.entry("on_update").or_insert_with(|| Value::from(format_ms(sample.created_at)));
+        object
+            .entry("on_update")
+            .or_insert_with(|| Value::from(format_ms(sample.created_at)));
     }
     value
 }
@@ -315,9 +379,12 @@ async fn engine_list(state: &AppState, host: &Host) -> Result<Vec<VmInfo>, ApiEr
     let config = host.engine_config();
     Ok(state
         .plugins
-        .call(&host.record.engine, host.scope(), "vm-list", move |engine, store| {
-            Box::pin(async move { engine.call_vm_list(store, &config).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "vm-list",
+            move |engine, store| Box::pin(async move { engine.call_vm_list(store, &config).await }),
+        )
         .await?)
 }
 
@@ -332,7 +399,10 @@ pub async fn listup(state: &AppState, host_name: &str) -> Result<Value, ApiError
         .collect();
     let mut vms = Map::new();
     for record in records {
-        let power = live.get(&record.vm_uuid).map(|power| power.as_str()).unwrap_or("missing");
+        let power = live
+            .get(&record.vm_uuid)
+            .map(|power| power.as_str())
+            .unwrap_or("missing");
         vms.insert(
             record.vm_uuid.clone(),
             json!({
@@ -351,9 +421,14 @@ async fn engine_get(state: &AppState, host: &Host, vm_uuid: &str) -> Result<VmIn
     let vm_uuid = vm_uuid.to_owned();
     Ok(state
         .plugins
-        .call(&host.record.engine, host.scope(), "vm-get", move |engine, store| {
-            Box::pin(async move { engine.call_vm_get(store, &config, &vm_uuid).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "vm-get",
+            move |engine, store| {
+                Box::pin(async move { engine.call_vm_get(store, &config, &vm_uuid).await })
+            },
+        )
         .await?)
 }
 
@@ -398,7 +473,11 @@ fn vm_json(record: &VmRecord, info: &VmInfo) -> Value {
 
 /// Create: reserve the key (and the host's VM limit) in the database first,
 /// then ask the engine; if the engine fails the reservation is removed.
-pub async fn create(state: Arc<AppState>, host: Host, settings: VmSettings) -> Result<Value, ApiError> {
+pub async fn create(
+    state: Arc<AppState>,
+    host: Host,
+    settings: VmSettings,
+) -> Result<Value, ApiError> {
     let host_name = host.record.name.clone();
     let record = state.store.vm_insert(
         &host_name,
@@ -411,18 +490,30 @@ pub async fn create(state: Arc<AppState>, host: Host, settings: VmSettings) -> R
     let spec = settings.spec();
     let created = state
         .plugins
-        .call(&host.record.engine, host.scope(), "vm-create", move |engine, store| {
-            Box::pin(async move { engine.call_vm_create(store, &config, &spec).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "vm-create",
+            move |engine, store| {
+                Box::pin(async move { engine.call_vm_create(store, &config, &spec).await })
+            },
+        )
         .await;
     match created {
         Ok(info) => {
             let mut stored = settings;
             adopt_engine_view(&mut stored, &info);
             let mut config = stored.to_map();
-            config.insert("domain_uuid".to_owned(), Value::from(info.domain_uuid.clone()));
-            let record = state.store.vm_update_config(&host_name, &record.vm_uuid, &config)?;
-            state.store.vm_set_power(&host_name, &record.vm_uuid, info.power.as_str())?;
+            config.insert(
+                "domain_uuid".to_owned(),
+                Value::from(info.domain_uuid.clone()),
+            );
+            let record = state
+                .store
+                .vm_update_config(&host_name, &record.vm_uuid, &config)?;
+            state
+                .store
+                .vm_set_power(&host_name, &record.vm_uuid, info.power.as_str())?;
             Ok(vm_json(&record, &info))
         }
         Err(error) => {
@@ -466,13 +557,23 @@ pub async fn update(
     let spec = settings.spec();
     let info = state
         .plugins
-        .call(&host.record.engine, host.scope(), "vm-update", move |engine, store| {
-            Box::pin(async move { engine.call_vm_update(store, &config, &spec).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "vm-update",
+            move |engine, store| {
+                Box::pin(async move { engine.call_vm_update(store, &config, &spec).await })
+            },
+        )
         .await?;
     let mut stored = settings.to_map();
-    stored.insert("domain_uuid".to_owned(), Value::from(info.domain_uuid.clone()));
-    let record = state.store.vm_update_config(&host.record.name, &record.vm_uuid, &stored)?;
+    stored.insert(
+        "domain_uuid".to_owned(),
+        Value::from(info.domain_uuid.clone()),
+    );
+    let record = state
+        .store
+        .vm_update_config(&host.record.name, &record.vm_uuid, &stored)?;
     Ok(vm_json(&record, &info))
 }
 
@@ -483,13 +584,19 @@ pub async fn delete(state: Arc<AppState>, host: Host, record: VmRecord) -> Resul
     let vm_uuid = record.vm_uuid.clone();
     let removed = state
         .plugins
-        .call(&host.record.engine, host.scope(), "vm-delete", move |engine, store| {
-            Box::pin(async move { engine.call_vm_delete(store, &config, &vm_uuid).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "vm-delete",
+            move |engine, store| {
+                Box::pin(async move { engine.call_vm_delete(store, &config, &vm_uuid).await })
+            },
+        )
         .await;
     match removed {
         // Already gone on the hypervisor: the panel's record goes too.
-        Ok(()) | Err(crate::plugin::EngineError::Plugin {
+        Ok(())
+        | Err(crate::plugin::EngineError::Plugin {
             error: crate::plugin::bindings::PluginError::NotFound(_),
             ..
         }) => {}
@@ -513,39 +620,71 @@ pub fn parse_action(text: &str) -> Option<PowerAction> {
     })
 }
 
-pub async fn power(state: Arc<AppState>, host: Host, record: VmRecord, action: PowerAction) -> Result<Value, ApiError> {
+pub async fn power(
+    state: Arc<AppState>,
+    host: Host,
+    record: VmRecord,
+    action: PowerAction,
+) -> Result<Value, ApiError> {
     let config = host.engine_config();
     let vm_uuid = record.vm_uuid.clone();
     let power = state
         .plugins
-        .call(&host.record.engine, host.scope(), "vm-power", move |engine, store| {
-            Box::pin(async move { engine.call_vm_power(store, &config, &vm_uuid, action).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "vm-power",
+            move |engine, store| {
+                Box::pin(
+                    async move { engine.call_vm_power(store, &config, &vm_uuid, action).await },
+                )
+            },
+        )
         .await?;
-    state.store.vm_set_power(&host.record.name, &record.vm_uuid, power.as_str())?;
+    state
+        .store
+        .vm_set_power(&host.record.name, &record.vm_uuid, power.as_str())?;
     Ok(json!({ "power_status": power.as_str() }))
 }
 
 /// Set `os_pass` (the original's `password` endpoint); applied by the
 /// guest agent or at next provisioning, so only the stored config changes.
-pub fn set_password(state: &AppState, record: &VmRecord, password: &str) -> Result<Value, ApiError> {
+pub fn set_password(
+    state: &AppState,
+    record: &VmRecord,
+    password: &str,
+) -> Result<Value, ApiError> {
     if password.is_empty() || password.len() > 128 || password.chars().any(char::is_control) {
-        return Err(ApiError::bad_field("password", "must be 1 to 128 characters, without control characters"));
+        return Err(ApiError::bad_field(
+            "password",
+            "must be 1 to 128 characters, without control characters",
+        ));
     }
     let mut config = record.config.clone();
     config.insert("os_pass".to_owned(), Value::from(password));
-    state.store.vm_update_config(&record.host, &record.vm_uuid, &config)?;
+    state
+        .store
+        .vm_update_config(&record.host, &record.vm_uuid, &config)?;
     Ok(json!({ "vm_uuid": record.vm_uuid }))
 }
 
 /// Power state and history; `limit` is a window in minutes (0 = all kept).
-pub async fn status(state: &AppState, host: &Host, record: &VmRecord, minutes: u32) -> Result<Value, ApiError> {
+pub async fn status(
+    state: &AppState,
+    host: &Host,
+    record: &VmRecord,
+    minutes: u32,
+) -> Result<Value, ApiError> {
     let power = match engine_get(state, host, &record.vm_uuid).await {
         Ok(info) => info.power.as_str(),
         Err(ApiError::NotFound(_)) => "missing",
         Err(error) => return Err(error),
     };
-    let since = if minutes == 0 { 0 } else { crate::store::now_ms() - i64::from(minutes) * 60_000 };
+    let since = if minutes == 0 {
+        0
+    } else {
+        crate::store::now_ms() - i64::from(minutes) * 60_000
+    };
     let history: Vec<Value> = state
         .store
         .sample_history(&record.host, &record.vm_uuid, since, 10_000)?
@@ -561,9 +700,14 @@ pub async fn scan(state: Arc<AppState>, host: Host, prefix: String) -> Result<Va
     let engine_prefix = prefix.clone();
     let found = state
         .plugins
-        .call(&host.record.engine, host.scope(), "vm-scan", move |engine, store| {
-            Box::pin(async move { engine.call_vm_scan(store, &config, &engine_prefix).await })
-        })
+        .call(
+            &host.record.engine,
+            host.scope(),
+            "vm-scan",
+            move |engine, store| {
+                Box::pin(async move { engine.call_vm_scan(store, &config, &engine_prefix).await })
+            },
+        )
         .await?;
     let scanned = found.len();
     let mut added = Vec::new();
@@ -574,18 +718,28 @@ pub async fn scan(state: Arc<AppState>, host: Host, prefix: String) -> Result<Va
         let mut settings = VmSettings::from_spec(&info.spec);
         settings.vm_uuid = info.vm_uuid.clone();
         let mut config = settings.to_map();
-        config.insert("domain_uuid".to_owned(), Value::from(info.domain_uuid.clone()));
-        match state
-            .store
-            .vm_insert(&host.record.name, &info.vm_uuid, &config, &generate_upload_key(), 0)
-        {
+        config.insert(
+            "domain_uuid".to_owned(),
+            Value::from(info.domain_uuid.clone()),
+        );
+        match state.store.vm_insert(
+            &host.record.name,
+            &info.vm_uuid,
+            &config,
+            &generate_upload_key(),
+            0,
+        ) {
             Ok(_) => {
-                state.store.vm_set_power(&host.record.name, &info.vm_uuid, info.power.as_str())?;
+                state
+                    .store
+                    .vm_set_power(&host.record.name, &info.vm_uuid, info.power.as_str())?;
                 added.push(info.vm_uuid);
             }
             Err(crate::store::StoreError::Conflict(_)) => {}
             Err(other) => return Err(other.into()),
         }
     }
-    Ok(json!({ "scanned": scanned, "added": added.len(), "added_vms": added, "prefix_filter": prefix }))
+    Ok(
+        json!({ "scanned": scanned, "added": added.len(), "added_vms": added, "prefix_filter": prefix }),
+    )
 }

@@ -47,15 +47,17 @@ fn decode_host(
     (mut host, config_text, status_text): (HostRecord, String, Option<String>),
 ) -> StoreResult<HostRecord> {
     host.config = serde_json::from_str(&config_text)?;
-    host.status = status_text.map(|text| serde_json::from_str(&text)).transpose()?;
+    host.status = status_text
+        .map(|text| serde_json::from_str(&text))
+        .transpose()?;
     Ok(host)
 }
 
 impl Store {
     pub fn host_list(&self) -> StoreResult<Vec<HostRecord>> {
         let connection = self.connection();
-        let mut statement =
-            connection.prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name"))?;
+        let mut statement = connection
+            .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name"))?;
         let rows = statement
             .query_map([], host_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -82,7 +84,12 @@ impl Store {
     }
 
     /// Insert a host; `Conflict` when the name is taken.
-    pub fn host_insert(&self, name: &str, engine: &str, config: &Map<String, Value>) -> StoreResult<HostRecord> {
+    pub fn host_insert(
+        &self,
+        name: &str,
+        engine: &str,
+        config: &Map<String, Value>,
+    ) -> StoreResult<HostRecord> {
         let now = now_ms();
         let inserted = self.connection().execute(
             "INSERT INTO hosts (name, engine, config, enabled, created_at, updated_at)
@@ -90,13 +97,20 @@ impl Store {
             params![name, engine, serde_json::to_string(config)?, now],
         )?;
         if inserted == 0 {
-            return Err(StoreError::Conflict(format!("host {name:?} already exists")));
+            return Err(StoreError::Conflict(format!(
+                "host {name:?} already exists"
+            )));
         }
         self.host_get(name)
     }
 
     /// Replace a host's config (and engine, when given).
-    pub fn host_update(&self, name: &str, engine: Option<&str>, config: &Map<String, Value>) -> StoreResult<HostRecord> {
+    pub fn host_update(
+        &self,
+        name: &str,
+        engine: Option<&str>,
+        config: &Map<String, Value>,
+    ) -> StoreResult<HostRecord> {
         let updated = self.connection().execute(
             "UPDATE hosts SET config = ?2, engine = COALESCE(?3, engine), updated_at = ?4 WHERE name = ?1",
             params![name, serde_json::to_string(config)?, engine, now_ms()],
@@ -128,8 +142,10 @@ impl Store {
 
     /// Record that the host answered the poller now.
     pub fn host_touch(&self, name: &str) -> StoreResult<()> {
-        self.connection()
-            .execute("UPDATE hosts SET polled_at = ?2 WHERE name = ?1", params![name, now_ms()])?;
+        self.connection().execute(
+            "UPDATE hosts SET polled_at = ?2 WHERE name = ?1",
+            params![name, now_ms()],
+        )?;
         Ok(())
     }
 

@@ -23,9 +23,14 @@ impl LogLevel {
     }
 
     pub fn parse(text: &str) -> Option<LogLevel> {
-        [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error]
-            .into_iter()
-            .find(|level| level.as_str() == text)
+        [
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ]
+        .into_iter()
+        .find(|level| level.as_str() == text)
     }
 }
 
@@ -128,7 +133,10 @@ impl Store {
              FROM logs {where_clause} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
         ))?;
         let logs = statement
-            .query_map(params![filter.host, level, filter.limit, filter.offset], log_from_row)?
+            .query_map(
+                params![filter.host, level, filter.limit, filter.offset],
+                log_from_row,
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok((logs, total))
     }

@@ -92,11 +92,10 @@ impl Store {
     /// Write a consistent copy of the whole database to `target` (which must
     /// not exist) and answer its size in bytes.
     pub fn snapshot(&self, target: &Path) -> StoreResult<u64> {
-        let target_text = target
-            .to_str()
-            .ok_or_else(|| StoreError::Invalid(format!("snapshot path {} is not UTF-8", target.display())))?;
-        self.connection()
-            .execute("VACUUM INTO ?1", [target_text])?;
+        let target_text = target.to_str().ok_or_else(|| {
+            StoreError::Invalid(format!("snapshot path {} is not UTF-8", target.display()))
+        })?;
+        self.connection().execute("VACUUM INTO ?1", [target_text])?;
         let metadata = std::fs::metadata(target).map_err(|source| StoreError::Io {
             context: format!("reading {}", target.display()),
             source,

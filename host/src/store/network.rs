@@ -56,7 +56,8 @@ fn proxy_from_row(row: &Row<'_>) -> rusqlite::Result<ProxyRecord> {
 }
 
 const NAT_COLUMNS: &str = "id, host, vm_uuid, protocol, wan_port, lan_port, lan_addr, nat_tips";
-const PROXY_COLUMNS: &str = "id, host, vm_uuid, domain, backend_ip, backend_port, ssl_enabled, description";
+const PROXY_COLUMNS: &str =
+    "id, host, vm_uuid, domain, backend_ip, backend_port, ssl_enabled, description";
 
 impl Store {
     /// NAT rules of one VM, or of a whole host when `vm_uuid` is None.
@@ -88,14 +89,17 @@ impl Store {
         limit: u32,
     ) -> StoreResult<NatRuleRecord> {
         let mut connection = self.connection();
-        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let count: u32 = transaction.query_row(
             "SELECT COUNT(*) FROM nat_rules WHERE host = ?1 AND vm_uuid = ?2",
             [host, vm_uuid],
             |row| row.get(0),
         )?;
         if count >= limit {
-            return Err(StoreError::Conflict(format!("vm {vm_uuid:?} is at its limit of {limit} NAT rules (nat_num)")));
+            return Err(StoreError::Conflict(format!(
+                "vm {vm_uuid:?} is at its limit of {limit} NAT rules (nat_num)"
+            )));
         }
         let port = if wan_port == 0 {
             let mut taken = transaction.prepare(
@@ -108,7 +112,13 @@ impl Store {
             range
                 .clone()
                 .find(|port| !used.contains(port))
-                .ok_or_else(|| StoreError::Conflict(format!("no free {protocol} port left in {}..{}", range.start(), range.end())))?
+                .ok_or_else(|| {
+                    StoreError::Conflict(format!(
+                        "no free {protocol} port left in {}..{}",
+                        range.start(),
+                        range.end()
+                    ))
+                })?
         } else {
             wan_port
         };
@@ -118,7 +128,9 @@ impl Store {
             params![host, vm_uuid, protocol, port, lan_port, lan_addr, nat_tips, now_ms()],
         )?;
         if inserted == 0 {
-            return Err(StoreError::Conflict(format!("{protocol} port {port} is already forwarded on host {host:?}")));
+            return Err(StoreError::Conflict(format!(
+                "{protocol} port {port} is already forwarded on host {host:?}"
+            )));
         }
         let id = transaction.last_insert_rowid();
         transaction.commit()?;
@@ -128,22 +140,29 @@ impl Store {
 
     pub fn nat_get(&self, id: i64) -> StoreResult<NatRuleRecord> {
         self.connection()
-            .prepare_cached(&format!("SELECT {NAT_COLUMNS} FROM nat_rules WHERE id = ?1"))?
+            .prepare_cached(&format!(
+                "SELECT {NAT_COLUMNS} FROM nat_rules WHERE id = ?1"
+            ))?
             .query_row([id], nat_from_row)
             .map_err(|error| match error {
-                rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound(format!("NAT rule {id} not found")),
+                rusqlite::Error::QueryReturnedNoRows => {
+                    StoreError::NotFound(format!("NAT rule {id} not found"))
+                }
                 other => other.into(),
             })
     }
 
     pub fn nat_set_addr(&self, id: i64, lan_addr: &str) -> StoreResult<()> {
-        self.connection()
-            .execute("UPDATE nat_rules SET lan_addr = ?2 WHERE id = ?1", params![id, lan_addr])?;
+        self.connection().execute(
+            "UPDATE nat_rules SET lan_addr = ?2 WHERE id = ?1",
+            params![id, lan_addr],
+        )?;
         Ok(())
     }
 
     pub fn nat_delete(&self, id: i64) -> StoreResult<()> {
-        self.connection().execute("DELETE FROM nat_rules WHERE id = ?1", [id])?;
+        self.connection()
+            .execute("DELETE FROM nat_rules WHERE id = ?1", [id])?;
         Ok(())
     }
 
@@ -162,7 +181,8 @@ impl Store {
     /// per-VM limit holds, in one immediate transaction.
     pub fn proxy_insert(&self, entry: &ProxyRecord, limit: u32) -> StoreResult<ProxyRecord> {
         let mut connection = self.connection();
-        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let count: u32 = transaction.query_row(
             "SELECT COUNT(*) FROM proxies WHERE host = ?1 AND vm_uuid = ?2",
             [&entry.host, &entry.vm_uuid],
@@ -189,21 +209,30 @@ impl Store {
             ],
         )?;
         if inserted == 0 {
-            return Err(StoreError::Conflict(format!("domain {:?} is already proxied", entry.domain)));
+            return Err(StoreError::Conflict(format!(
+                "domain {:?} is already proxied",
+                entry.domain
+            )));
         }
         let id = transaction.last_insert_rowid();
         transaction.commit()?;
-        Ok(ProxyRecord { id, ..entry.clone() })
+        Ok(ProxyRecord {
+            id,
+            ..entry.clone()
+        })
     }
 
     pub fn proxy_set_backend(&self, id: i64, backend_ip: &str) -> StoreResult<()> {
-        self.connection()
-            .execute("UPDATE proxies SET backend_ip = ?2 WHERE id = ?1", params![id, backend_ip])?;
+        self.connection().execute(
+            "UPDATE proxies SET backend_ip = ?2 WHERE id = ?1",
+            params![id, backend_ip],
+        )?;
         Ok(())
     }
 
     pub fn proxy_delete(&self, id: i64) -> StoreResult<()> {
-        self.connection().execute("DELETE FROM proxies WHERE id = ?1", [id])?;
+        self.connection()
+            .execute("DELETE FROM proxies WHERE id = ?1", [id])?;
         Ok(())
     }
 }

@@ -13,7 +13,13 @@ pub struct SampleRecord {
 }
 
 impl Store {
-    pub fn sample_insert(&self, host: &str, vm_uuid: &str, source: &str, sample: &Value) -> StoreResult<()> {
+    pub fn sample_insert(
+        &self,
+        host: &str,
+        vm_uuid: &str,
+        source: &str,
+        sample: &Value,
+    ) -> StoreResult<()> {
         self.connection()
             .prepare_cached(
                 "INSERT INTO samples (host, vm_uuid, source, sample, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -23,7 +29,13 @@ impl Store {
     }
 
     /// Samples of one VM newer than `since_ms`, oldest first, at most `limit`.
-    pub fn sample_history(&self, host: &str, vm_uuid: &str, since_ms: i64, limit: u32) -> StoreResult<Vec<SampleRecord>> {
+    pub fn sample_history(
+        &self,
+        host: &str,
+        vm_uuid: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<SampleRecord>> {
         let connection = self.connection();
         let mut statement = connection.prepare_cached(
             "SELECT source, sample, created_at FROM (
@@ -34,7 +46,11 @@ impl Store {
         )?;
         let rows = statement
             .query_map(params![host, vm_uuid, since_ms, limit], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter()
@@ -52,7 +68,10 @@ impl Store {
     /// `max_count` of each VM.
     pub fn sample_prune(&self, max_age_ms: i64, max_count: u32) -> StoreResult<usize> {
         let connection = self.connection();
-        let by_age = connection.execute("DELETE FROM samples WHERE created_at < ?1", [now_ms() - max_age_ms])?;
+        let by_age = connection.execute(
+            "DELETE FROM samples WHERE created_at < ?1",
+            [now_ms() - max_age_ms],
+        )?;
         let by_count = connection.execute(
             "DELETE FROM samples WHERE id IN (
                 SELECT id FROM (

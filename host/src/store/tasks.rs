@@ -23,9 +23,14 @@ impl TaskState {
     }
 
     pub fn parse(text: &str) -> Option<TaskState> {
-        [TaskState::Queued, TaskState::Running, TaskState::Done, TaskState::Failed]
-            .into_iter()
-            .find(|state| state.as_str() == text)
+        [
+            TaskState::Queued,
+            TaskState::Running,
+            TaskState::Done,
+            TaskState::Failed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
     }
 }
 
@@ -94,7 +99,11 @@ impl Store {
     }
 
     pub fn task_finish(&self, id: i64, success: bool, message: &str) -> StoreResult<()> {
-        let state = if success { TaskState::Done } else { TaskState::Failed };
+        let state = if success {
+            TaskState::Done
+        } else {
+            TaskState::Failed
+        };
         self.connection().execute(
             "UPDATE tasks SET state = ?2, progress = 100, success = ?3, message = ?4, finished_at = ?5
              WHERE id = ?1",
@@ -121,7 +130,9 @@ impl Store {
             )?
             .query_row([id], task_from_row)
             .map_err(|error| match error {
-                rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound(format!("task {id} not found")),
+                rusqlite::Error::QueryReturnedNoRows => {
+                    StoreError::NotFound(format!("task {id} not found"))
+                }
                 other => other.into(),
             })
     }
@@ -140,7 +151,10 @@ impl Store {
              FROM tasks {where_clause} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
         ))?;
         let tasks = statement
-            .query_map(params![filter.host, state, filter.limit, filter.offset], task_from_row)?
+            .query_map(
+                params![filter.host, state, filter.limit, filter.offset],
+                task_from_row,
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok((tasks, total))
     }

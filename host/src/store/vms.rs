@@ -61,16 +61,21 @@ impl Store {
     pub fn vm_get(&self, host: &str, vm_uuid: &str) -> StoreResult<VmRecord> {
         let row = self
             .connection()
-            .prepare_cached(&format!("SELECT {VM_COLUMNS} FROM vms WHERE host = ?1 AND vm_uuid = ?2"))?
+            .prepare_cached(&format!(
+                "SELECT {VM_COLUMNS} FROM vms WHERE host = ?1 AND vm_uuid = ?2"
+            ))?
             .query_row([host, vm_uuid], vm_from_row)
             .optional()?;
-        row.map(decode_vm).unwrap_or_else(|| Err(not_found(host, vm_uuid)))
+        row.map(decode_vm)
+            .unwrap_or_else(|| Err(not_found(host, vm_uuid)))
     }
 
     pub fn vm_by_upload_key(&self, upload_key: &str) -> StoreResult<Option<VmRecord>> {
         let row = self
             .connection()
-            .prepare_cached(&format!("SELECT {VM_COLUMNS} FROM vms WHERE upload_key = ?1"))?
+            .prepare_cached(&format!(
+                "SELECT {VM_COLUMNS} FROM vms WHERE upload_key = ?1"
+            ))?
             .query_row([upload_key], vm_from_row)
             .optional()?;
         row.map(decode_vm).transpose()
@@ -110,9 +115,13 @@ impl Store {
     ) -> StoreResult<VmRecord> {
         {
             let mut connection = self.connection();
-            let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let count: u64 =
-                transaction.query_row("SELECT COUNT(*) FROM vms WHERE host = ?1", [host], |row| row.get(0))?;
+            let transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let count: u64 = transaction.query_row(
+                "SELECT COUNT(*) FROM vms WHERE host = ?1",
+                [host],
+                |row| row.get(0),
+            )?;
             if limit > 0 && count >= limit {
                 return Err(StoreError::Conflict(format!(
                     "host {host:?} is at its limit of {limit} VMs (limits_nums)"
@@ -122,17 +131,30 @@ impl Store {
             let inserted = transaction.execute(
                 "INSERT INTO vms (host, vm_uuid, config, upload_key, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (host, vm_uuid) DO NOTHING",
-                params![host, vm_uuid, serde_json::to_string(config)?, upload_key, now],
+                params![
+                    host,
+                    vm_uuid,
+                    serde_json::to_string(config)?,
+                    upload_key,
+                    now
+                ],
             )?;
             if inserted == 0 {
-                return Err(StoreError::Conflict(format!("vm {vm_uuid:?} already exists on host {host:?}")));
+                return Err(StoreError::Conflict(format!(
+                    "vm {vm_uuid:?} already exists on host {host:?}"
+                )));
             }
             transaction.commit()?;
         }
         self.vm_get(host, vm_uuid)
     }
 
-    pub fn vm_update_config(&self, host: &str, vm_uuid: &str, config: &Map<String, Value>) -> StoreResult<VmRecord> {
+    pub fn vm_update_config(
+        &self,
+        host: &str,
+        vm_uuid: &str,
+        config: &Map<String, Value>,
+    ) -> StoreResult<VmRecord> {
         let updated = self.connection().execute(
             "UPDATE vms SET config = ?3, updated_at = ?4 WHERE host = ?1 AND vm_uuid = ?2",
             params![host, vm_uuid, serde_json::to_string(config)?, now_ms()],
@@ -153,9 +175,10 @@ impl Store {
 
     /// Delete a VM and, through the foreign keys, its NAT rules, IPs and proxies.
     pub fn vm_delete(&self, host: &str, vm_uuid: &str) -> StoreResult<()> {
-        let deleted = self
-            .connection()
-            .execute("DELETE FROM vms WHERE host = ?1 AND vm_uuid = ?2", [host, vm_uuid])?;
+        let deleted = self.connection().execute(
+            "DELETE FROM vms WHERE host = ?1 AND vm_uuid = ?2",
+            [host, vm_uuid],
+        )?;
         if deleted == 0 {
             return Err(not_found(host, vm_uuid));
         }
@@ -176,12 +199,16 @@ impl Store {
         change: impl FnOnce(&mut Map<String, Value>, &[Map<String, Value>]) -> Result<T, StoreError>,
     ) -> StoreResult<T> {
         let mut connection = self.connection();
-        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut config: Option<Map<String, Value>> = None;
         let mut others = Vec::new();
         {
-            let mut statement = transaction.prepare("SELECT vm_uuid, config FROM vms WHERE host = ?1")?;
-            let rows = statement.query_map([host], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+            let mut statement =
+                transaction.prepare("SELECT vm_uuid, config FROM vms WHERE host = ?1")?;
+            let rows = statement.query_map([host], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
             for row in rows {
                 let (uuid, text) = row?;
                 let decoded: Map<String, Value> = serde_json::from_str(&text)?;

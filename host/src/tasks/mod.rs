@@ -34,7 +34,12 @@ impl Tasks {
 
     /// Record a task, run `work` to its end on its own tokio task, and wait
     /// for it unless `detach`.
-    pub async fn run<T, F>(&self, task: NewTask, detach: bool, work: F) -> Result<TaskOutcome<T>, ApiError>
+    pub async fn run<T, F>(
+        &self,
+        task: NewTask,
+        detach: bool,
+        work: F,
+    ) -> Result<TaskOutcome<T>, ApiError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, ApiError>> + Send + 'static,
@@ -54,10 +59,18 @@ impl Tasks {
                 tracing::error!(task_id, "cannot record the end of the task: {error}");
             }
             if let Err(error) = &result {
-                let level = if error.status().is_server_error() { LogLevel::Error } else { LogLevel::Warn };
-                let record = NewLog::new(level, task.actions.clone(), format!("task {task_id} failed: {error}"))
-                    .host(task.host.clone())
-                    .vm(task.vm_uuid.clone());
+                let level = if error.status().is_server_error() {
+                    LogLevel::Error
+                } else {
+                    LogLevel::Warn
+                };
+                let record = NewLog::new(
+                    level,
+                    task.actions.clone(),
+                    format!("task {task_id} failed: {error}"),
+                )
+                .host(task.host.clone())
+                .vm(task.vm_uuid.clone());
                 if let Err(log_error) = store.log_insert(&record) {
                     tracing::error!(task_id, "cannot store a log record: {log_error}");
                 }
@@ -71,7 +84,9 @@ impl Tasks {
             Err(_still_running) => Ok(TaskOutcome::Pending { task_id }),
             Ok(Err(join_error)) => Err(ApiError::Task {
                 task_id,
-                source: Box::new(ApiError::Internal(format!("task {task_id} crashed: {join_error}"))),
+                source: Box::new(ApiError::Internal(format!(
+                    "task {task_id} crashed: {join_error}"
+                ))),
             }),
             Ok(Ok(Err(error))) => Err(ApiError::Task {
                 task_id,

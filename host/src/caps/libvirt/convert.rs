@@ -61,15 +61,18 @@ pub fn plugin_error(error: &VirtError) -> PluginError {
             PluginError::Conflict(message)
         }
         // Drivers report "already exists"/"already defined" as a generic failure.
-        ErrorNumber::OperationFailed if message.contains("already exists") || message.contains("already defined") => {
+        ErrorNumber::OperationFailed
+            if message.contains("already exists") || message.contains("already defined") =>
+        {
             PluginError::Conflict(message)
         }
-        ErrorNumber::XmlError | ErrorNumber::XmlDetail | ErrorNumber::XmlInvalidSchema | ErrorNumber::InvalidMac => {
-            PluginError::Invalid(message)
-        }
-        ErrorNumber::NoSupport | ErrorNumber::ArgumentUnsupported | ErrorNumber::OperationUnsupported => {
-            PluginError::Unsupported(message)
-        }
+        ErrorNumber::XmlError
+        | ErrorNumber::XmlDetail
+        | ErrorNumber::XmlInvalidSchema
+        | ErrorNumber::InvalidMac => PluginError::Invalid(message),
+        ErrorNumber::NoSupport
+        | ErrorNumber::ArgumentUnsupported
+        | ErrorNumber::OperationUnsupported => PluginError::Unsupported(message),
         _ => PluginError::Failed(message),
     }
 }
@@ -129,7 +132,10 @@ pub fn domain_stats(record: StatsRecord) -> DomainStats {
 fn indexed<'a>(field: &'a str, group: &str) -> Option<&'a str> {
     let rest = field.strip_prefix(group)?.strip_prefix('.')?;
     let (index, suffix) = rest.split_once('.')?;
-    index.bytes().all(|byte| byte.is_ascii_digit()).then_some(suffix)
+    index
+        .bytes()
+        .all(|byte| byte.is_ascii_digit())
+        .then_some(suffix)
 }
 
 /// Node CPU times (ns): busy is kernel + user, idle is idle + iowait.
@@ -148,7 +154,12 @@ pub fn cpu_busy_idle(fields: &[(String, u64)]) -> (u64, u64) {
 
 /// `major.minor.release` from libvirt's `major * 1_000_000 + minor * 1000 + release`.
 pub fn version_string(version: u32) -> String {
-    format!("{}.{}.{}", version / 1_000_000, (version / 1000) % 1000, version % 1000)
+    format!(
+        "{}.{}.{}",
+        version / 1_000_000,
+        (version / 1000) % 1000,
+        version % 1000
+    )
 }
 
 /// A MAC in `xx:xx:xx:xx:xx:xx` hex, lowercased; `invalid` otherwise.
@@ -174,11 +185,17 @@ pub fn parse_ip(ip: &str) -> Result<IpAddr, PluginError> {
 
 /// Is `ip` inside one of the host's VM networks (address, prefix length)?
 pub fn in_networks(ip: IpAddr, networks: &[(IpAddr, u8)]) -> bool {
-    networks.iter().any(|(network, prefix)| match (ip, network) {
-        (IpAddr::V4(ip), IpAddr::V4(network)) => same_prefix(&ip.octets(), &network.octets(), *prefix),
-        (IpAddr::V6(ip), IpAddr::V6(network)) => same_prefix(&ip.octets(), &network.octets(), *prefix),
-        _ => false,
-    })
+    networks
+        .iter()
+        .any(|(network, prefix)| match (ip, network) {
+            (IpAddr::V4(ip), IpAddr::V4(network)) => {
+                same_prefix(&ip.octets(), &network.octets(), *prefix)
+            }
+            (IpAddr::V6(ip), IpAddr::V6(network)) => {
+                same_prefix(&ip.octets(), &network.octets(), *prefix)
+            }
+            _ => false,
+        })
 }
 
 fn same_prefix(address: &[u8], network: &[u8], prefix: u8) -> bool {
@@ -212,7 +229,11 @@ pub fn dhcp_host_xml(mac: &str, ip: &IpAddr, name: &str) -> String {
     } else {
         format!(" name='{}'", escape(name))
     };
-    format!("<host mac='{}'{name} ip='{}'/>", escape(mac), escape(&ip.to_string()))
+    format!(
+        "<host mac='{}'{name} ip='{}'/>",
+        escape(mac),
+        escape(&ip.to_string())
+    )
 }
 
 /// One `<host>` of a network's DHCP configuration.
@@ -225,11 +246,17 @@ pub struct DhcpHost {
 
 /// The DHCP host entries of a network's XML.
 pub fn dhcp_hosts(network_xml: &str) -> Result<Vec<DhcpHost>, PluginError> {
-    let document = roxmltree::Document::parse(network_xml)
-        .map_err(|error| PluginError::Failed(format!("libvirt answered unreadable network XML: {error}")))?;
+    let document = roxmltree::Document::parse(network_xml).map_err(|error| {
+        PluginError::Failed(format!("libvirt answered unreadable network XML: {error}"))
+    })?;
     let hosts = document
         .descendants()
-        .filter(|node| node.has_tag_name("host") && node.parent().is_some_and(|parent| parent.has_tag_name("dhcp")))
+        .filter(|node| {
+            node.has_tag_name("host")
+                && node
+                    .parent()
+                    .is_some_and(|parent| parent.has_tag_name("dhcp"))
+        })
         .map(|host| DhcpHost {
             mac: host.attribute("mac").unwrap_or("").to_ascii_lowercase(),
             ip: host.attribute("ip").and_then(|ip| ip.parse().ok()),

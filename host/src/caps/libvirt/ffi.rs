@@ -23,7 +23,8 @@ pub fn all_domain_stats(connect: &Connect, stats: u32) -> Result<Vec<StatsRecord
     let mut records: *mut sys::virDomainStatsRecordPtr = ptr::null_mut();
     // SAFETY: `connect` is open (it is only closed on drop); libvirt stores a
     // NULL-terminated array it allocated into `records`, or fails with -1.
-    let count = unsafe { sys::virConnectGetAllDomainStats(connect.as_ptr(), stats, &mut records, 0) };
+    let count =
+        unsafe { sys::virConnectGetAllDomainStats(connect.as_ptr(), stats, &mut records, 0) };
     if count < 0 {
         return Err(Error::last_error());
     }
@@ -49,7 +50,9 @@ pub fn all_domain_stats(connect: &Connect, stats: u32) -> Result<Vec<StatsRecord
             continue;
         }
         // SAFETY: a non-null name from libvirt is a NUL-terminated string.
-        let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned();
         let params = match usize::try_from(record.nparams) {
             Ok(length) if length > 0 && !record.params.is_null() => {
                 // SAFETY: libvirt filled `nparams` parameters at `params`.

@@ -40,7 +40,9 @@ use virt::sys;
 use super::{HostScope, no_host};
 use crate::plugin::bindings::PluginError;
 use crate::plugin::bindings::PowerState;
-use crate::plugin::bindings::openidcs::engine::libvirt::{Domain, DomainStats, Host, LifecycleOp, NodeSummary};
+use crate::plugin::bindings::openidcs::engine::libvirt::{
+    Domain, DomainStats, Host, LifecycleOp, NodeSummary,
+};
 use convert::Fail;
 use xml_check::{check_name, clean_absolute, shown, valid_name};
 
@@ -101,7 +103,9 @@ impl LibvirtService {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Connection>>> {
         // The map stays consistent even if a holder panicked: every update is
         // one insert or remove.
-        self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The host's connection, opened now if there is none or its URI changed.
@@ -122,8 +126,8 @@ impl LibvirtService {
         if let Some(existing) = connections.get(&scope.name)
             && existing.uri == scope.uri
         {
-            // Another call opened one meanwhile; keep that one (a test
-            // driver's state lives in it) and close ours.
+            // Another call opened one meanwhile: keep that one (a test
+            // driver's state may live in it) and close ours.
             return Ok(existing.clone());
         }
         let replaced = connections.insert(scope.name.clone(), opened.clone());
@@ -226,11 +230,14 @@ impl LibvirtCall {
             return Ok(Err(no_host()));
         };
         let service = self.service.clone();
-        let worker =
-            tokio::task::spawn_blocking(move || service.with_connection(&scope, |connect| operation(connect, &scope)));
+        let worker = tokio::task::spawn_blocking(move || {
+            service.with_connection(&scope, |connect| operation(connect, &scope))
+        });
         match worker.await {
             Ok(answer) => Ok(answer),
-            Err(error) => Err(wasmtime::Error::msg(format!("libvirt worker failed: {error}"))),
+            Err(error) => Err(wasmtime::Error::msg(format!(
+                "libvirt worker failed: {error}"
+            ))),
         }
     }
 
@@ -244,12 +251,18 @@ impl LibvirtCall {
     fn volume_in_scope(&self, name: &str, capacity_mb: Option<u64>) -> Result<u64, PluginError> {
         let scope = self.scope()?;
         if scope.storage_dir.is_empty() {
-            return Err(PluginError::Denied("host has no storage directory".to_owned()));
+            return Err(PluginError::Denied(
+                "host has no storage directory".to_owned(),
+            ));
         }
         check_name("volume", name, &scope.name_prefix)?;
-        let Some(capacity_mb) = capacity_mb else { return Ok(0) };
+        let Some(capacity_mb) = capacity_mb else {
+            return Ok(0);
+        };
         if capacity_mb == 0 {
-            return Err(PluginError::Invalid("a volume needs at least 1 MB".to_owned()));
+            return Err(PluginError::Invalid(
+                "a volume needs at least 1 MB".to_owned(),
+            ));
         }
         capacity_mb
             .checked_mul(MIB)
@@ -258,7 +271,12 @@ impl LibvirtCall {
 
     /// The checks of a DHCP binding: network name, MAC, and an address
     /// inside the host's VM networks.
-    fn dhcp_in_scope(&self, network: &str, mac: &str, ip: &str) -> Result<(String, std::net::IpAddr), PluginError> {
+    fn dhcp_in_scope(
+        &self,
+        network: &str,
+        mac: &str,
+        ip: &str,
+    ) -> Result<(String, std::net::IpAddr), PluginError> {
         let scope = self.scope()?;
         network_name(network)?;
         let mac = convert::parse_mac(mac)?;
@@ -352,7 +370,11 @@ fn undefine(domain: &VirtDomain) -> Result<(), Fail> {
     let basic = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
     for flags in [everything, basic] {
         match domain.undefine_flags(flags) {
-            Err(error) if matches!(error.code(), ErrorNumber::InvalidArg | ErrorNumber::NoSupport) => {}
+            Err(error)
+                if matches!(
+                    error.code(),
+                    ErrorNumber::InvalidArg | ErrorNumber::NoSupport
+                ) => {}
             answer => return Ok(answer?),
         }
     }
@@ -379,7 +401,11 @@ fn device_flags(domain: &VirtDomain, live: bool) -> Result<u32, Fail> {
 
 /// Apply a DHCP host change to the persistent and (when running) live
 /// network; a driver that cannot change the live network gets config only.
-fn update_dhcp(network: &Network, command: sys::virNetworkUpdateCommand, xml: &str) -> Result<(), Fail> {
+fn update_dhcp(
+    network: &Network,
+    command: sys::virNetworkUpdateCommand,
+    xml: &str,
+) -> Result<(), Fail> {
     let persistent = network.is_persistent()?;
     let mut flags = 0;
     if persistent {
@@ -395,10 +421,18 @@ fn update_dhcp(network: &Network, command: sys::virNetworkUpdateCommand, xml: &s
                 && flags & sys::VIR_NETWORK_UPDATE_AFFECT_LIVE != 0
                 && matches!(
                     error.code(),
-                    ErrorNumber::NoSupport | ErrorNumber::ArgumentUnsupported | ErrorNumber::OperationUnsupported
+                    ErrorNumber::NoSupport
+                        | ErrorNumber::ArgumentUnsupported
+                        | ErrorNumber::OperationUnsupported
                 ) =>
         {
-            Ok(network.update(command, section, -1, xml, sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG)?)
+            Ok(network.update(
+                command,
+                section,
+                -1,
+                xml,
+                sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+            )?)
         }
         answer => Ok(answer?),
     }
@@ -433,13 +467,21 @@ impl Host for LibvirtCall {
         }
         // SECURE keeps the VNC password in, so that a read-modify-define
         // round trip does not silently drop it.
-        let flags = sys::VIR_DOMAIN_XML_SECURE | if inactive { sys::VIR_DOMAIN_XML_INACTIVE } else { 0 };
+        let flags = sys::VIR_DOMAIN_XML_SECURE
+            | if inactive {
+                sys::VIR_DOMAIN_XML_INACTIVE
+            } else {
+                0
+            };
         self.run(move |connect, _| Ok(lookup_domain(connect, &name)?.get_xml_desc(flags)?))
             .await
     }
 
     async fn define_domain(&mut self, xml: String) -> Answer<Domain> {
-        if let Err(refusal) = self.scope().and_then(|scope| xml_check::check_domain_xml(&xml, scope)) {
+        if let Err(refusal) = self
+            .scope()
+            .and_then(|scope| xml_check::check_domain_xml(&xml, scope))
+        {
             return Ok(Err(refusal));
         }
         // VALIDATE: libvirt also checks the XML against its schema, so an
@@ -512,13 +554,14 @@ impl Host for LibvirtCall {
             let (cpu_busy_ns, cpu_idle_ns) = ffi::node_cpu_stats(connect)
                 .map(|fields| convert::cpu_busy_idle(&fields))
                 .unwrap_or((0, 0));
-            let (storage_capacity_bytes, storage_allocation_bytes) = match pool_at(connect, &scope.storage_dir)? {
-                Some(pool) => {
-                    let info = pool.get_info()?;
-                    (info.capacity, info.allocation)
-                }
-                None => (0, 0),
-            };
+            let (storage_capacity_bytes, storage_allocation_bytes) =
+                match pool_at(connect, &scope.storage_dir)? {
+                    Some(pool) => {
+                        let info = pool.get_info()?;
+                        (info.capacity, info.allocation)
+                    }
+                    None => (0, 0),
+                };
             Ok(NodeSummary {
                 hostname: connect.get_hostname()?,
                 hypervisor: connect.get_type()?,
@@ -564,7 +607,8 @@ impl Host for LibvirtCall {
             Err(refusal) => return Ok(Err(refusal)),
         };
         self.run(move |connect, scope| {
-            let volume = StorageVol::lookup_by_name(&storage_pool(connect, &scope.storage_dir)?, &name)?;
+            let volume =
+                StorageVol::lookup_by_name(&storage_pool(connect, &scope.storage_dir)?, &name)?;
             let current = volume.get_info()?.capacity;
             if bytes < current {
                 return Err(Fail::Refused(PluginError::Invalid(format!(
@@ -585,7 +629,8 @@ impl Host for LibvirtCall {
             return Ok(Err(refusal));
         }
         self.run(move |connect, scope| {
-            let volume = StorageVol::lookup_by_name(&storage_pool(connect, &scope.storage_dir)?, &name)?;
+            let volume =
+                StorageVol::lookup_by_name(&storage_pool(connect, &scope.storage_dir)?, &name)?;
             Ok(volume.delete(0)?)
         })
         .await
@@ -631,7 +676,13 @@ impl Host for LibvirtCall {
             .await
     }
 
-    async fn dhcp_host_add(&mut self, network: String, mac: String, ip: String, name: String) -> Answer<()> {
+    async fn dhcp_host_add(
+        &mut self,
+        network: String,
+        mac: String,
+        ip: String,
+        name: String,
+    ) -> Answer<()> {
         let checked = self.dhcp_in_scope(&network, &mac, &ip).and_then(|binding| {
             if valid_name(&name) {
                 Ok(binding)
@@ -677,7 +728,10 @@ impl Host for LibvirtCall {
         self.run(move |connect, _| {
             let net = Network::lookup_by_name(connect, &network)?;
             let hosts = convert::dhcp_hosts(&net.get_xml_desc(0)?)?;
-            if !hosts.iter().any(|host| host.mac == mac && host.ip == Some(ip)) {
+            if !hosts
+                .iter()
+                .any(|host| host.mac == mac && host.ip == Some(ip))
+            {
                 return Ok(()); // Removing an absent binding is not an error.
             }
             update_dhcp(

@@ -53,7 +53,10 @@ fn check_with(xml: &str, allow_hostdev: bool, expected: Expect) {
         (Expect::Ok, Ok(())) => {}
         (Expect::Denied(part), Err(PluginError::Denied(message)))
         | (Expect::Invalid(part), Err(PluginError::Invalid(message))) => {
-            assert!(message.contains(part), "message {message:?} lacks {part:?} for {xml}");
+            assert!(
+                message.contains(part),
+                "message {message:?} lacks {part:?} for {xml}"
+            );
         }
         (_, answer) => panic!("unexpected answer {answer:?} for {xml}"),
     }
@@ -71,9 +74,14 @@ fn xml_rules() {
     // A plain domain, and disks inside the storage directory.
     check(&domain(""), Ok);
     check(&domain(&file_disk("/var/lib/openidcs/oid-vm1.img")), Ok);
-    check(&domain(&file_disk("/var/lib/openidcs/./sub//oid-vm1.img")), Ok);
     check(
-        &domain("<disk type='block'><source dev='/var/lib/openidcs/lv0'/><target dev='vdb'/></disk>"),
+        &domain(&file_disk("/var/lib/openidcs/./sub//oid-vm1.img")),
+        Ok,
+    );
+    check(
+        &domain(
+            "<disk type='block'><source dev='/var/lib/openidcs/lv0'/><target dev='vdb'/></disk>",
+        ),
         Ok,
     );
     check(
@@ -88,7 +96,9 @@ fn xml_rules() {
         Denied("QEMU namespace"),
     );
     check(
-        &format!("<domain type='kvm' xmlns:qemu='{qemu}'><name>oid-vm1</name><qemu:commandline/></domain>"),
+        &format!(
+            "<domain type='kvm' xmlns:qemu='{qemu}'><name>oid-vm1</name><qemu:commandline/></domain>"
+        ),
         Denied("QEMU namespace"),
     );
     check(
@@ -110,23 +120,39 @@ fn xml_rules() {
     check_with(&domain(hostdev), true, Ok);
     check(hostdev, Denied("<hostdev>"));
     check(
-        &domain("<interface type='hostdev'><source><address type='pci' bus='1'/></source></interface>"),
+        &domain(
+            "<interface type='hostdev'><source><address type='pci' bus='1'/></source></interface>",
+        ),
         Denied("hostdev"),
     );
     // Disk sources.
     check(
         &domain(&file_disk("/etc/shadow")),
-        Denied("disk source \"/etc/shadow\" is outside the host's storage directory \"/var/lib/openidcs\""),
+        Denied(
+            "disk source \"/etc/shadow\" is outside the host's storage directory \"/var/lib/openidcs\"",
+        ),
     );
-    check(&domain(&file_disk("/var/lib/x/../../etc/shadow")), Denied("\"..\""));
+    check(
+        &domain(&file_disk("/var/lib/x/../../etc/shadow")),
+        Denied("\"..\""),
+    );
     check(
         &domain(&file_disk("/var/lib/openidcs/../openidcs/x.img")),
         Denied("\"..\""),
     );
     check(&domain(&file_disk("/var/lib/openidcs")), Denied("outside"));
-    check(&domain(&file_disk("/var/lib/openidcs-other/x.img")), Denied("outside"));
-    check(&domain(&file_disk("etc/shadow")), Denied("not an absolute path"));
-    check(&domain(&file_disk("/&#101;tc/shadow")), Denied("\"/etc/shadow\""));
+    check(
+        &domain(&file_disk("/var/lib/openidcs-other/x.img")),
+        Denied("outside"),
+    );
+    check(
+        &domain(&file_disk("etc/shadow")),
+        Denied("not an absolute path"),
+    );
+    check(
+        &domain(&file_disk("/&#101;tc/shadow")),
+        Denied("\"/etc/shadow\""),
+    );
     check(
         &domain("<disk type='block'><source dev='/dev/sda'/><target dev='vda'/></disk>"),
         Denied("/dev/sda"),
@@ -144,7 +170,13 @@ fn xml_rules() {
         &domain(
             "<disk type='network'><source protocol='nbd' name='x'><host name='10.0.0.1' port='10809'/></source><target dev='vda'/></disk>",
         ),
-        Denied("protocol \"nbd\""),
+        Denied("network disk"),
+    );
+    check(
+        &domain(
+            "<disk type='file'><source protocol='rbd' name='pool/img'/><target dev='vda'/></disk>",
+        ),
+        Denied("protocol \"rbd\""),
     );
     check(
         &domain("<disk type='network'><target dev='vda'/></disk>"),
@@ -164,17 +196,29 @@ fn xml_rules() {
         Denied("must be 1 to 64 characters"),
     );
     check(
-        &format!("<domain type='kvm'><name>oid-{}</name></domain>", "x".repeat(61)),
+        &format!(
+            "<domain type='kvm'><name>oid-{}</name></domain>",
+            "x".repeat(61)
+        ),
         Denied("must be 1 to 64"),
     );
-    check("<domain type='kvm'><name>oi<!-- -->d-vm1</name></domain>", Ok);
+    check(
+        "<domain type='kvm'><name>oi<!-- -->d-vm1</name></domain>",
+        Ok,
+    );
     check(
         "<domain type='kvm'><name>oid-a</name><name>other</name></domain>",
         Invalid("exactly one <name>"),
     );
-    check("<domain type='kvm'></domain>", Invalid("exactly one <name>"));
+    check(
+        "<domain type='kvm'></domain>",
+        Invalid("exactly one <name>"),
+    );
     // Malformed XML, DTDs, and the wrong root.
-    check("<domain type='kvm'><name>oid-vm1</name>", Invalid("malformed XML"));
+    check(
+        "<domain type='kvm'><name>oid-vm1</name>",
+        Invalid("malformed XML"),
+    );
     check(
         "<domain><name>oid-vm1</name><qemu:commandline/></domain>",
         Invalid("malformed XML"),
@@ -213,7 +257,10 @@ fn xml_rules() {
         &domain("<emulator>/tmp/evil</emulator>"),
         Denied("not a known hypervisor binary"),
     );
-    check(&domain("<emulator>/usr/bin/qemu-system-x86_64</emulator>"), Ok);
+    check(
+        &domain("<emulator>/usr/bin/qemu-system-x86_64</emulator>"),
+        Ok,
+    );
     check(
         &domain("<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>"),
         Ok,
@@ -223,7 +270,9 @@ fn xml_rules() {
         Denied("/dev/sda"),
     );
     check(
-        &domain("<tpm model='tpm-tis'><backend type='passthrough'><device path='/dev/tpm0'/></backend></tpm>"),
+        &domain(
+            "<tpm model='tpm-tis'><backend type='passthrough'><device path='/dev/tpm0'/></backend></tpm>",
+        ),
         Denied("/dev/tpm0"),
     );
     check(
@@ -247,6 +296,21 @@ fn xml_rules() {
         "<domain type='kvm'><name>oid-vm1</name><description>see /etc/motd</description></domain>",
         Ok,
     );
+    // The domain's <metadata> is opaque to libvirt: engines' own elements pass.
+    check(
+        "<domain type='kvm'><name>oid-vm1</name><metadata><app:vm xmlns:app='urn:x'><app:disk type='volume' file='/etc/x'/>\
+         <app:hostdev/></app:vm></metadata></domain>",
+        Ok,
+    );
+    // ...but only the domain's own <metadata>.
+    check(
+        &domain("<metadata><hostdev/></metadata>"),
+        Denied("<hostdev>"),
+    );
+    check(
+        "<domain type='kvm'><name>oid-vm1\0</name></domain>",
+        Invalid("NUL"),
+    );
     check(
         "<domain type='kvm'><name>oid-vm1</name><seclabel type='none'/></domain>",
         Denied("seclabel"),
@@ -268,7 +332,9 @@ fn xml_rules() {
 fn check_device(xml: &str, expected: Expect) {
     let scope = scope_with("test:///default", STORAGE, false);
     match (expected, xml_check::check_device_xml(xml, &scope)) {
-        (Expect::Invalid(part), Err(PluginError::Invalid(message))) => assert!(message.contains(part), "{message}"),
+        (Expect::Invalid(part), Err(PluginError::Invalid(message))) => {
+            assert!(message.contains(part), "{message}")
+        }
         (_, answer) => panic!("unexpected answer {answer:?}"),
     }
 }
@@ -276,15 +342,20 @@ fn check_device(xml: &str, expected: Expect) {
 #[test]
 fn no_storage_directory_allows_no_disk() {
     let scope = scope_with("test:///default", "", false);
-    let answer = xml_check::check_domain_xml(&domain(&file_disk("/var/lib/openidcs/a.img")), &scope);
-    assert!(matches!(answer, Err(PluginError::Denied(message)) if message.contains("no storage directory")));
+    let answer =
+        xml_check::check_domain_xml(&domain(&file_disk("/var/lib/openidcs/a.img")), &scope);
+    assert!(
+        matches!(answer, Err(PluginError::Denied(message)) if message.contains("no storage directory"))
+    );
 }
 
 #[test]
 fn uri_rules() {
     assert!(check_uri("test:///default").is_ok());
     assert!(check_uri("qemu+ssh://root@10.0.0.2/system").is_ok());
-    assert!(matches!(check_uri(""), Err(PluginError::Denied(message)) if message == "host has no server_addr"));
+    assert!(
+        matches!(check_uri(""), Err(PluginError::Denied(message)) if message == "host has no server_addr")
+    );
     assert!(
         matches!(check_uri("xen:///system"), Err(PluginError::Denied(message)) if message.contains("\"xen:///system\""))
     );
@@ -292,7 +363,10 @@ fn uri_rules() {
         check_uri("qemu+ext:///system?command=/bin/sh"),
         Err(PluginError::Denied(_))
     ));
-    assert!(matches!(check_uri("/var/run/libvirt"), Err(PluginError::Denied(_))));
+    assert!(matches!(
+        check_uri("/var/run/libvirt"),
+        Err(PluginError::Denied(_))
+    ));
 }
 
 #[test]
@@ -307,7 +381,10 @@ fn helpers() {
         "52:54:00:aa:bb:cg",
         "52:54:00:aa:bb:ccc",
     ] {
-        assert!(matches!(convert::parse_mac(bad), Err(PluginError::Invalid(_))), "{bad}");
+        assert!(
+            matches!(convert::parse_mac(bad), Err(PluginError::Invalid(_))),
+            "{bad}"
+        );
     }
     assert!(matches!(
         convert::parse_ip("192.168.122.300"),
@@ -315,16 +392,27 @@ fn helpers() {
     ));
     let networks = [(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 0)), 16)];
     assert!(convert::in_networks(
-        "10.1.255.3".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        "10.1.255.3"
+            .parse()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         &networks
     ));
-    assert!(!convert::in_networks(IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1)), &networks));
     assert!(!convert::in_networks(
-        "fd00::1".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1)),
+        &networks
+    ));
+    assert!(!convert::in_networks(
+        "fd00::1"
+            .parse()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         &networks
     ));
     assert_eq!(
-        convert::dhcp_host_xml("52:54:00:aa:bb:cc", &IpAddr::V4(Ipv4Addr::new(10, 1, 0, 5)), "a'b"),
+        convert::dhcp_host_xml(
+            "52:54:00:aa:bb:cc",
+            &IpAddr::V4(Ipv4Addr::new(10, 1, 0, 5)),
+            "a'b"
+        ),
         "<host mac='52:54:00:aa:bb:cc' name='a&apos;b' ip='10.1.0.5'/>"
     );
     assert_eq!(convert::version_string(9_000_001), "9.0.1");
@@ -383,6 +471,10 @@ fn helpers() {
 }
 
 // ------------------------------------------------------- test:///default
+//
+// Every connection to `test:///default` in one process shares one driver
+// state while any of them is open, and the tests run in parallel: each test
+// uses its own domain, volume, MAC and address.
 
 fn call(service: &Arc<LibvirtService>, scope: HostScope) -> LibvirtCall {
     LibvirtCall::new(service.clone(), Some(Arc::new(scope)))
@@ -392,13 +484,20 @@ fn call(service: &Arc<LibvirtService>, scope: HostScope) -> LibvirtCall {
 /// `default-pool`.
 fn test_host() -> (Arc<LibvirtService>, LibvirtCall) {
     let service = Arc::new(LibvirtService::new());
-    let call = call(&service, scope_with("test:///default", "/default-pool", false));
+    let call = call(
+        &service,
+        scope_with("test:///default", "/default-pool", false),
+    );
     (service, call)
 }
 
-const TEST_DOMAIN: &str = "<domain type='test'><name>oid-vm1</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
-     <os><type>hvm</type></os><devices><disk type='file' device='disk'>\
-     <source file='/default-pool/oid-vm1.img'/><target dev='vda'/></disk></devices></domain>";
+fn test_domain(name: &str) -> String {
+    format!(
+        "<domain type='test'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type>hvm</type></os><devices><disk type='file' device='disk'>\
+         <source file='/default-pool/{name}.img'/><target dev='vda'/></disk></devices></domain>"
+    )
+}
 
 /// The inner answer of a call that must not trap.
 #[track_caller]
@@ -417,23 +516,33 @@ fn ok<T>(answer: wasmtime::Result<Result<T, PluginError>>) -> T {
     }
 }
 
+async fn names(call: &mut LibvirtCall) -> Vec<String> {
+    ok(call.list_domains().await)
+        .into_iter()
+        .map(|domain| domain.name)
+        .collect()
+}
+
 #[tokio::test]
 async fn domain_lifecycle_on_the_test_driver() {
     let (_service, mut call) = test_host();
-    let defined = ok(call.define_domain(TEST_DOMAIN.to_owned()).await);
-    assert_eq!((defined.name.as_str(), defined.state), ("oid-vm1", PowerState::Stopped));
+    let name = || "oid-life".to_owned();
+    let defined = ok(call.define_domain(test_domain(&name())).await);
+    assert_eq!(
+        (defined.name.as_str(), defined.state),
+        ("oid-life", PowerState::Stopped)
+    );
     assert_eq!(defined.uuid.len(), 36);
 
     // The driver's own "test" domain does not carry the prefix: not listed.
-    let listed = ok(call.list_domains().await);
-    assert_eq!(
-        listed.iter().map(|domain| domain.name.as_str()).collect::<Vec<_>>(),
-        ["oid-vm1"]
+    let listed = names(&mut call).await;
+    assert!(
+        listed.contains(&name()) && listed.iter().all(|listed| listed.starts_with(PREFIX)),
+        "{listed:?}"
     );
-    assert_eq!(ok(call.get_domain("oid-vm1".to_owned()).await).uuid, defined.uuid);
-    assert!(ok(call.domain_xml("oid-vm1".to_owned(), true).await).contains("/default-pool/oid-vm1.img"));
+    assert_eq!(ok(call.get_domain(name()).await).uuid, defined.uuid);
+    assert!(ok(call.domain_xml(name(), true).await).contains("/default-pool/oid-life.img"));
 
-    let name = || "oid-vm1".to_owned();
     assert_eq!(
         ok(call.lifecycle(name(), LifecycleOp::Start).await),
         PowerState::Running
@@ -454,22 +563,13 @@ async fn domain_lifecycle_on_the_test_driver() {
         ok(call.lifecycle(name(), LifecycleOp::Reset).await),
         PowerState::Running
     );
-    assert!(matches!(
-        inner(call.lifecycle(name(), LifecycleOp::Start).await),
-        Err(PluginError::Failed(_))
-    ));
+    let again = inner(call.lifecycle(name(), LifecycleOp::Start).await);
+    assert!(matches!(again, Err(PluginError::Failed(_))), "{again:?}");
 
     let stats = ok(call.all_domain_stats().await);
-    assert_eq!(
-        stats.len(),
-        1,
-        "only prefixed domains: {:?}",
-        stats.iter().map(|s| &s.name).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        (stats[0].name.as_str(), stats[0].state),
-        ("oid-vm1", PowerState::Running)
-    );
+    assert!(stats.iter().all(|stats| stats.name.starts_with(PREFIX)));
+    let ours = stats.iter().find(|stats| stats.name == name());
+    assert_eq!(ours.map(|stats| stats.state), Some(PowerState::Running));
 
     assert_eq!(
         ok(call.lifecycle(name(), LifecycleOp::Destroy).await),
@@ -480,7 +580,7 @@ async fn domain_lifecycle_on_the_test_driver() {
         inner(call.get_domain(name()).await),
         Err(PluginError::NotFound(_))
     ));
-    assert!(ok(call.list_domains().await).is_empty());
+    assert!(!names(&mut call).await.contains(&name()));
 }
 
 #[tokio::test]
@@ -490,7 +590,11 @@ async fn out_of_scope_domains_are_refused() {
     for answer in [
         inner(call.get_domain("test".to_owned()).await).map(drop),
         inner(call.domain_xml("test".to_owned(), false).await).map(drop),
-        inner(call.lifecycle("test".to_owned(), LifecycleOp::Destroy).await).map(drop),
+        inner(
+            call.lifecycle("test".to_owned(), LifecycleOp::Destroy)
+                .await,
+        )
+        .map(drop),
         inner(call.undefine_domain("test".to_owned()).await),
         inner(
             call.attach_device("test".to_owned(), file_disk("/default-pool/x.img"), false)
@@ -508,15 +612,15 @@ async fn out_of_scope_domains_are_refused() {
 #[tokio::test]
 async fn denied_define_leaves_nothing_defined() {
     let (_service, mut call) = test_host();
-    let evil = TEST_DOMAIN.replace("/default-pool/oid-vm1.img", "/etc/shadow");
+    let evil = test_domain("oid-evil").replace("/default-pool/oid-evil.img", "/etc/shadow");
     let answer = inner(call.define_domain(evil).await);
     assert!(
         matches!(&answer, Err(PluginError::Denied(message)) if message.contains("/etc/shadow")),
         "{answer:?}"
     );
-    assert!(ok(call.list_domains().await).is_empty());
+    assert!(!names(&mut call).await.contains(&"oid-evil".to_owned()));
     assert!(matches!(
-        inner(call.get_domain("oid-vm1".to_owned()).await),
+        inner(call.get_domain("oid-evil".to_owned()).await),
         Err(PluginError::NotFound(_))
     ));
 }
@@ -524,51 +628,119 @@ async fn denied_define_leaves_nothing_defined() {
 #[tokio::test]
 async fn devices_are_checked_before_libvirt() {
     let (_service, mut call) = test_host();
-    ok(call.define_domain(TEST_DOMAIN.to_owned()).await);
-    let hostdev =
-        "<hostdev mode='subsystem' type='usb'><source><vendor id='0x1'/><product id='0x2'/></source></hostdev>";
-    let answer = inner(
-        call.attach_device("oid-vm1".to_owned(), hostdev.to_owned(), false)
-            .await,
-    );
+    let name = || "oid-devices".to_owned();
+    ok(call.define_domain(test_domain(&name())).await);
+    let hostdev = "<hostdev mode='subsystem' type='usb'><source><vendor id='0x1'/><product id='0x2'/></source></hostdev>";
+    let answer = inner(call.attach_device(name(), hostdev.to_owned(), false).await);
     assert!(matches!(answer, Err(PluginError::Denied(_))), "{answer:?}");
     let answer = inner(
-        call.detach_device("oid-vm1".to_owned(), file_disk("/etc/shadow"), false)
+        call.detach_device(name(), file_disk("/etc/shadow"), false)
             .await,
     );
     assert!(matches!(answer, Err(PluginError::Denied(_))), "{answer:?}");
     // A good device reaches libvirt; the test driver cannot attach at all.
     let answer = inner(
-        call.attach_device("oid-vm1".to_owned(), file_disk("/default-pool/data.img"), true)
+        call.attach_device(name(), file_disk("/default-pool/data.img"), true)
             .await,
     );
-    assert!(matches!(answer, Err(PluginError::Unsupported(_))), "{answer:?}");
+    assert!(
+        matches!(answer, Err(PluginError::Unsupported(_))),
+        "{answer:?}"
+    );
+    ok(call.undefine_domain(name()).await);
+}
+
+/// The connection the service holds for `host`, if any.
+fn held(service: &LibvirtService, host: &str) -> Option<Arc<Connection>> {
+    service.lock().get(host).cloned()
 }
 
 #[tokio::test]
-async fn connection_is_kept_per_host() {
+async fn one_connection_per_host_reopened_when_the_uri_changes() {
     let service = Arc::new(LibvirtService::new());
     let scope = scope_with("test:///default", "/default-pool", false);
+    assert!(held(&service, "h1").is_none(), "opened lazily");
     ok(call(&service, scope.clone())
-        .define_domain(TEST_DOMAIN.to_owned())
+        .define_domain(test_domain("oid-conn"))
         .await);
-    // A later call of the same host sees the test driver's state: same connection.
-    ok(call(&service, scope.clone()).get_domain("oid-vm1".to_owned()).await);
-    // Another host has its own connection, hence its own test-driver state.
-    let other = HostScope {
-        name: "h2".to_owned(),
+    let first = held(&service, "h1");
+    // A later call of the same host reuses the connection, and sees the domain.
+    ok(call(&service, scope.clone())
+        .get_domain("oid-conn".to_owned())
+        .await);
+    let second = held(&service, "h1");
+    assert!(matches!((&first, &second), (Some(first), Some(second)) if Arc::ptr_eq(first, second)));
+
+    // A new URI for the host: a new connection, to a driver state of its own
+    // (a test driver started from a node file knows no oid-conn).
+    let node =
+        std::env::temp_dir().join(format!("openidcs-libvirt-node-{}.xml", std::process::id()));
+    std::fs::write(&node, "<node/>")
+        .unwrap_or_else(|error| panic!("writing {}: {error}", node.display()));
+    let moved = HostScope {
+        uri: format!("test://{}", node.display()),
         ..scope.clone()
     };
-    assert!(matches!(
-        inner(call(&service, other).get_domain("oid-vm1".to_owned()).await),
-        Err(PluginError::NotFound(_))
-    ));
-    // Closing the host drops the connection; the next call opens a fresh one.
+    let answer = inner(
+        call(&service, moved)
+            .get_domain("oid-conn".to_owned())
+            .await,
+    );
+    assert!(
+        matches!(answer, Err(PluginError::NotFound(_))),
+        "{answer:?}"
+    );
+    let third = held(&service, "h1");
+    assert!(matches!((&first, &third), (Some(first), Some(third)) if !Arc::ptr_eq(first, third)));
+    let _ = std::fs::remove_file(&node);
+
     service.close_host("h1");
-    assert!(matches!(
-        inner(call(&service, scope).get_domain("oid-vm1".to_owned()).await),
-        Err(PluginError::NotFound(_))
-    ));
+    assert!(held(&service, "h1").is_none());
+    // Back on test:///default (still shared by this test's `first`).
+    ok(call(&service, scope)
+        .undefine_domain("oid-conn".to_owned())
+        .await);
+}
+
+#[test]
+fn a_broken_connection_is_reopened_once() {
+    let service = LibvirtService::new();
+    let scope = scope_with("test:///default", "/default-pool", false);
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    assert!(
+        service
+            .with_connection(&scope, |connect| Ok(connect.get_type()?))
+            .is_ok()
+    );
+    let before = held(&service, "h1").unwrap_or_else(|| panic!("no connection held"));
+    let answer = service.with_connection(&scope, |connect| {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            // A real connection-class error from libvirt ("invalid connection
+            // pointer"), as a dead socket would give.
+            // SAFETY: libvirt checks the pointer and reports an error for null.
+            let _ = unsafe { sys::virConnectGetType(std::ptr::null_mut()) };
+            return Err(Fail::Libvirt(virt::error::Error::last_error()));
+        }
+        Ok(connect.get_type()?)
+    });
+    assert_eq!(answer.ok().as_deref(), Some("TEST"));
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "retried once"
+    );
+    let after = held(&service, "h1").unwrap_or_else(|| panic!("no connection held"));
+    assert!(
+        !Arc::ptr_eq(&before, &after),
+        "the broken connection was replaced"
+    );
+    // A second connection failure in a row is answered, not retried forever.
+    let always = service.with_connection(&scope, |_| -> Result<(), Fail> {
+        // SAFETY: as above.
+        let _ = unsafe { sys::virConnectGetType(std::ptr::null_mut()) };
+        Err(Fail::Libvirt(virt::error::Error::last_error()))
+    });
+    assert!(matches!(always, Err(PluginError::Failed(_))), "{always:?}");
 }
 
 #[tokio::test]
@@ -583,7 +755,10 @@ async fn refusals_without_host_or_with_a_bad_uri() {
         inner(no_host_call.get_domain("oid-vm1".to_owned()).await),
         Err(PluginError::Denied(_))
     ));
-    let mut bad_uri = call(&service, scope_with("xen:///system", "/default-pool", false));
+    let mut bad_uri = call(
+        &service,
+        scope_with("xen:///system", "/default-pool", false),
+    );
     assert!(
         matches!(inner(bad_uri.list_domains().await), Err(PluginError::Denied(message)) if message.contains("xen"))
     );
@@ -596,30 +771,34 @@ async fn refusals_without_host_or_with_a_bad_uri() {
 #[tokio::test]
 async fn volumes_in_the_storage_pool() {
     let (_service, mut call) = test_host();
-    let path = ok(call.create_volume("oid-disk1".to_owned(), 10).await);
+    let name = || "oid-disk1".to_owned();
+    let path = ok(call.create_volume(name(), 10).await);
     assert_eq!(path, "/default-pool/oid-disk1");
     assert!(matches!(
-        inner(call.create_volume("oid-disk1".to_owned(), 10).await),
+        inner(call.create_volume(name(), 10).await),
         Err(PluginError::Conflict(_))
     ));
     assert!(matches!(
-        inner(call.resize_volume("oid-disk1".to_owned(), 5).await),
+        inner(call.resize_volume(name(), 5).await),
         Err(PluginError::Invalid(_))
     ));
-    ok(call.resize_volume("oid-disk1".to_owned(), 10).await);
+    ok(call.resize_volume(name(), 10).await);
     // Growing reaches libvirt; the test driver cannot resize.
     assert!(matches!(
-        inner(call.resize_volume("oid-disk1".to_owned(), 20).await),
+        inner(call.resize_volume(name(), 20).await),
         Err(PluginError::Unsupported(_))
     ));
-    ok(call.delete_volume("oid-disk1".to_owned()).await);
+    ok(call.delete_volume(name()).await);
     assert!(matches!(
-        inner(call.delete_volume("oid-disk1".to_owned()).await),
+        inner(call.delete_volume(name()).await),
         Err(PluginError::NotFound(_))
     ));
-    for name in ["disk1", "oid-../x", "oid-a/b", ""] {
-        let answer = inner(call.create_volume(name.to_owned(), 1).await);
-        assert!(matches!(answer, Err(PluginError::Denied(_))), "{name}: {answer:?}");
+    for bad in ["disk1", "oid-../x", "oid-a/b", "", ".."] {
+        let answer = inner(call.create_volume(bad.to_owned(), 1).await);
+        assert!(
+            matches!(answer, Err(PluginError::Denied(_))),
+            "{bad}: {answer:?}"
+        );
     }
     assert!(matches!(
         inner(call.create_volume("oid-big".to_owned(), u64::MAX).await),
@@ -634,15 +813,18 @@ async fn volumes_in_the_storage_pool() {
 #[tokio::test]
 async fn volumes_need_a_pool_at_the_storage_directory() {
     let service = Arc::new(LibvirtService::new());
-    let mut elsewhere = call(&service, scope_with("test:///default", "/var/lib/openidcs", false));
-    let answer = inner(elsewhere.create_volume("oid-disk1".to_owned(), 1).await);
+    let mut elsewhere = call(
+        &service,
+        scope_with("test:///default", "/var/lib/openidcs", false),
+    );
+    let answer = inner(elsewhere.create_volume("oid-disk2".to_owned(), 1).await);
     assert!(
         matches!(&answer, Err(PluginError::Failed(message)) if message.contains("/var/lib/openidcs")),
         "{answer:?}"
     );
     let mut nowhere = call(&service, scope_with("test:///default", "", false));
     assert!(matches!(
-        inner(nowhere.create_volume("oid-disk1".to_owned(), 1).await),
+        inner(nowhere.create_volume("oid-disk2".to_owned(), 1).await),
         Err(PluginError::Denied(_))
     ));
 }
@@ -651,73 +833,84 @@ async fn volumes_need_a_pool_at_the_storage_directory() {
 async fn dhcp_bindings_on_the_default_network() {
     let (_service, mut call) = test_host();
     let mac = || "52:54:00:AA:BB:CC".to_owned();
-    let add = |ip: &str| ("default".to_owned(), mac(), ip.to_owned(), "oid-vm1".to_owned());
+    let net = || "default".to_owned();
+    let ip = |last: u8| format!("192.168.122.{last}");
+    let name = || "oid-dhcp".to_owned();
 
-    let (network, mac_arg, ip_arg, name) = add("192.168.122.50");
-    ok(call.dhcp_host_add(network, mac_arg, ip_arg, name).await);
-    let xml = ok(call.network_xml("default".to_owned()).await);
+    ok(call.dhcp_host_add(net(), mac(), ip(50), name()).await);
+    let xml = ok(call.network_xml(net()).await);
     assert!(
-        xml.contains("<host mac='52:54:00:aa:bb:cc' name='oid-vm1' ip='192.168.122.50'/>"),
+        xml.contains("<host mac='52:54:00:aa:bb:cc' name='oid-dhcp' ip='192.168.122.50'/>"),
         "{xml}"
     );
     // The same binding again is a no-op; the MAC on another address conflicts.
-    let (network, mac_arg, ip_arg, name) = add("192.168.122.50");
-    ok(call.dhcp_host_add(network, mac_arg, ip_arg, name).await);
-    let (network, mac_arg, ip_arg, name) = add("192.168.122.51");
-    assert!(matches!(
-        inner(call.dhcp_host_add(network, mac_arg, ip_arg, name).await),
-        Err(PluginError::Conflict(_))
-    ));
+    ok(call.dhcp_host_add(net(), mac(), ip(50), name()).await);
+    let conflict = inner(call.dhcp_host_add(net(), mac(), ip(51), name()).await);
+    assert!(
+        matches!(conflict, Err(PluginError::Conflict(_))),
+        "{conflict:?}"
+    );
 
-    ok(call
-        .dhcp_host_remove("default".to_owned(), mac(), "192.168.122.50".to_owned())
-        .await);
-    let xml = ok(call.network_xml("default".to_owned()).await);
+    ok(call.dhcp_host_remove(net(), mac(), ip(50)).await);
+    let xml = ok(call.network_xml(net()).await);
     assert!(!xml.contains("52:54:00:aa:bb:cc"), "{xml}");
     // Removing it again is not an error.
-    ok(call
-        .dhcp_host_remove("default".to_owned(), mac(), "192.168.122.50".to_owned())
-        .await);
+    ok(call.dhcp_host_remove(net(), mac(), ip(50)).await);
 
     // Scope and input checks.
-    let refused = inner(
-        call.dhcp_host_add("default".to_owned(), mac(), "10.9.9.9".to_owned(), "oid-vm1".to_owned())
+    let outside = inner(
+        call.dhcp_host_add(net(), mac(), "10.9.9.9".to_owned(), name())
             .await,
     );
-    assert!(matches!(refused, Err(PluginError::Denied(_))), "{refused:?}");
+    assert!(
+        matches!(outside, Err(PluginError::Denied(_))),
+        "{outside:?}"
+    );
+    let removal_outside = inner(
+        call.dhcp_host_remove(net(), mac(), "10.9.9.9".to_owned())
+            .await,
+    );
+    assert!(
+        matches!(removal_outside, Err(PluginError::Denied(_))),
+        "{removal_outside:?}"
+    );
     let bad_mac = inner(
-        call.dhcp_host_add(
-            "default".to_owned(),
-            "52:54".to_owned(),
-            "192.168.122.9".to_owned(),
-            "x".to_owned(),
-        )
-        .await,
+        call.dhcp_host_add(net(), "52:54".to_owned(), ip(9), name())
+            .await,
     );
-    assert!(matches!(bad_mac, Err(PluginError::Invalid(_))), "{bad_mac:?}");
+    assert!(
+        matches!(bad_mac, Err(PluginError::Invalid(_))),
+        "{bad_mac:?}"
+    );
+    let bad_ip = inner(
+        call.dhcp_host_add(net(), mac(), "192.168.122.".to_owned(), name())
+            .await,
+    );
+    assert!(matches!(bad_ip, Err(PluginError::Invalid(_))), "{bad_ip:?}");
     let bad_name = inner(
-        call.dhcp_host_add(
-            "default".to_owned(),
-            mac(),
-            "192.168.122.9".to_owned(),
-            "a'b".to_owned(),
-        )
-        .await,
+        call.dhcp_host_add(net(), mac(), ip(9), "a'b".to_owned())
+            .await,
     );
-    assert!(matches!(bad_name, Err(PluginError::Invalid(_))), "{bad_name:?}");
+    assert!(
+        matches!(bad_name, Err(PluginError::Invalid(_))),
+        "{bad_name:?}"
+    );
     let missing = inner(call.network_xml("nonet".to_owned()).await);
-    assert!(matches!(missing, Err(PluginError::NotFound(_))), "{missing:?}");
+    assert!(
+        matches!(missing, Err(PluginError::NotFound(_))),
+        "{missing:?}"
+    );
 }
 
 #[tokio::test]
 async fn node_info_of_the_test_driver() {
     let (_service, mut call) = test_host();
     let info = ok(call.node_info().await);
-    assert_eq!(info.hypervisor, "TEST");
-    assert_eq!(info.cpus, 16);
+    assert_eq!((info.hypervisor.as_str(), info.cpus), ("TEST", 16));
     assert!(info.mem_total_kib > 0);
-    assert!(
-        info.hypervisor_version.split('.').count() == 3,
+    assert_eq!(
+        info.hypervisor_version.split('.').count(),
+        3,
         "{}",
         info.hypervisor_version
     );

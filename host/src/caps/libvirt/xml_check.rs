@@ -24,7 +24,13 @@ const DRIVER_NAMESPACES: &str = "http://libvirt.org/schemas/domain/";
 /// The QEMU one, named in messages because it is the one people try.
 const QEMU_NAMESPACE: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
 /// Where hypervisor binaries live; `<emulator>` may only name one of these.
-const EMULATOR_DIRS: &[&str] = &["/usr/bin", "/usr/libexec", "/usr/local/bin", "/bin", "/usr/lib/libvirt"];
+const EMULATOR_DIRS: &[&str] = &[
+    "/usr/bin",
+    "/usr/libexec",
+    "/usr/local/bin",
+    "/bin",
+    "/usr/lib/libvirt",
+];
 /// Read-only firmware images (`<loader>`, `<nvram template=>`).
 const FIRMWARE_DIR: &str = "/usr/share";
 /// Where libvirt keeps per-domain UEFI variable stores it generates.
@@ -118,6 +124,13 @@ pub fn clean_absolute(path: &str) -> Option<PathBuf> {
 }
 
 fn bounded(xml: &str) -> Result<&str, PluginError> {
+    // libvirt takes C strings: a NUL would cut the XML short (and `virt`
+    // panics on one).
+    if xml.contains('\0') {
+        return Err(PluginError::Invalid(
+            "XML contains a NUL character".to_owned(),
+        ));
+    }
     if xml.len() > MAX_XML_BYTES {
         return Err(PluginError::Invalid(format!(
             "XML is {} bytes; at most {MAX_XML_BYTES} are accepted",
@@ -134,7 +147,8 @@ fn parse(xml: &str) -> Result<Document<'_>, PluginError> {
         allow_dtd: false,
         nodes_limit: MAX_XML_NODES,
     };
-    Document::parse_with_options(xml, options).map_err(|error| PluginError::Invalid(format!("malformed XML: {error}")))
+    Document::parse_with_options(xml, options)
+        .map_err(|error| PluginError::Invalid(format!("malformed XML: {error}")))
 }
 
 fn check_all(document: &Document, scope: &HostScope, domain: Option<&str>) -> Check {
@@ -158,7 +172,9 @@ fn domain_name(root: Node) -> Result<String, PluginError> {
         ));
     };
     if name.children().any(|child| child.is_element()) {
-        return Err(PluginError::Invalid("<name> must hold only text".to_owned()));
+        return Err(PluginError::Invalid(
+            "<name> must hold only text".to_owned(),
+        ));
     }
     // Concatenate every text piece, like XPath string(): a comment or CDATA
     // split inside the name must not make this check read another name.
@@ -172,17 +188,38 @@ fn is(node: &Node, local_name: &str) -> bool {
     node.is_element() && node.tag_name().name() == local_name
 }
 
-fn elements<'a, 'input>(document: &'a Document<'input>, local_name: &'a str) -> impl Iterator<Item = Node<'a, 'input>> {
-    document.descendants().filter(move |node| is(node, local_name))
+/// Every element libvirt interprets: all but the content of the domain's
+/// `<metadata>`, which libvirt stores verbatim and never reads (engines keep
+/// their own elements there, whatever their names).
+fn checked<'a, 'input>(document: &'a Document<'input>) -> impl Iterator<Item = Node<'a, 'input>> {
+    let root = document.root_element();
+    let opaque = move |node: &Node| {
+        is(&root, "domain")
+            && node.ancestors().any(|ancestor| {
+                is(&ancestor, "metadata") && ancestor.parent() == Some(root) && ancestor != *node
+            })
+    };
+    document
+        .descendants()
+        .filter(move |node| node.is_element() && !opaque(node))
 }
 
-/// Prevents raw hypervisor arguments (`<qemu:commandline>`, `<lxc:namespace>`
-/// and the like) that bypass every other rule.
+fn elements<'a, 'input>(
+    document: &'a Document<'input>,
+    local_name: &'a str,
+) -> impl Iterator<Item = Node<'a, 'input>> {
+    checked(document).filter(move |node| is(node, local_name))
+}
+
+/// Prevents raw hypervisor options (`<qemu:commandline>`, `<lxc:namespace>`...) that bypass every rule.
 fn no_driver_namespace(document: &Document) -> Check {
-    for node in document.descendants().filter(|node| node.is_element()) {
+    for node in checked(document) {
         let element_namespace = node.tag_name().namespace();
         let attribute_namespaces = node.attributes().map(|attribute| attribute.namespace());
-        for namespace in std::iter::once(element_namespace).chain(attribute_namespaces).flatten() {
+        for namespace in std::iter::once(element_namespace)
+            .chain(attribute_namespaces)
+            .flatten()
+        {
             if namespace.starts_with(DRIVER_NAMESPACES) {
                 let what = if namespace == QEMU_NAMESPACE {
                     "the QEMU namespace"
@@ -199,8 +236,7 @@ fn no_driver_namespace(document: &Document) -> Check {
     Ok(())
 }
 
-/// Prevents handing the host's PCI/USB/SCSI devices or smartcard reader to a
-/// guest unless the host allows passthrough.
+/// Prevents passing the host's PCI/USB/SCSI devices or smartcard reader to a guest (unless allowed).
 fn no_host_devices(document: &Document, allowed: bool) -> Check {
     if allowed {
         return Ok(());
@@ -210,8 +246,12 @@ fn no_host_devices(document: &Document, allowed: bool) -> Check {
             "{what} (host device passthrough) is not allowed on this host"
         )))
     };
-    for node in document.descendants().filter(|node| node.is_element()) {
-        match (node.tag_name().name(), node.attribute("type"), node.attribute("mode")) {
+    for node in checked(document) {
+        match (
+            node.tag_name().name(),
+            node.attribute("type"),
+            node.attribute("mode"),
+        ) {
             ("hostdev", _, _) => return refused("<hostdev>"),
             ("interface", Some("hostdev"), _) => return refused("<interface type='hostdev'>"),
             ("smartcard", _, Some("host")) => return refused("<smartcard mode='host'>"),
@@ -221,8 +261,7 @@ fn no_host_devices(document: &Document, allowed: bool) -> Check {
     Ok(())
 }
 
-/// Prevents the hypervisor from opening network storage (NBD, iSCSI, RBD,
-/// HTTP...) on the plugin's behalf.
+/// Prevents the hypervisor opening network storage (NBD, iSCSI, RBD, HTTP...) for the plugin.
 fn no_network_disks(document: &Document) -> Check {
     for disk in elements(document, "disk") {
         for node in disk.descendants().filter(|node| node.is_element()) {
@@ -245,8 +284,7 @@ fn no_network_disks(document: &Document) -> Check {
     Ok(())
 }
 
-/// Prevents disk kinds whose source is not a path this module can check
-/// (`volume` in any pool, `nvme` PCI controllers, `vhostuser` sockets).
+/// Prevents disk kinds whose source is no checkable path (`volume` of any pool, `nvme`, `vhostuser`).
 fn disk_types_are_local(document: &Document) -> Check {
     for disk in elements(document, "disk") {
         match disk.attribute("type") {
@@ -262,8 +300,7 @@ fn disk_types_are_local(document: &Document) -> Check {
     Ok(())
 }
 
-/// Prevents giving a guest a host file or device outside the storage
-/// directory (`/etc/shadow`, `/dev/sda`): libvirt would also relabel it.
+/// Prevents giving a guest (and relabelling) a host file outside the storage dir, e.g. `/etc/shadow`.
 fn disk_sources_in_storage(document: &Document, storage_dir: &str) -> Check {
     for disk in elements(document, "disk") {
         for node in disk.descendants().filter(|node| node.is_element()) {
@@ -291,8 +328,13 @@ fn emulator_is_a_hypervisor(document: &Document) -> Check {
             let in_known_dir = clean
                 .parent()
                 .is_some_and(|dir| EMULATOR_DIRS.iter().any(|known| dir == Path::new(known)));
-            let file = clean.file_name().and_then(|file| file.to_str()).unwrap_or("");
-            in_known_dir && (file.starts_with("qemu-system-") || ["qemu-kvm", "kvm", "libvirt_lxc"].contains(&file))
+            let file = clean
+                .file_name()
+                .and_then(|file| file.to_str())
+                .unwrap_or("");
+            in_known_dir
+                && (file.starts_with("qemu-system-")
+                    || ["qemu-kvm", "kvm", "libvirt_lxc"].contains(&file))
         });
         if !known {
             return Err(PluginError::Denied(format!(
@@ -304,13 +346,9 @@ fn emulator_is_a_hypervisor(document: &Document) -> Check {
     Ok(())
 }
 
-/// Prevents libvirt from running a host script as root when a NIC comes up
-/// or goes down.
+/// Prevents libvirt running a host script as root when a NIC goes up or down.
 fn no_interface_scripts(document: &Document) -> Check {
-    match document
-        .descendants()
-        .find(|node| is(node, "script") || is(node, "downscript"))
-    {
+    match checked(document).find(|node| is(node, "script") || is(node, "downscript")) {
         Some(node) => Err(PluginError::Denied(format!(
             "<{} path={}> would run a host program as root; not allowed",
             node.tag_name().name(),
@@ -320,11 +358,12 @@ fn no_interface_scripts(document: &Document) -> Check {
     }
 }
 
-/// Prevents switching off or choosing the guest's confinement (sVirt,
-/// AppArmor, DAC user): `type='none'`, static labels, `+0:+0`.
+/// Prevents switching off or choosing the guest's confinement (`type='none'`, static `+0:+0` labels).
 fn no_security_label_override(document: &Document) -> Check {
     for seclabel in elements(document, "seclabel") {
-        let domain_level = seclabel.parent().is_some_and(|parent| is(&parent, "domain"));
+        let domain_level = seclabel
+            .parent()
+            .is_some_and(|parent| is(&parent, "domain"));
         let label_type = seclabel.attribute("type");
         if domain_level && !matches!(label_type, None | Some("dynamic")) {
             return Err(PluginError::Denied(format!(
@@ -350,12 +389,12 @@ fn no_security_label_override(document: &Document) -> Check {
     Ok(())
 }
 
-/// Prevents reaching host files by any other door (`<filesystem>`, serial
-/// `<source path>`, `<log file>`, `<kernel>`, evdev, TPM passthrough...):
-/// every absolute path, and every relative one where libvirt expects a path,
-/// must be under the storage directory, with a few read-only exceptions.
+/// Prevents reaching host files by other doors (`<filesystem>`, `<serial>`, `<log>`, `<kernel>`, evdev, TPM...).
+//
+// Every absolute path, and every relative one where libvirt expects a path,
+// must be under the storage directory, bar a few read-only exceptions.
 fn host_paths_in_storage(document: &Document, storage_dir: &str, domain: Option<&str>) -> Check {
-    for node in document.descendants().filter(|node| node.is_element()) {
+    for node in checked(document) {
         if free_text_or_own_rule(&node) {
             continue;
         }
@@ -378,9 +417,14 @@ fn host_paths_in_storage(document: &Document, storage_dir: &str, domain: Option<
         }
         let text = element_text(&node);
         let text = text.trim();
-        let expects_path = ["kernel", "initrd", "dtb", "loader", "nvram", "backend", "path"].contains(&element);
+        let expects_path = [
+            "kernel", "initrd", "dtb", "loader", "nvram", "backend", "path",
+        ]
+        .contains(&element);
         if text.starts_with('/')
-            || (expects_path && !text.is_empty() && node.children().all(|child| !child.is_element()))
+            || (expects_path
+                && !text.is_empty()
+                && node.children().all(|child| !child.is_element()))
         {
             allowed_path(&node, "", text, storage_dir, domain)?;
         }
@@ -388,10 +432,10 @@ fn host_paths_in_storage(document: &Document, storage_dir: &str, domain: Option<
     Ok(())
 }
 
-/// Subtrees libvirt never reads as paths, and `<emulator>`, which has its own rule.
+/// Free text libvirt never reads as paths, and `<emulator>`, which has its own rule.
 fn free_text_or_own_rule(node: &Node) -> bool {
     node.ancestors().any(|ancestor| {
-        ["metadata", "description", "title", "cmdline", "emulator"]
+        ["description", "title", "cmdline", "emulator"]
             .iter()
             .any(|name| is(&ancestor, name))
     })
@@ -399,9 +443,18 @@ fn free_text_or_own_rule(node: &Node) -> bool {
 
 /// `value` found in `node` (as attribute `attribute`, or its text when that is
 /// empty): inside the storage directory, or one of the read-only exceptions.
-fn allowed_path(node: &Node, attribute: &str, value: &str, storage_dir: &str, domain: Option<&str>) -> Check {
+fn allowed_path(
+    node: &Node,
+    attribute: &str,
+    value: &str,
+    storage_dir: &str,
+    domain: Option<&str>,
+) -> Check {
     let element = node.tag_name().name();
-    let parent = node.parent().map(|parent| parent.tag_name().name()).unwrap_or("");
+    let parent = node
+        .parent()
+        .map(|parent| parent.tag_name().name())
+        .unwrap_or("");
     let clean = clean_absolute(value);
     let under = |dir: &str| {
         clean
@@ -415,9 +468,15 @@ fn allowed_path(node: &Node, attribute: &str, value: &str, storage_dir: &str, do
         ("loader", "") | ("nvram", "template") => under(FIRMWARE_DIR),
         // The variable store libvirt generates for this domain, and only it.
         ("nvram", "") => clean.as_deref().is_some_and(|path| {
-            let file = path.file_name().and_then(|file| file.to_str()).unwrap_or("");
+            let file = path
+                .file_name()
+                .and_then(|file| file.to_str())
+                .unwrap_or("");
             path.parent() == Some(Path::new(NVRAM_DIR))
-                && domain.is_some_and(|name| file.strip_prefix(name).is_some_and(|rest| rest.starts_with('_')))
+                && domain.is_some_and(|name| {
+                    file.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with('_'))
+                })
         }),
         _ => false,
     };

@@ -1,0 +1,93 @@
+//! One real VM through `qemu:///system`: created by the API, started, seen
+//! running by libvirt itself (virsh), stopped and deleted. Needs root and the
+//! libvirt daemons (`make test` starts them); skips with a reason otherwise.
+
+use std::process::Command;
+
+use openidcs_tests::{Server, plugin_toml};
+use serde_json::json;
+
+const VM: &str = "oidcs-test-vm1";
+
+fn virsh(arguments: &[&str]) -> (bool, String) {
+    match Command::new("virsh").arg("-c").arg("qemu:///system").args(arguments).output() {
+        Ok(output) => (
+            output.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+        ),
+        Err(error) => (false, error.to_string()),
+    }
+}
+
+/// Why this machine cannot run the test, if it cannot.
+fn skip_reason() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root: qemu:///system needs root".to_owned());
+    }
+    let (answers, output) = virsh(&["version"]);
+    if !answers {
+        return Some(format!("qemu:///system does not answer (run tests/scripts/libvirt-daemons.sh start): {output}"));
+    }
+    None
+}
+
+/// Leaves no VM behind, whatever the test did.
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = virsh(&["destroy", VM]);
+        let _ = virsh(&["undefine", VM, "--nvram"]);
+    }
+}
+
+#[tokio::test]
+async fn a_real_vm_through_qemu_system() {
+    if let Some(reason) = skip_reason() {
+        println!("SKIPPED a_real_vm_through_qemu_system: {reason}");
+        assert!(std::env::var("CI").is_err(), "CI runs as root with libvirtd started: {reason}");
+        return;
+    }
+    let _cleanup = Cleanup;
+    let server = Server::start(&plugin_toml("libvirt", "openidcs_plugin_libvirt", &["libvirt", "log"], "timeout_ms = 60000"));
+    server
+        .ok(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "kvm", "type": "libvirt", "config": {
+                "server_addr": "qemu:///system", "filter_name": "oidcs-test-",
+                "system_path": "/var/lib/libvirt/images" } })),
+        )
+        .await;
+    let vm = server
+        .ok(
+            "POST",
+            "/api/client/create/kvm",
+            Some(json!({ "vm_uuid": VM, "cpu_num": 1, "mem_num": 64, "hdd_num": 0, "vc_pass": "pw123" })),
+        )
+        .await;
+    assert_eq!(vm["power_status"], "stopped", "{vm}");
+    let (defined, output) = virsh(&["dominfo", VM]);
+    assert!(defined, "libvirt knows the VM: {output}");
+
+    let started = server
+        .ok("POST", &format!("/api/client/powers/kvm/{VM}"), Some(json!({ "action": "start" })))
+        .await;
+    assert_eq!(started["power_status"], "running", "{started}");
+    let (_, state) = virsh(&["domstate", VM]);
+    assert_eq!(state.trim(), "running", "libvirt sees it running");
+    let console = server.ok("GET", &format!("/api/client/vncons/kvm/{VM}"), None).await;
+    assert!(console["url"].as_str().unwrap_or_default().contains("ticket="), "{console}");
+
+    let stopped = server
+        .ok("POST", &format!("/api/client/powers/kvm/{VM}"), Some(json!({ "action": "hard_stop" })))
+        .await;
+    assert_eq!(stopped["power_status"], "stopped");
+    let (_, state) = virsh(&["domstate", VM]);
+    assert_eq!(state.trim(), "shut off");
+
+    server.ok("DELETE", &format!("/api/client/delete/kvm/{VM}"), None).await;
+    let (exists, _) = virsh(&["dominfo", VM]);
+    assert!(!exists, "the domain is gone from libvirt");
+}
