@@ -23,6 +23,12 @@ pub struct Config {
     pub console: ConsoleConfig,
     #[serde(default)]
     pub poller: PollerConfig,
+    /// Port forwarding; absent: the nat capability answers `unsupported`.
+    #[serde(default)]
+    pub nat: Option<NatConfig>,
+    /// Reverse proxy; absent: the proxy capability answers `unsupported`.
+    #[serde(default)]
+    pub proxy: Option<ProxyConfig>,
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
     /// Hosts created at start when the database does not know them yet.
@@ -110,6 +116,61 @@ impl Default for TasksConfig {
 
 fn default_wait_ms() -> u64 {
     120_000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatConfig {
+    /// The one nftables table (family inet) openidcs owns.
+    #[serde(default = "default_nat_table")]
+    pub table: String,
+    /// How to run nft; a prefix such as `["ip", "netns", "exec", "ns1", "nft"]`
+    /// runs it in another network namespace.
+    #[serde(default = "default_nft_command")]
+    pub nft_command: Vec<String>,
+}
+
+fn default_nat_table() -> String {
+    "openidcs".to_owned()
+}
+
+fn default_nft_command() -> Vec<String> {
+    vec!["nft".to_owned()]
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// The directory of server blocks nginx includes; relative to the config
+    /// file. openidcs writes only its own files here.
+    pub conf_dir: PathBuf,
+    /// Validates the whole nginx configuration.
+    #[serde(default = "default_nginx_test")]
+    pub nginx_test: Vec<String>,
+    /// Applies it.
+    #[serde(default = "default_nginx_reload")]
+    pub nginx_reload: Vec<String>,
+    /// Port the server blocks listen on for HTTP, and for HTTPS.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+}
+
+fn default_nginx_test() -> Vec<String> {
+    vec!["nginx".to_owned(), "-t".to_owned()]
+}
+
+fn default_nginx_reload() -> Vec<String> {
+    vec!["nginx".to_owned(), "-s".to_owned(), "reload".to_owned()]
+}
+
+fn default_http_port() -> u16 {
+    80
+}
+
+fn default_https_port() -> u16 {
+    443
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -269,6 +330,9 @@ impl Config {
         for plugin in &mut config.plugins {
             plugin.path = base.join(&plugin.path);
         }
+        if let Some(proxy) = &mut config.proxy {
+            proxy.conf_dir = base.join(&proxy.conf_dir);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -304,6 +368,22 @@ impl Config {
                     host.name
                 ));
             }
+        }
+        if let Some(nat) = &self.nat {
+            let valid_table = !nat.table.is_empty()
+                && nat.table.len() <= 64
+                && nat.table.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+            if !valid_table {
+                problems.push(format!("nat.table: {:?} must match [A-Za-z0-9_]{{1,64}}", nat.table));
+            }
+            if nat.nft_command.is_empty() {
+                problems.push("nat.nft_command: must name a program".to_owned());
+            }
+        }
+        if let Some(proxy) = &self.proxy
+            && (proxy.nginx_test.is_empty() || proxy.nginx_reload.is_empty())
+        {
+            problems.push("proxy.nginx_test, proxy.nginx_reload: must name a program".to_owned());
         }
         if self.poller.interval_s == 0 {
             problems.push("poller.interval_s: must be > 0".to_owned());
