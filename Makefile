@@ -54,7 +54,7 @@ run: build
 # after (only those this target started).
 test: build
 	@tests/scripts/libvirt-daemons.sh start
-	@$(CARGO) test --release $(HOST_PACKAGES); status=$$?; tests/scripts/libvirt-daemons.sh stop; exit $$status
+	@$(CARGO) test --release --no-fail-fast $(HOST_PACKAGES); status=$$?; tests/scripts/libvirt-daemons.sh stop; exit $$status
 
 lint: setup
 	$(CARGO) fmt --all -- --check

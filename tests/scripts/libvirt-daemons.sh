@@ -17,6 +17,12 @@ start)
     echo "libvirt-daemons: qemu:///system already answers; using it"
     exit 0
   fi
+  # Debian's udev rule gives /dev/kvm to group kvm (0660); containers without
+  # udev leave it root-only, and QEMU (user libvirt-qemu, group kvm) then
+  # cannot use KVM. Apply the same rule.
+  if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
+    chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+  fi
   mkdir -p /var/log/libvirt /var/run/libvirt /var/lib/libvirt target
   virtlogd -d
   libvirtd -d

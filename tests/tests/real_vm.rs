@@ -50,7 +50,7 @@ async fn a_real_vm_through_qemu_system() {
         return;
     }
     let _cleanup = Cleanup;
-    let server = Server::start(&plugin_toml("libvirt", "openidcs_plugin_libvirt", &["libvirt", "log"], "timeout_ms = 60000"));
+    let server = Server::start(&plugin_toml("libvirt", "openidcs_plugin_libvirt", &["libvirt", "nat", "proxy", "log"], "timeout_ms = 60000"));
     server
         .ok(
             "POST",
