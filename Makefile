@@ -56,6 +56,11 @@ test: build
 	@tests/scripts/libvirt-daemons.sh start
 	@$(CARGO) test --release --no-fail-fast $(HOST_PACKAGES); status=$$?; tests/scripts/libvirt-daemons.sh stop; exit $$status
 
+# Load figures against a bare axum ceiling, written to docs/benchmarks.md.
+bench: build
+	@command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk
+	python3 tests/bench/run.py
+
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release $(HOST_PACKAGES) --all-targets -- -D warnings

@@ -121,6 +121,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> an
         .await
         .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
+    let _ = state.bound_address.set(address);
     println!("openidcs listening on http://{address}");
     tracing::info!("listening on http://{address}");
     tokio::spawn(crate::service::poller::run(state.clone()));

@@ -372,9 +372,15 @@ impl Config {
         if let Some(nat) = &self.nat {
             let valid_table = !nat.table.is_empty()
                 && nat.table.len() <= 64
-                && nat.table.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+                && nat
+                    .table
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
             if !valid_table {
-                problems.push(format!("nat.table: {:?} must match [A-Za-z0-9_]{{1,64}}", nat.table));
+                problems.push(format!(
+                    "nat.table: {:?} must match [A-Za-z0-9_]{{1,64}}",
+                    nat.table
+                ));
             }
             if nat.nft_command.is_empty() {
                 problems.push("nat.nft_command: must name a program".to_owned());

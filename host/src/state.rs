@@ -24,6 +24,8 @@ pub struct AppState {
     pub auth: AuthGuard,
     pub consoles: ConsoleTickets,
     pub started_at: Instant,
+    /// The address the listener actually bound (the config may say port 0).
+    pub bound_address: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
             store,
             plugins,
             started_at: Instant::now(),
+            bound_address: std::sync::OnceLock::new(),
         });
         crate::service::system::seed_hosts(&state)?;
         Ok(state)
@@ -84,5 +87,17 @@ impl AppState {
             .config
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
+    }
+}
+
+impl AppState {
+    /// Base URL browsers use to reach this server: `public_url`, else the
+    /// bound address.
+    pub fn public_base_url(&self) -> String {
+        let config = self.config();
+        match &config.server.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.bound_address.get().copied().unwrap_or(config.server.listen)),
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! [`proxy`], [`log`]); a plugin may only call those the operator granted it,
 //! and the server refuses at load a plugin that imports more.
 
+pub mod domain;
 pub mod xml;
 
 #[doc(hidden)]
@@ -26,8 +27,8 @@ pub mod bindings {
 
 pub use bindings::openidcs::engine::types::{
     ConsoleEndpoint, Disk, EngineInfo, Error, HostConfig, HostCounters, IpPool, IpVersion, Nic,
-    NicKind, PortForward, PowerAction, PowerState, Protocol, ProxySite, TlsPair, VmInfo, VmSpec,
-    VmCounters,
+    NicKind, PortForward, PowerAction, PowerState, Protocol, ProxySite, TlsPair, VmCounters,
+    VmInfo, VmSpec,
 };
 pub use bindings::openidcs::engine::{libvirt, log, nat, proxy};
 

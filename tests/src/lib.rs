@@ -12,20 +12,33 @@ use serde_json::Value;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The server binary; `make test` builds it before running the tests.
 pub fn binary() -> PathBuf {
     let path = root().join("target/release/openidcs");
-    assert!(path.exists(), "{} is missing: run `make build` (or `make test`) first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make build` (or `make test`) first",
+        path.display()
+    );
     path
 }
 
 /// A WebAssembly component built for the tests (`make plugins`).
 pub fn component(name: &str) -> PathBuf {
-    let path = root().join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run `make plugins` first", path.display());
+    let path = root()
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `make plugins` first",
+        path.display()
+    );
     path
 }
 
@@ -155,10 +168,17 @@ impl Server {
 
     /// Send a request with the admin token; answers (HTTP status, envelope).
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call_as(Some(&self.token.clone()), method, path, body).await
+        self.call_as(Some(&self.token.clone()), method, path, body)
+            .await
     }
 
-    pub async fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut request = self.client.request(method, self.url(path));
         if let Some(token) = token {
@@ -170,8 +190,8 @@ impl Server {
         let response = request.send().await.expect("request");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
-        let envelope: Value =
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer is not JSON ({status}): {text}"));
+        let envelope: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("answer is not JSON ({status}): {text}"));
         check_envelope(status, &envelope);
         (status, envelope)
     }
@@ -205,9 +225,19 @@ impl Server {
 /// Every answer is `{code, msg, data}` with HTTP status = code.
 #[track_caller]
 pub fn check_envelope(status: u16, envelope: &Value) {
-    assert_eq!(envelope["code"].as_u64(), Some(u64::from(status)), "code must equal HTTP status: {envelope}");
-    assert!(envelope["msg"].is_string(), "msg must be a string: {envelope}");
-    assert!(envelope.get("data").is_some(), "data must be present: {envelope}");
+    assert_eq!(
+        envelope["code"].as_u64(),
+        Some(u64::from(status)),
+        "code must equal HTTP status: {envelope}"
+    );
+    assert!(
+        envelope["msg"].is_string(),
+        "msg must be a string: {envelope}"
+    );
+    assert!(
+        envelope.get("data").is_some(),
+        "data must be present: {envelope}"
+    );
 }
 
 impl Drop for Server {

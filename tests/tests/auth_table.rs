@@ -71,12 +71,21 @@ async fn every_authenticated_route_refuses_missing_and_wrong_tokens() {
         "[auth]\nmax_failures = 1000\n\n{}",
         plugin_toml("panic", "test_component_panic", &["log"], "")
     ));
-    assert_eq!(ENDPOINTS.len(), 34, "34 authenticated endpoints + upload = 35");
+    assert_eq!(
+        ENDPOINTS.len(),
+        34,
+        "34 authenticated endpoints + upload = 35"
+    );
     for (method, path) in ENDPOINTS.iter().chain(ALIASES) {
         let (status, envelope) = server.call_as(None, method, path, None).await;
         assert_eq!(status, 401, "{method} {path} without a token: {envelope}");
-        let (status, envelope) = server.call_as(Some("wrong-token"), method, path, None).await;
-        assert_eq!(status, 401, "{method} {path} with a wrong token: {envelope}");
+        let (status, envelope) = server
+            .call_as(Some("wrong-token"), method, path, None)
+            .await;
+        assert_eq!(
+            status, 401,
+            "{method} {path} with a wrong token: {envelope}"
+        );
         assert_eq!(envelope["msg"], "invalid token");
     }
     // The real token passes the door on every route (whatever the route
@@ -89,7 +98,14 @@ async fn every_authenticated_route_refuses_missing_and_wrong_tokens() {
         assert_ne!(status, 401, "{method} {path} with the token: {envelope}");
     }
     // upload: no admin token needed, but an upload key is.
-    let (status, envelope) = server.call_as(None, "POST", "/api/client/upload?nic=52:54:00:00:00:01", Some(serde_json::json!({}))).await;
+    let (status, envelope) = server
+        .call_as(
+            None,
+            "POST",
+            "/api/client/upload?nic=52:54:00:00:00:01",
+            Some(serde_json::json!({})),
+        )
+        .await;
     assert_eq!(status, 401, "upload without a key: {envelope}");
 }
 
@@ -97,10 +113,14 @@ async fn every_authenticated_route_refuses_missing_and_wrong_tokens() {
 async fn repeated_wrong_tokens_are_throttled() {
     let server = Server::start("[auth]\nmax_failures = 3\nfailure_window_s = 60\n");
     for _ in 0..3 {
-        let (status, _) = server.call_as(Some("guess"), "GET", "/api/system/statis", None).await;
+        let (status, _) = server
+            .call_as(Some("guess"), "GET", "/api/system/statis", None)
+            .await;
         assert_eq!(status, 401);
     }
-    let (status, envelope) = server.call_as(Some("guess"), "GET", "/api/system/statis", None).await;
+    let (status, envelope) = server
+        .call_as(Some("guess"), "GET", "/api/system/statis", None)
+        .await;
     assert_eq!(status, 429, "{envelope}");
     // Even the right token waits out the window from a throttled address.
     let (status, _) = server.call("GET", "/api/system/statis", None).await;

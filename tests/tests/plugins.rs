@@ -15,12 +15,33 @@ fn config(directory: &std::path::Path) -> String {
     let core = directory.join("core-module.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
     let mut text = String::new();
-    text.push_str(&plugin_toml("loop", "test_component_loop_forever", &["log"], "timeout_ms = 1000"));
-    text.push_str(&plugin_toml("bomb", "test_component_memory_bomb", &["log"], "memory_mb = 16"));
+    text.push_str(&plugin_toml(
+        "loop",
+        "test_component_loop_forever",
+        &["log"],
+        "timeout_ms = 1000",
+    ));
+    text.push_str(&plugin_toml(
+        "bomb",
+        "test_component_memory_bomb",
+        &["log"],
+        "memory_mb = 16",
+    ));
     text.push_str(&plugin_toml("panic", "test_component_panic", &["log"], ""));
-    text.push_str(&plugin_toml("natless", "test_component_nat_ungranted", &["log"], ""));
-    text.push_str(&format!("[[plugin]]\nname = \"notwasm\"\npath = {:?}\n", not_wasm.display().to_string()));
-    text.push_str(&format!("[[plugin]]\nname = \"core\"\npath = {:?}\n", core.display().to_string()));
+    text.push_str(&plugin_toml(
+        "natless",
+        "test_component_nat_ungranted",
+        &["log"],
+        "",
+    ));
+    text.push_str(&format!(
+        "[[plugin]]\nname = \"notwasm\"\npath = {:?}\n",
+        not_wasm.display().to_string()
+    ));
+    text.push_str(&format!(
+        "[[plugin]]\nname = \"core\"\npath = {:?}\n",
+        core.display().to_string()
+    ));
     text
 }
 
@@ -30,7 +51,11 @@ async fn misbehaving_plugins_fail_only_their_call() {
     let server = Server::start(&config(scratch.path()));
     for (host, engine) in [("h-loop", "loop"), ("h-bomb", "bomb"), ("h-panic", "panic")] {
         server
-            .ok("POST", "/api/server/create", Some(json!({ "name": host, "type": engine, "config": {} })))
+            .ok(
+                "POST",
+                "/api/server/create",
+                Some(json!({ "name": host, "type": engine, "config": {} })),
+            )
             .await;
     }
 
@@ -46,39 +71,69 @@ async fn misbehaving_plugins_fail_only_their_call() {
     let ((status, envelope), (stats, answered_in)) = tokio::join!(looping, meanwhile);
     assert_eq!(status, 500, "{envelope}");
     let message = envelope["msg"].as_str().unwrap_or_default();
-    assert!(message.contains("loop") && message.contains("1000 ms deadline"), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(5), "interrupted on time: {:?}", started.elapsed());
-    assert!(answered_in < Duration::from_millis(500), "statis waited {answered_in:?} behind the loop");
+    assert!(
+        message.contains("loop") && message.contains("1000 ms deadline"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "interrupted on time: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        answered_in < Duration::from_millis(500),
+        "statis waited {answered_in:?} behind the loop"
+    );
     assert_eq!(stats["host_count"], 3);
 
     // The memory bomb hits its 16 MiB cap.
-    let (status, envelope) = server.call("GET", "/api/server/status/h-bomb?refresh=true", None).await;
+    let (status, envelope) = server
+        .call("GET", "/api/server/status/h-bomb?refresh=true", None)
+        .await;
     assert_eq!(status, 500, "{envelope}");
     let message = envelope["msg"].as_str().unwrap_or_default();
-    assert!(message.contains("bomb") && message.contains("16 MiB memory limit"), "{message}");
+    assert!(
+        message.contains("bomb") && message.contains("16 MiB memory limit"),
+        "{message}"
+    );
 
     // The panic is a trap with the panic message; the next call is a fresh
     // instance and fails the same way (no poisoned state).
     for _ in 0..2 {
-        let (status, envelope) = server.call("GET", "/api/server/status/h-panic?refresh=true", None).await;
+        let (status, envelope) = server
+            .call("GET", "/api/server/status/h-panic?refresh=true", None)
+            .await;
         assert_eq!(status, 500, "{envelope}");
         let message = envelope["msg"].as_str().unwrap_or_default();
-        assert!(message.contains("panic") && message.contains("deliberate test panic for host h-panic"), "{message}");
+        assert!(
+            message.contains("panic") && message.contains("deliberate test panic for host h-panic"),
+            "{message}"
+        );
     }
 
     // Each fault is a log record; the plugin's stdout is captured, tagged.
-    let errors = server.ok("GET", "/api/system/logget?level=error&limit=50", None).await;
+    let errors = server
+        .ok("GET", "/api/system/logget?level=error&limit=50", None)
+        .await;
     let errors = errors.as_array().expect("list");
     for needle in ["deadline", "memory limit", "deliberate test panic"] {
         assert!(
-            errors.iter().any(|log| log["message"].as_str().unwrap_or_default().contains(needle)),
+            errors
+                .iter()
+                .any(|log| log["message"].as_str().unwrap_or_default().contains(needle)),
             "no error log with {needle:?}: {errors:?}"
         );
     }
-    let infos = server.ok("GET", "/api/system/logget?level=info&hs_name=h-panic", None).await;
+    let infos = server
+        .ok("GET", "/api/system/logget?level=info&hs_name=h-panic", None)
+        .await;
     assert!(
-        infos.as_array().expect("list").iter().any(|log| log["actions"] == "plugin:panic"
-            && log["message"] == "about to fail for host h-panic"),
+        infos
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|log| log["actions"] == "plugin:panic"
+                && log["message"] == "about to fail for host h-panic"),
         "{infos}"
     );
 
@@ -95,22 +150,38 @@ async fn refused_plugins_are_listed_with_their_reason() {
     assert_eq!(natless["enabled"], false);
     let error = natless["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("plugin natless imports openidcs:engine/nat") && error.contains("not granted \"nat\""),
+        error.contains("plugin natless imports openidcs:engine/nat")
+            && error.contains("not granted \"nat\""),
         "{error}"
     );
     let error = engines["notwasm"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("not a WebAssembly component"), "{error}");
     let error = engines["core"]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("core WebAssembly module, not a component"), "{error}");
+    assert!(
+        error.contains("core WebAssembly module, not a component"),
+        "{error}"
+    );
     // The good ones loaded regardless.
     assert_eq!(engines["panic"]["enabled"], true);
     // A host on a refused engine answers 500 naming why, and nothing else breaks.
     server
-        .ok("POST", "/api/server/create", Some(json!({ "name": "h-natless", "type": "natless", "config": {} })))
+        .ok(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "h-natless", "type": "natless", "config": {} })),
+        )
         .await;
-    let (status, envelope) = server.call("GET", "/api/server/status/h-natless?refresh=true", None).await;
+    let (status, envelope) = server
+        .call("GET", "/api/server/status/h-natless?refresh=true", None)
+        .await;
     assert_eq!(status, 500);
-    assert!(envelope["msg"].as_str().unwrap_or_default().contains("engine natless is not loaded"), "{envelope}");
+    assert!(
+        envelope["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("engine natless is not loaded"),
+        "{envelope}"
+    );
 }
 
 #[tokio::test]
@@ -122,14 +193,23 @@ async fn second_start_loads_from_the_precompiled_cache() {
     server.restart(false);
     let engines = server.ok("GET", "/api/system/engine", None).await;
     for name in ["loop", "bomb", "panic"] {
-        assert_eq!(engines[name]["precompiled_cache_hit"], true, "{name}: {}", engines[name]);
+        assert_eq!(
+            engines[name]["precompiled_cache_hit"], true,
+            "{name}: {}",
+            engines[name]
+        );
     }
-    let logs = server.ok("GET", "/api/system/logget?level=info&limit=200", None).await;
+    let logs = server
+        .ok("GET", "/api/system/logget?level=info&limit=200", None)
+        .await;
     assert!(
         logs.as_array()
             .expect("list")
             .iter()
-            .any(|log| log["message"].as_str().unwrap_or_default().starts_with("plugin panic loaded (from the precompiled cache")),
+            .any(|log| log["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("plugin panic loaded (from the precompiled cache")),
         "{logs}"
     );
 }
@@ -143,8 +223,14 @@ fn plugin_check_reports_versions_and_refusals() {
         .expect("plugin check");
     assert!(output.status.success(), "{output:?}");
     let report = String::from_utf8_lossy(&output.stdout);
-    assert!(report.contains("export: openidcs:engine/engine@0.1.0"), "{report}");
-    assert!(report.contains("import: openidcs:engine/nat@0.1.0"), "{report}");
+    assert!(
+        report.contains("export: openidcs:engine/engine@0.1.0"),
+        "{report}"
+    );
+    assert!(
+        report.contains("import: openidcs:engine/nat@0.1.0"),
+        "{report}"
+    );
     assert!(report.contains("wit version: 0.1.0"), "{report}");
     assert!(report.contains("grants needed: [nat]"), "{report}");
 

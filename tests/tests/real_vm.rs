@@ -10,10 +10,19 @@ use serde_json::json;
 const VM: &str = "oidcs-test-vm1";
 
 fn virsh(arguments: &[&str]) -> (bool, String) {
-    match Command::new("virsh").arg("-c").arg("qemu:///system").args(arguments).output() {
+    match Command::new("virsh")
+        .arg("-c")
+        .arg("qemu:///system")
+        .args(arguments)
+        .output()
+    {
         Ok(output) => (
             output.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
         ),
         Err(error) => (false, error.to_string()),
     }
@@ -27,7 +36,9 @@ fn skip_reason() -> Option<String> {
     }
     let (answers, output) = virsh(&["version"]);
     if !answers {
-        return Some(format!("qemu:///system does not answer (run tests/scripts/libvirt-daemons.sh start): {output}"));
+        return Some(format!(
+            "qemu:///system does not answer (run tests/scripts/libvirt-daemons.sh start): {output}"
+        ));
     }
     None
 }
@@ -46,11 +57,19 @@ impl Drop for Cleanup {
 async fn a_real_vm_through_qemu_system() {
     if let Some(reason) = skip_reason() {
         println!("SKIPPED a_real_vm_through_qemu_system: {reason}");
-        assert!(std::env::var("CI").is_err(), "CI runs as root with libvirtd started: {reason}");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root with libvirtd started: {reason}"
+        );
         return;
     }
     let _cleanup = Cleanup;
-    let server = Server::start(&plugin_toml("libvirt", "openidcs_plugin_libvirt", &["libvirt", "nat", "proxy", "log"], "timeout_ms = 60000"));
+    let server = Server::start(&plugin_toml(
+        "libvirt",
+        "openidcs_plugin_libvirt",
+        &["libvirt", "nat", "proxy", "log"],
+        "timeout_ms = 60000",
+    ));
     server
         .ok(
             "POST",
@@ -72,22 +91,40 @@ async fn a_real_vm_through_qemu_system() {
     assert!(defined, "libvirt knows the VM: {output}");
 
     let started = server
-        .ok("POST", &format!("/api/client/powers/kvm/{VM}"), Some(json!({ "action": "start" })))
+        .ok(
+            "POST",
+            &format!("/api/client/powers/kvm/{VM}"),
+            Some(json!({ "action": "start" })),
+        )
         .await;
     assert_eq!(started["power_status"], "running", "{started}");
     let (_, state) = virsh(&["domstate", VM]);
     assert_eq!(state.trim(), "running", "libvirt sees it running");
-    let console = server.ok("GET", &format!("/api/client/vncons/kvm/{VM}"), None).await;
-    assert!(console["url"].as_str().unwrap_or_default().contains("ticket="), "{console}");
+    let console = server
+        .ok("GET", &format!("/api/client/vncons/kvm/{VM}"), None)
+        .await;
+    assert!(
+        console["url"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ticket="),
+        "{console}"
+    );
 
     let stopped = server
-        .ok("POST", &format!("/api/client/powers/kvm/{VM}"), Some(json!({ "action": "hard_stop" })))
+        .ok(
+            "POST",
+            &format!("/api/client/powers/kvm/{VM}"),
+            Some(json!({ "action": "hard_stop" })),
+        )
         .await;
     assert_eq!(stopped["power_status"], "stopped");
     let (_, state) = virsh(&["domstate", VM]);
     assert_eq!(state.trim(), "shut off");
 
-    server.ok("DELETE", &format!("/api/client/delete/kvm/{VM}"), None).await;
+    server
+        .ok("DELETE", &format!("/api/client/delete/kvm/{VM}"), None)
+        .await;
     let (exists, _) = virsh(&["dominfo", VM]);
     assert!(!exists, "the domain is gone from libvirt");
 }

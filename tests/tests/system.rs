@@ -22,10 +22,15 @@ async fn token_endpoints() {
     let old = server.token.clone();
     let data = server.ok("POST", "/api/system/treset", None).await;
     let new = data["token"].as_str().expect("token").to_owned();
-    assert!(data["task_id"].as_i64().is_some(), "mutations carry task_id: {data}");
+    assert!(
+        data["task_id"].as_i64().is_some(),
+        "mutations carry task_id: {data}"
+    );
     assert_ne!(new, old);
     assert_eq!(new.len(), 43);
-    let (status, _) = server.call_as(Some(&old), "GET", "/api/system/statis", None).await;
+    let (status, _) = server
+        .call_as(Some(&old), "GET", "/api/system/statis", None)
+        .await;
     assert_eq!(status, 401);
     server.token = new;
 
@@ -34,15 +39,32 @@ async fn token_endpoints() {
         (json!({}), "token: must be 16 to 128"),
         (json!({ "token": "" }), "token: must be 16 to 128"),
         (json!({ "token": "aaaaaaaaaaaaaaaaaaaa" }), "too weak"),
-        (json!({ "token": "has spaces in it 012345" }), "may only contain"),
+        (
+            json!({ "token": "has spaces in it 012345" }),
+            "may only contain",
+        ),
         (json!({ "token": 12345 }), "token: invalid type"),
     ] {
-        let (status, envelope) = server.call("POST", "/api/system/tsetup", Some(body.clone())).await;
+        let (status, envelope) = server
+            .call("POST", "/api/system/tsetup", Some(body.clone()))
+            .await;
         assert_eq!(status, 400, "{body}: {envelope}");
-        assert!(envelope["msg"].as_str().unwrap_or_default().contains(field_rule), "{body}: {envelope}");
+        assert!(
+            envelope["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(field_rule),
+            "{body}: {envelope}"
+        );
     }
     let chosen = "Operator_Chosen-token-42";
-    let data = server.ok("POST", "/api/system/tsetup", Some(json!({ "token": chosen }))).await;
+    let data = server
+        .ok(
+            "POST",
+            "/api/system/tsetup",
+            Some(json!({ "token": chosen })),
+        )
+        .await;
     assert_eq!(data["token"], chosen);
     server.token = chosen.to_owned();
     server.ok("GET", "/api/system/statis", None).await;
@@ -54,8 +76,14 @@ async fn token_endpoints() {
         let path = entry.expect("entry").path();
         if path.is_file() {
             let bytes = std::fs::read(&path).expect("read");
-            let found = bytes.windows(chosen.len()).any(|window| window == chosen.as_bytes());
-            assert!(!found, "the token is stored in plain text in {}", path.display());
+            let found = bytes
+                .windows(chosen.len())
+                .any(|window| window == chosen.as_bytes());
+            assert!(
+                !found,
+                "the token is stored in plain text in {}",
+                path.display()
+            );
         }
     }
 
@@ -66,7 +94,10 @@ async fn token_endpoints() {
         .output()
         .expect("token reset");
     assert!(output.status.success(), "{output:?}");
-    let printed = String::from_utf8(output.stdout).expect("utf-8").trim().to_owned();
+    let printed = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
     assert_eq!(printed.len(), 43, "only the token is printed: {printed:?}");
     let (status, _) = server.call("GET", "/api/system/statis", None).await;
     assert_eq!(status, 401, "the old token stops at once");
@@ -78,14 +109,21 @@ async fn token_endpoints() {
 async fn saving_writes_a_consistent_snapshot() {
     let server = Server::start(&config());
     server
-        .ok("POST", "/api/server/create", Some(json!({ "name": "h1", "type": "panic", "config": {} })))
+        .ok(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "h1", "type": "panic", "config": {} })),
+        )
         .await;
     let data = server.ok("POST", "/api/system/saving", None).await;
     let path = data["path"].as_str().expect("path");
     let bytes = std::fs::read(path).expect("snapshot file");
     assert_eq!(data["bytes"].as_u64(), Some(bytes.len() as u64));
     assert!(bytes.starts_with(b"SQLite format 3\0"), "a SQLite file");
-    assert!(bytes.windows(2).any(|window| window == b"h1"), "holds the host just created");
+    assert!(
+        bytes.windows(2).any(|window| window == b"h1"),
+        "holds the host just created"
+    );
     // Twice in a row gives two files.
     let again = server.ok("POST", "/api/system/save", None).await;
     assert_ne!(again["path"], data["path"]);
@@ -99,7 +137,12 @@ async fn loader_reloads_the_config_file() {
 
     // Add a plugin and a host to the file; loader picks both up.
     let mut text = std::fs::read_to_string(server.config_path()).expect("config");
-    text.push_str(&plugin_toml("panic2", "test_component_panic", &["log"], "memory_mb = 32"));
+    text.push_str(&plugin_toml(
+        "panic2",
+        "test_component_panic",
+        &["log"],
+        "memory_mb = 32",
+    ));
     text.push_str("\n[[host]]\nname = \"seeded\"\ntype = \"panic2\"\n");
     std::fs::write(server.config_path(), &text).expect("write config");
     let data = server.ok("POST", "/api/system/loader", None).await;
@@ -115,11 +158,24 @@ async fn loader_reloads_the_config_file() {
     std::fs::write(server.config_path(), "[server\nbroken").expect("write config");
     let (status, envelope) = server.call("POST", "/api/system/loader", None).await;
     assert_eq!(status, 400, "{envelope}");
-    assert!(envelope["msg"].as_str().unwrap_or_default().contains("config file"), "{envelope}");
+    assert!(
+        envelope["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("config file"),
+        "{envelope}"
+    );
     let engines = server.ok("GET", "/api/system/engine", None).await;
-    assert!(engines.get("panic2").is_some(), "previous plugins stay loaded");
+    assert!(
+        engines.get("panic2").is_some(),
+        "previous plugins stay loaded"
+    );
     // An unknown key is refused too (typos must not pass silently).
-    std::fs::write(server.config_path(), format!("{text}\n[auth]\nmax_failure = 3\n")).expect("write config");
+    std::fs::write(
+        server.config_path(),
+        format!("{text}\n[auth]\nmax_failure = 3\n"),
+    )
+    .expect("write config");
     let (status, envelope) = server.call("POST", "/api/system/load", None).await;
     assert_eq!(status, 400, "{envelope}");
 }
@@ -128,15 +184,30 @@ async fn loader_reloads_the_config_file() {
 async fn statis_engine_logget_tasget() {
     let server = Server::start(&config());
     let stats = server.ok("GET", "/api/system/statis", None).await;
-    for key in ["host_count", "vm_count", "running_vm_count", "task_running", "uptime_s", "version"] {
+    for key in [
+        "host_count",
+        "vm_count",
+        "running_vm_count",
+        "task_running",
+        "uptime_s",
+        "version",
+    ] {
         assert!(stats.get(key).is_some(), "statis lacks {key}: {stats}");
     }
     assert_eq!(stats["host_count"], 0);
     server
-        .ok("POST", "/api/server/create", Some(json!({ "name": "h1", "type": "panic", "config": {} })))
+        .ok(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "h1", "type": "panic", "config": {} })),
+        )
         .await;
     server
-        .ok("POST", "/api/server/create", Some(json!({ "name": "h2", "type": "panic", "config": {} })))
+        .ok(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "h2", "type": "panic", "config": {} })),
+        )
         .await;
     let stats = server.ok("GET", "/api/system/stats", None).await;
     assert_eq!(stats["host_count"], 2);
@@ -149,41 +220,87 @@ async fn statis_engine_logget_tasget() {
     assert_eq!(panic["wit_version"], "0.1.0");
     assert_eq!(panic["grants"], json!(["log"]));
     assert!(panic["error"].is_null());
-    assert!(panic["description"].as_str().unwrap_or_default().contains("panics"));
+    assert!(
+        panic["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("panics")
+    );
 
     // A failed mutation is a failed task and a log record.
     let (status, _) = server
-        .call("POST", "/api/server/create", Some(json!({ "name": "h1", "type": "panic", "config": {} })))
+        .call(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "h1", "type": "panic", "config": {} })),
+        )
         .await;
     assert_eq!(status, 409);
-    let failed = server.ok("GET", "/api/system/tasget?state=failed", None).await;
+    let failed = server
+        .ok("GET", "/api/system/tasget?state=failed", None)
+        .await;
     let failed = failed.as_array().expect("list");
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["actions"], "server-create");
     assert_eq!(failed[0]["host"], "h1");
     assert_eq!(failed[0]["success"], false);
-    for key in ["id", "vm_uuid", "progress", "message", "created_at", "started_at", "finished_at"] {
+    for key in [
+        "id",
+        "vm_uuid",
+        "progress",
+        "message",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ] {
         assert!(failed[0].get(key).is_some(), "task lacks {key}");
     }
-    let done = server.ok("GET", "/api/system/tasget?state=done&hs_name=h2", None).await;
+    let done = server
+        .ok("GET", "/api/system/tasget?state=done&hs_name=h2", None)
+        .await;
     assert_eq!(done.as_array().map(Vec::len), Some(1), "{done}");
     let all = server.ok("GET", "/api/system/tasker?limit=2", None).await;
     let all = all.as_array().expect("list");
     assert_eq!(all.len(), 2);
-    assert!(all[0]["id"].as_i64() > all[1]["id"].as_i64(), "newest first");
-    let page = server.ok("GET", "/api/system/tasget?limit=1&offset=1", None).await;
+    assert!(
+        all[0]["id"].as_i64() > all[1]["id"].as_i64(),
+        "newest first"
+    );
+    let page = server
+        .ok("GET", "/api/system/tasget?limit=1&offset=1", None)
+        .await;
     assert_eq!(page[0]["id"], all[1]["id"]);
 
-    let warnings = server.ok("GET", "/api/system/logget?level=warn&hs_name=h1", None).await;
+    let warnings = server
+        .ok("GET", "/api/system/logget?level=warn&hs_name=h1", None)
+        .await;
     let warnings = warnings.as_array().expect("list");
     assert!(
-        warnings.iter().any(|log| log["message"].as_str().unwrap_or_default().contains("already exists")),
+        warnings.iter().any(|log| log["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already exists")),
         "{warnings:?}"
     );
-    for key in ["id", "level", "host", "vm_uuid", "actions", "message", "success", "created_at"] {
+    for key in [
+        "id",
+        "level",
+        "host",
+        "vm_uuid",
+        "actions",
+        "message",
+        "success",
+        "created_at",
+    ] {
         assert!(warnings[0].get(key).is_some(), "log lacks {key}");
     }
-    let none = server.ok("GET", "/api/system/logger/detail?level=error&hs_name=h2", None).await;
+    let none = server
+        .ok(
+            "GET",
+            "/api/system/logger/detail?level=error&hs_name=h2",
+            None,
+        )
+        .await;
     assert_eq!(none, json!([]));
 
     for (path, rule) in [
@@ -196,7 +313,10 @@ async fn statis_engine_logget_tasget() {
     ] {
         let (status, envelope) = server.call("GET", path, None).await;
         assert_eq!(status, 400, "{path}: {envelope}");
-        assert!(envelope["msg"].as_str().unwrap_or_default().contains(rule), "{path}: {envelope}");
+        assert!(
+            envelope["msg"].as_str().unwrap_or_default().contains(rule),
+            "{path}: {envelope}"
+        );
     }
 }
 
@@ -210,10 +330,20 @@ async fn envelope_on_unknown_routes_methods_and_bad_json() {
     assert_eq!(status, 404);
     let (status, envelope) = server.call("DELETE", "/api/system/statis", None).await;
     assert_eq!(status, 405, "{envelope}");
-    let (status, envelope) = server.call_raw("POST", "/api/server/create", "{\"name\": ").await;
+    let (status, envelope) = server
+        .call_raw("POST", "/api/server/create", "{\"name\": ")
+        .await;
     assert_eq!(status, 400);
-    assert!(envelope["msg"].as_str().unwrap_or_default().contains("malformed JSON"), "{envelope}");
-    let (status, envelope) = server.call_raw("POST", "/api/server/create", "[1, 2]").await;
+    assert!(
+        envelope["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("malformed JSON"),
+        "{envelope}"
+    );
+    let (status, envelope) = server
+        .call_raw("POST", "/api/server/create", "[1, 2]")
+        .await;
     assert_eq!(status, 400, "{envelope}");
     let (status, envelope) = server
         .call(
@@ -223,13 +353,31 @@ async fn envelope_on_unknown_routes_methods_and_bad_json() {
         )
         .await;
     assert_eq!(status, 400);
-    assert!(envelope["msg"].as_str().unwrap_or_default().contains("config.ports_start"), "{envelope}");
+    assert!(
+        envelope["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("config.ports_start"),
+        "{envelope}"
+    );
     let (status, envelope) = server
-        .call("POST", "/api/server/create", Some(json!({ "name": "h1", "type": "nonesuch" })))
+        .call(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "h1", "type": "nonesuch" })),
+        )
         .await;
     assert_eq!(status, 400);
-    assert!(envelope["msg"].as_str().unwrap_or_default().contains("unknown engine"), "{envelope}");
+    assert!(
+        envelope["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown engine"),
+        "{envelope}"
+    );
     let oversized: Value = json!({ "name": "x".repeat(2 << 20) });
-    let (status, envelope) = server.call("POST", "/api/server/create", Some(oversized)).await;
+    let (status, envelope) = server
+        .call("POST", "/api/server/create", Some(oversized))
+        .await;
     assert_eq!(status, 413, "{envelope}");
 }

@@ -183,14 +183,9 @@ pub async fn vncons(
         )
         .await?;
     let ticket = state.consoles.issue(&hs_name, &record.vm_uuid, endpoint);
-    let config = state.config();
-    let base = config
-        .server
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let base = state.public_base_url();
     Ok(ApiOk(json!({
-        "url": format!("{}/console/?ticket={ticket}", base.trim_end_matches('/')),
+        "url": format!("{base}/console/?ticket={ticket}"),
         "expires_in": state.consoles.lifetime().as_secs(),
     })))
 }

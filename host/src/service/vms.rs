@@ -353,17 +353,6 @@ fn public_config(record: &VmRecord) -> Value {
     Value::Object(config)
 }
 
-fn latest_sample(state: &AppState, record: &VmRecord) -> Result<Value, ApiError> {
-    let samples = state
-        .store
-        .sample_history(&record.host, &record.vm_uuid, 0, 1)?;
-    Ok(samples
-        .into_iter()
-        .next()
-        .map(sample_json)
-        .unwrap_or(Value::Null))
-}
-
 fn sample_json(sample: crate::store::SampleRecord) -> Value {
     let mut value = sample.sample;
     if let Some(object) = value.as_object_mut() {
@@ -397,6 +386,7 @@ pub async fn listup(state: &AppState, host_name: &str) -> Result<Value, ApiError
         .into_iter()
         .map(|info| (info.vm_uuid, info.power))
         .collect();
+    let mut latest = state.store.sample_latest_by_vm(host_name)?;
     let mut vms = Map::new();
     for record in records {
         let power = live
@@ -409,7 +399,7 @@ pub async fn listup(state: &AppState, host_name: &str) -> Result<Value, ApiError
                 "uuid": record.vm_uuid,
                 "config": public_config(&record),
                 "power_status": power,
-                "status": latest_sample(state, &record)?,
+                "status": latest.remove(&record.vm_uuid).map(sample_json).unwrap_or(Value::Null),
             }),
         );
     }

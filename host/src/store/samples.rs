@@ -64,6 +64,40 @@ impl Store {
             .collect()
     }
 
+    /// The newest sample of every VM of a host, in one query.
+    pub fn sample_latest_by_vm(
+        &self,
+        host: &str,
+    ) -> StoreResult<std::collections::HashMap<String, SampleRecord>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare_cached(
+            "SELECT vm_uuid, source, sample, created_at FROM samples
+             WHERE id IN (SELECT MAX(id) FROM samples WHERE host = ?1 GROUP BY vm_uuid)",
+        )?;
+        let rows = statement
+            .query_map([host], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(vm_uuid, source, sample, created_at)| {
+                Ok((
+                    vm_uuid,
+                    SampleRecord {
+                        source,
+                        sample: serde_json::from_str(&sample)?,
+                        created_at,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Drop samples older than `max_age_ms`, and beyond the newest
     /// `max_count` of each VM.
     pub fn sample_prune(&self, max_age_ms: i64, max_count: u32) -> StoreResult<usize> {

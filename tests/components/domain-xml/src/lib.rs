@@ -27,7 +27,11 @@ impl Engine for DomainXml {
     fn vm_create(_host: HostConfig, spec: VmSpec) -> Result<VmInfo> {
         let name = spec.vm_uuid.as_str();
         let xml = match spec.os_name.as_str() {
-            "commandline" => domain_xml(name, "", "<q:commandline><q:arg value='-evil'/></q:commandline>"),
+            "commandline" => domain_xml(
+                name,
+                "",
+                "<q:commandline><q:arg value='-evil'/></q:commandline>",
+            ),
             "hostdev" => domain_xml(
                 name,
                 "<hostdev mode='subsystem' type='pci'><source><address domain='0' bus='0' slot='1' function='0'/></source></hostdev>",

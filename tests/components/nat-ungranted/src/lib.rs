@@ -16,7 +16,10 @@ impl Engine for NatUser {
 
     fn host_status(_host: HostConfig) -> Result<HostCounters> {
         let rules = nat::list_rules()?;
-        Err(openidcs_sdk::Error::Failed(format!("{} rules", rules.len())))
+        Err(openidcs_sdk::Error::Failed(format!(
+            "{} rules",
+            rules.len()
+        )))
     }
 }
 

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""`make bench`: load figures for openidcs against a bare axum ceiling, in
+one run on one machine, written to docs/benchmarks.md.
+
+Measures (wrk, fixed duration per point, 1/16/64 connections):
+  (a) bare axum hello, (b) GET /api/system/statis with a token,
+  (c) GET /api/server/listup and /api/client/listup/<host> with 1,000 and
+      10,000 VMs on a test:/// host (driver XML generated here),
+  (e) start-up to first 200, cold (no precompiled cache) and warm,
+  (f) idle RSS after start, and RSS after (c).
+Only loopback addresses are used; every process started here is stopped.
+"""
+import json, os, platform, re, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.join(ROOT, "target/release/openidcs")
+HELLO = os.path.join(ROOT, "target/release/bare-hello")
+PLUGIN = os.path.join(ROOT, "target/wasm32-wasip2/release/openidcs_plugin_libvirt.wasm")
+DURATION = os.environ.get("BENCH_DURATION", "5s")
+CONNECTIONS = [1, 16, 64]
+
+
+def wrk(url, connections, token=None):
+    command = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", DURATION, "--latency", url]
+    if token:
+        command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    def latency(pct):
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{url}: {errors.group(1)} non-2xx answers\n{out}")
+    return {"rps": rps, "p50": latency(50), "p99": latency(99)}
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def get(url, token=None, method="GET", body=None):
+    request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode())
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=600) as answer:
+        return json.load(answer)
+
+
+class Server:
+    def __init__(self, workdir, config):
+        self.workdir = workdir
+        self.config = os.path.join(workdir, "openidcs.toml")
+        with open(self.config, "w") as f:
+            f.write(config)
+        self.process = None
+        self.token = None
+
+    def start(self):
+        began = time.monotonic()
+        self.process = subprocess.Popen([BIN, "serve", "--config", self.config], stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True)
+        for line in self.process.stdout:
+            if "store it now): " in line:
+                self.token = line.split("store it now): ")[1].strip()
+            match = re.match(r"openidcs listening on (\S+)", line)
+            if match:
+                self.base = match.group(1)
+                break
+        while True:
+            try:
+                get(self.base + "/api/system/statis", self.token)
+                return (time.monotonic() - began) * 1000
+            except Exception:
+                time.sleep(0.002)
+
+    def stop(self):
+        if self.process:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+def driver_xml(path, count):
+    with open(path, "w") as f:
+        f.write("<node>\n")
+        for i in range(count):
+            f.write(f"<domain type='test'><name>bench-{i:05d}</name><memory>65536</memory><vcpu>1</vcpu>"
+                    "<os><type>hvm</type></os></domain>\n")
+        f.write("</node>\n")
+
+
+def main():
+    for tool in ["wrk"]:
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing (make bench installs it)")
+    results, notes = [], []
+    work = tempfile.mkdtemp(prefix="openidcs-bench-")
+    hello = subprocess.Popen([HELLO, "127.0.0.1:18090"], stdout=subprocess.PIPE, text=True)
+    hello.stdout.readline()
+    try:
+        ceiling = {}
+        for c in CONNECTIONS:
+            ceiling[c] = wrk("http://127.0.0.1:18090/hello", c)
+            results.append(("(a) bare axum hello", c, ceiling[c]))
+        hosts = ""
+        for n in (1000, 10000):
+            driver_xml(os.path.join(work, f"node{n}.xml"), n)
+            hosts += (f'[[host]]\nname = "bench{n}"\ntype = "libvirt"\n[host.config]\n'
+                      f'server_addr = "test://{work}/node{n}.xml"\nfilter_name = "bench-"\n\n')
+        config = (f'[server]\nlisten = "127.0.0.1:18091"\ndata_dir = "data"\n[poller]\ninterval_s = 3600\n'
+                  f'[[plugin]]\nname = "libvirt"\npath = "{PLUGIN}"\ngrants = ["libvirt", "nat", "proxy", "log"]\n\n{hosts}')
+        server = Server(work, config)
+        cold = server.start()
+        idle = rss_mb(server.process.pid)
+        server.stop()
+        warm = server.start()
+        idle_warm = rss_mb(server.process.pid)
+        token = server.token or get_token(work)
+        server.token = token
+        for c in CONNECTIONS:
+            results.append(("(b) GET /api/system/statis", c, wrk(server.base + "/api/system/statis", c, token)))
+        for n in (1000, 10000):
+            began = time.monotonic()
+            scan = get(f"{server.base}/api/client/scaner/bench{n}", token, "POST", {"prefix": "bench-"})
+            notes.append(f"scaner imported {scan['data']['added']} of {n} domains in {time.monotonic() - began:.1f} s")
+            for c in CONNECTIONS:
+                results.append((f"(c) GET /api/client/listup/bench{n} ({n} VMs)", c,
+                                wrk(f"{server.base}/api/client/listup/bench{n}", c, token)))
+        for c in CONNECTIONS:
+            results.append(("(c) GET /api/server/listup (2 hosts, 11,000 VMs)", c,
+                            wrk(server.base + "/api/server/listup", c, token)))
+        loaded = rss_mb(server.process.pid)
+        server.stop()
+    finally:
+        hello.send_signal(signal.SIGTERM)
+        hello.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+    write(results, ceiling, cold, warm, idle_warm, loaded, notes)
+
+
+def get_token(work):
+    out = subprocess.run([BIN, "token", "reset", "--config", os.path.join(work, "openidcs.toml")],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip()
+
+
+def write(results, ceiling, cold, warm, idle, loaded, notes):
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    lines = [
+        "# Benchmarks", "",
+        f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, "
+        f"{platform.system()} {platform.release()}; wrk, {DURATION} per point, loopback.", "",
+        "| what | conns | req/s | p50 ms | p99 ms | req/s vs (a) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, c, r in results:
+        ratio = r["rps"] / ceiling[c]["rps"] if ceiling.get(c) else 0
+        lines.append(f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {ratio:.0%} |")
+    lines += ["", "| start-up and memory | figure |", "|---|---:|",
+              f"| (e) start to first 200, cold (compiles the plugin) | {cold:.0f} ms |",
+              f"| (e) start to first 200, warm (precompiled cache) | {warm:.0f} ms |",
+              f"| (f) idle RSS after start | {idle:.1f} MB |",
+              f"| (f) RSS after the listup runs | {loaded:.1f} MB |", ""]
+    lines += [f"- {note}" for note in notes]
+    text = "\n".join(lines) + "\n"
+    os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
+    with open(os.path.join(ROOT, "docs/benchmarks.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
