@@ -73,6 +73,12 @@ fn xml_rules() {
     let qemu = "http://libvirt.org/schemas/domain/qemu/1.0";
     // A plain domain, and disks inside the storage directory.
     check(&domain(""), Ok);
+    // An LXC container's init is a path inside the container, not on the host.
+    check(
+        "<domain type='lxc'><name>oid-ct1</name><memory>65536</memory>\
+         <os><type>exe</type><init>/sbin/init</init><initarg>--log-target=console</initarg></os></domain>",
+        Ok,
+    );
     check(&domain(&file_disk("/var/lib/openidcs/oid-vm1.img")), Ok);
     check(
         &domain(&file_disk("/var/lib/openidcs/./sub//oid-vm1.img")),

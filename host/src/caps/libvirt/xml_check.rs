@@ -432,10 +432,12 @@ fn host_paths_in_storage(document: &Document, storage_dir: &str, domain: Option<
     Ok(())
 }
 
-/// Free text libvirt never reads as paths, and `<emulator>`, which has its own rule.
+/// Free text libvirt never reads as paths, `<emulator>`, which has its own
+/// rule, and an LXC container's `<os><init>` family, which are paths inside
+/// the container's own root, not on the host.
 fn free_text_or_own_rule(node: &Node) -> bool {
     node.ancestors().any(|ancestor| {
-        ["description", "title", "cmdline", "emulator"]
+        ["description", "title", "cmdline", "emulator", "init", "initarg", "initdir"]
             .iter()
             .any(|name| is(&ancestor, name))
     })
