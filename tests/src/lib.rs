@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod netns;
+
 use serde_json::Value;
 
 /// The workspace root.

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use virt::connect::Connect;
 use virt::domain::Domain as VirtDomain;
-use virt::error::ErrorNumber;
+use virt::error::{Error as VirtError, ErrorNumber};
 use virt::network::Network;
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
@@ -381,6 +381,86 @@ fn undefine(domain: &VirtDomain) -> Result<(), Fail> {
     Ok(domain.undefine()?)
 }
 
+/// The change touches only the persistent definition (the domain is not
+/// running, or the caller did not ask for a live change).
+fn persistent_only(domain: &VirtDomain, flags: u32) -> bool {
+    flags & sys::VIR_DOMAIN_AFFECT_LIVE == 0 && domain.is_persistent().unwrap_or(false)
+}
+
+fn unsupported(error: &VirtError) -> bool {
+    matches!(
+        error.code(),
+        ErrorNumber::NoSupport
+            | ErrorNumber::ArgumentUnsupported
+            | ErrorNumber::OperationUnsupported
+    )
+}
+
+/// Drivers without device hot-plug (libvirt's test driver) still take a
+/// persistent device change as a redefinition: edit the inactive XML, check
+/// the whole domain again, define it.
+fn redefine_with(
+    connect: &Connect,
+    domain: &VirtDomain,
+    scope: &HostScope,
+    edit: impl FnOnce(&str) -> Result<String, Fail>,
+) -> Result<(), Fail> {
+    let flags = sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE;
+    let definition = domain.get_xml_desc(flags)?;
+    let edited = edit(&definition)?;
+    xml_check::check_domain_xml(&edited, scope)?;
+    VirtDomain::define_xml_flags(connect, &edited, sys::VIR_DOMAIN_DEFINE_VALIDATE)?;
+    Ok(())
+}
+
+/// `device` appended to the domain's `<devices>`.
+fn insert_device(definition: &str, device: &str) -> Result<String, Fail> {
+    let position = definition.rfind("</devices>").ok_or_else(|| {
+        Fail::Refused(PluginError::Invalid(
+            "the domain has no <devices> element".to_owned(),
+        ))
+    })?;
+    Ok(format!(
+        "{}{device}{}",
+        &definition[..position],
+        &definition[position..]
+    ))
+}
+
+/// The domain without the `<interface>` whose MAC is the one in `device`.
+fn remove_interface(definition: &str, device: &str) -> Result<String, Fail> {
+    let invalid = |message: String| Fail::Refused(PluginError::Invalid(message));
+    let parsed = roxmltree::Document::parse(device)
+        .map_err(|error| invalid(format!("device XML: {error}")))?;
+    let mac_of = |node: roxmltree::Node| {
+        node.children()
+            .find(|child| child.has_tag_name("mac"))
+            .and_then(|mac| mac.attribute("address"))
+            .map(str::to_ascii_lowercase)
+    };
+    let wanted = mac_of(parsed.root_element()).ok_or_else(|| {
+        invalid("only an <interface> with a <mac address> can be detached here".to_owned())
+    })?;
+    let document = roxmltree::Document::parse(definition)
+        .map_err(|error| invalid(format!("domain XML: {error}")))?;
+    let found = document
+        .descendants()
+        .find(|node| {
+            node.has_tag_name("interface") && mac_of(*node).as_deref() == Some(wanted.as_str())
+        })
+        .ok_or_else(|| {
+            Fail::Refused(PluginError::NotFound(format!(
+                "no interface with MAC {wanted}"
+            )))
+        })?;
+    let range = found.range();
+    Ok(format!(
+        "{}{}",
+        &definition[..range.start],
+        &definition[range.end..]
+    ))
+}
+
 /// Flags of a device change: the persistent definition when there is one,
 /// the running domain when asked and running.
 fn device_flags(domain: &VirtDomain, live: bool) -> Result<u32, Fail> {
@@ -644,10 +724,17 @@ impl Host for LibvirtCall {
         if let Err(refusal) = checked {
             return Ok(Err(refusal));
         }
-        self.run(move |connect, _| {
+        self.run(move |connect, scope| {
             let target = lookup_domain(connect, &domain)?;
-            target.attach_device_flags(&xml, device_flags(&target, live)?)?;
-            Ok(())
+            let flags = device_flags(&target, live)?;
+            match target.attach_device_flags(&xml, flags) {
+                Err(error) if persistent_only(&target, flags) && unsupported(&error) => {
+                    redefine_with(connect, &target, scope, |definition| {
+                        insert_device(definition, &xml)
+                    })
+                }
+                answer => Ok(answer.map(|_| ())?),
+            }
         })
         .await
     }
@@ -660,10 +747,17 @@ impl Host for LibvirtCall {
         if let Err(refusal) = checked {
             return Ok(Err(refusal));
         }
-        self.run(move |connect, _| {
+        self.run(move |connect, scope| {
             let target = lookup_domain(connect, &domain)?;
-            target.detach_device_flags(&xml, device_flags(&target, live)?)?;
-            Ok(())
+            let flags = device_flags(&target, live)?;
+            match target.detach_device_flags(&xml, flags) {
+                Err(error) if persistent_only(&target, flags) && unsupported(&error) => {
+                    redefine_with(connect, &target, scope, |definition| {
+                        remove_interface(definition, &xml)
+                    })
+                }
+                answer => Ok(answer.map(|_| ())?),
+            }
         })
         .await
     }

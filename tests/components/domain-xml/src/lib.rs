@@ -1,9 +1,11 @@
 //! Test engine: `vm-create` submits hostile domain XML chosen by the spec's
 //! `os-name` (`commandline`, `hostdev`, `shadow`, `traversal`, `clean`) and
 //! reports what the libvirt capability answered. The sandbox tests expect
-//! `denied` and nothing defined.
+//! `denied` and nothing defined. Its `host-status` answers the XML of the
+//! host's NAT network in `hostname`, so tests can see DHCP bindings as
+//! libvirt holds them.
 
-use openidcs_sdk::{Engine, EngineInfo, HostConfig, Result, VmInfo, VmSpec, libvirt};
+use openidcs_sdk::{Engine, EngineInfo, HostConfig, HostCounters, Result, VmInfo, VmSpec, libvirt};
 
 struct DomainXml;
 
@@ -22,6 +24,23 @@ impl Engine for DomainXml {
             version: "0.0.0".to_owned(),
             description: "test engine that submits hostile domain XML".to_owned(),
         }
+    }
+
+    fn host_status(host: HostConfig) -> Result<HostCounters> {
+        Ok(HostCounters {
+            hostname: libvirt::network_xml(&host.network_nat)?,
+            hypervisor: String::new(),
+            hypervisor_version: String::new(),
+            cpu_total: 0,
+            cpu_busy_ns: 0,
+            cpu_idle_ns: 0,
+            mem_total_mb: 0,
+            mem_used_mb: 0,
+            hdd_total_mb: 0,
+            hdd_used_mb: 0,
+            vm_count: 0,
+            vm_running: 0,
+        })
     }
 
     fn vm_create(_host: HostConfig, spec: VmSpec) -> Result<VmInfo> {
