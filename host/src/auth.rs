@@ -106,7 +106,7 @@ impl AuthGuard {
             return Ok(Verdict::Throttled);
         }
         drop(failures);
-        let accepted = match store.token_hash()? {
+        let accepted = match store.token_hash_cached()? {
             Some(stored) => bool::from(stored.as_slice().ct_eq(&hash_token(presented))),
             None => false,
         };

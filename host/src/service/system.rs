@@ -90,12 +90,12 @@ pub fn seed_hosts(state: &AppState) -> Result<(), ApiError> {
 }
 
 pub fn statistics(state: &AppState) -> Result<Value, ApiError> {
-    let store = &state.store;
+    let [host_count, vm_count, running_vm_count, task_running] = state.store.statistics()?;
     Ok(json!({
-        "host_count": store.host_count()?,
-        "vm_count": store.vm_count(None)?,
-        "running_vm_count": store.vm_running_count()?,
-        "task_running": store.task_running_count()?,
+        "host_count": host_count,
+        "vm_count": vm_count,
+        "running_vm_count": running_vm_count,
+        "task_running": task_running,
         "uptime_s": state.started_at.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
     }))

@@ -55,7 +55,7 @@ fn decode_host(
 
 impl Store {
     pub fn host_list(&self) -> StoreResult<Vec<HostRecord>> {
-        let connection = self.connection();
+        let connection = self.reader();
         let mut statement = connection
             .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name"))?;
         let rows = statement
@@ -66,7 +66,7 @@ impl Store {
 
     pub fn host_get(&self, name: &str) -> StoreResult<HostRecord> {
         let row = self
-            .connection()
+            .reader()
             .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = ?1"))?
             .query_row([name], host_from_row)
             .optional()?;
@@ -78,7 +78,7 @@ impl Store {
 
     pub fn host_count(&self) -> StoreResult<u64> {
         Ok(self
-            .connection()
+            .reader()
             .prepare_cached("SELECT COUNT(*) FROM hosts")?
             .query_row([], |row| row.get(0))?)
     }

@@ -122,7 +122,7 @@ impl Store {
 
     /// Newest first, filtered and paged; also answers the filtered total.
     pub fn log_list(&self, filter: &LogFilter) -> StoreResult<(Vec<LogRecord>, u64)> {
-        let connection = self.connection();
+        let connection = self.reader();
         let where_clause = "WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR level = ?2)";
         let level = filter.level.map(LogLevel::as_str);
         let total: u64 = connection

@@ -62,7 +62,7 @@ const PROXY_COLUMNS: &str =
 impl Store {
     /// NAT rules of one VM, or of a whole host when `vm_uuid` is None.
     pub fn nat_list(&self, host: &str, vm_uuid: Option<&str>) -> StoreResult<Vec<NatRuleRecord>> {
-        let connection = self.connection();
+        let connection = self.reader();
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {NAT_COLUMNS} FROM nat_rules WHERE host = ?1 AND (?2 IS NULL OR vm_uuid = ?2) ORDER BY id"
         ))?;
@@ -139,7 +139,7 @@ impl Store {
     }
 
     pub fn nat_get(&self, id: i64) -> StoreResult<NatRuleRecord> {
-        self.connection()
+        self.reader()
             .prepare_cached(&format!(
                 "SELECT {NAT_COLUMNS} FROM nat_rules WHERE id = ?1"
             ))?
@@ -167,7 +167,7 @@ impl Store {
     }
 
     pub fn proxy_list(&self, host: &str, vm_uuid: Option<&str>) -> StoreResult<Vec<ProxyRecord>> {
-        let connection = self.connection();
+        let connection = self.reader();
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {PROXY_COLUMNS} FROM proxies WHERE host = ?1 AND (?2 IS NULL OR vm_uuid = ?2) ORDER BY id"
         ))?;

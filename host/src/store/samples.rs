@@ -36,7 +36,7 @@ impl Store {
         since_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<SampleRecord>> {
-        let connection = self.connection();
+        let connection = self.reader();
         let mut statement = connection.prepare_cached(
             "SELECT source, sample, created_at FROM (
                 SELECT id, source, sample, created_at FROM samples
@@ -69,7 +69,7 @@ impl Store {
         &self,
         host: &str,
     ) -> StoreResult<std::collections::HashMap<String, SampleRecord>> {
-        let connection = self.connection();
+        let connection = self.reader();
         let mut statement = connection.prepare_cached(
             "SELECT vm_uuid, source, sample, created_at FROM samples
              WHERE id IN (SELECT MAX(id) FROM samples WHERE host = ?1 GROUP BY vm_uuid)",

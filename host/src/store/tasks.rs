@@ -123,7 +123,7 @@ impl Store {
     }
 
     pub fn task_get(&self, id: i64) -> StoreResult<TaskRecord> {
-        self.connection()
+        self.reader()
             .prepare_cached(
                 "SELECT id, actions, host, vm_uuid, state, progress, success, message,
                         created_at, started_at, finished_at FROM tasks WHERE id = ?1",
@@ -139,7 +139,7 @@ impl Store {
 
     /// Newest first, filtered and paged.
     pub fn task_list(&self, filter: &TaskFilter) -> StoreResult<(Vec<TaskRecord>, u64)> {
-        let connection = self.connection();
+        let connection = self.reader();
         let where_clause = "WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR state = ?2)";
         let state = filter.state.map(TaskState::as_str);
         let total: u64 = connection
@@ -157,12 +157,5 @@ impl Store {
             )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok((tasks, total))
-    }
-
-    pub fn task_running_count(&self) -> StoreResult<u64> {
-        Ok(self
-            .connection()
-            .prepare_cached("SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'running')")?
-            .query_row([], |row| row.get(0))?)
     }
 }

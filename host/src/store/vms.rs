@@ -48,7 +48,7 @@ fn not_found(host: &str, vm_uuid: &str) -> StoreError {
 
 impl Store {
     pub fn vm_list(&self, host: &str) -> StoreResult<Vec<VmRecord>> {
-        let connection = self.connection();
+        let connection = self.reader();
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {VM_COLUMNS} FROM vms WHERE host = ?1 ORDER BY created_at, vm_uuid"
         ))?;
@@ -60,7 +60,7 @@ impl Store {
 
     pub fn vm_get(&self, host: &str, vm_uuid: &str) -> StoreResult<VmRecord> {
         let row = self
-            .connection()
+            .reader()
             .prepare_cached(&format!(
                 "SELECT {VM_COLUMNS} FROM vms WHERE host = ?1 AND vm_uuid = ?2"
             ))?
@@ -72,7 +72,7 @@ impl Store {
 
     pub fn vm_by_upload_key(&self, upload_key: &str) -> StoreResult<Option<VmRecord>> {
         let row = self
-            .connection()
+            .reader()
             .prepare_cached(&format!(
                 "SELECT {VM_COLUMNS} FROM vms WHERE upload_key = ?1"
             ))?
@@ -83,7 +83,7 @@ impl Store {
 
     /// Number of VMs, on one host or on all.
     pub fn vm_count(&self, host: Option<&str>) -> StoreResult<u64> {
-        let connection = self.connection();
+        let connection = self.reader();
         Ok(match host {
             Some(host) => connection
                 .prepare_cached("SELECT COUNT(*) FROM vms WHERE host = ?1")?
@@ -92,14 +92,6 @@ impl Store {
                 .prepare_cached("SELECT COUNT(*) FROM vms")?
                 .query_row([], |row| row.get(0))?,
         })
-    }
-
-    /// Number of VMs whose last known power state is `running`.
-    pub fn vm_running_count(&self) -> StoreResult<u64> {
-        Ok(self
-            .connection()
-            .prepare_cached("SELECT COUNT(*) FROM vms WHERE power_status = 'running'")?
-            .query_row([], |row| row.get(0))?)
     }
 
     /// Insert a VM; `Conflict` when the key is taken on that host, or when
