@@ -20,6 +20,9 @@ pub struct AppState {
     pub overrides: Overrides,
     pub store: Arc<Store>,
     pub plugins: PluginRuntime,
+    /// The capabilities' shared services, for what the core itself asks of
+    /// them (re-applying NAT rules and proxy files from the database).
+    pub capabilities: Arc<Capabilities>,
     pub tasks: Tasks,
     pub auth: AuthGuard,
     pub consoles: ConsoleTickets,
@@ -51,10 +54,13 @@ impl AppState {
         let capabilities = Arc::new(Capabilities {
             store: store.clone(),
             libvirt: Arc::new(caps::libvirt::LibvirtService::new()),
-            nat: Arc::new(caps::nat::NatService::unconfigured()),
-            proxy: Arc::new(caps::proxy::ProxyService::unconfigured()),
+            nat: Arc::new(caps::nat::NatService::new(config.nat.clone())),
+            proxy: Arc::new(caps::proxy::ProxyService::new(
+                config.proxy.clone(),
+                &config.server.data_dir,
+            )),
         });
-        let plugins = PluginRuntime::new(capabilities, config.server.data_dir.join("cache"))?;
+        let plugins = PluginRuntime::new(capabilities.clone(), config.server.data_dir.join("cache"))?;
         plugins.load_all(&config.plugins).await;
         let state = Arc::new(AppState {
             tasks: Tasks::new(store.clone(), Duration::from_millis(config.tasks.wait_ms)),
@@ -68,10 +74,13 @@ impl AppState {
             overrides,
             store,
             plugins,
+            capabilities,
             started_at: Instant::now(),
             bound_address: std::sync::OnceLock::new(),
         });
         crate::service::system::seed_hosts(&state)?;
+        // A reboot or a flushed ruleset loses nothing: the database is the truth.
+        crate::service::network::reconcile(&state).await;
         Ok(state)
     }
 
@@ -97,7 +106,13 @@ impl AppState {
         let config = self.config();
         match &config.server.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
-            None => format!("http://{}", self.bound_address.get().copied().unwrap_or(config.server.listen)),
+            None => format!(
+                "http://{}",
+                self.bound_address
+                    .get()
+                    .copied()
+                    .unwrap_or(config.server.listen)
+            ),
         }
     }
 }

@@ -14,7 +14,7 @@ use super::vms::{NicSettings, VmSettings, settings_of};
 use crate::error::ApiError;
 use crate::plugin::bindings::{Nic, NicKind, PortForward, Protocol, ProxySite, TlsPair};
 use crate::state::AppState;
-use crate::store::{NatRuleRecord, ProxyRecord, StoreError, VmRecord};
+use crate::store::{LogLevel, NatRuleRecord, NewLog, ProxyRecord, StoreError, VmRecord};
 
 /// Text fields that reach nftables comments or nginx files: printable, no
 /// quotes, braces, semicolons or newlines.
@@ -265,6 +265,120 @@ pub async fn natdel(
         .await?;
     state.store.nat_delete(rule.id)?;
     Ok(Value::Null)
+}
+
+/// Rebuild the NAT table and the proxy files from the database (at start and
+/// on `loader`). Failures are logged, never fatal: the API keeps serving.
+/// Answers what was done, for `loader`'s answer.
+pub async fn reconcile(state: &AppState) -> Value {
+    let mut forwards = Vec::new();
+    let mut sites = Vec::new();
+    let mut problems = Vec::new();
+    match state.store.host_list() {
+        Ok(records) => {
+            for record in records {
+                let name = record.name.clone();
+                let host = match Host::from_record(record) {
+                    Ok(host) => host,
+                    Err(error) => {
+                        problems.push(format!("host {name}: {error}"));
+                        continue;
+                    }
+                };
+                let scope = host.scope();
+                match state.store.nat_list(&name, None) {
+                    Ok(rules) => forwards.extend(rules.iter().map(|rule| (scope.clone(), forward_of(rule)))),
+                    Err(error) => problems.push(format!("NAT rules of host {name}: {error}")),
+                }
+                match state.store.proxy_list(&name, None) {
+                    Ok(entries) => sites.extend(entries.iter().map(|entry| (scope.clone(), site_of(entry)))),
+                    Err(error) => problems.push(format!("proxies of host {name}: {error}")),
+                }
+            }
+        }
+        Err(error) => problems.push(format!("hosts: {error}")),
+    }
+    let nat = match state.capabilities.nat.reconcile(forwards).await {
+        Ok(report) => {
+            let message = format!(
+                "NAT reconciled: {} added, {} removed, {} skipped{}",
+                report.added,
+                report.removed,
+                report.skipped.len(),
+                describe_skipped(&report.skipped)
+            );
+            log_reconcile(state, !report.skipped.is_empty(), &message);
+            json!({ "added": report.added, "removed": report.removed, "skipped": report.skipped.len() })
+        }
+        Err(error) => {
+            log_reconcile(state, true, &format!("NAT reconcile failed: {error}"));
+            json!({ "error": error.to_string() })
+        }
+    };
+    let proxy = match state.capabilities.proxy.reconcile(sites).await {
+        Ok(report) => {
+            let message = format!(
+                "proxy reconciled: {} written, {} removed, {} skipped{}",
+                report.written,
+                report.removed,
+                report.skipped.len(),
+                describe_skipped(&report.skipped)
+            );
+            log_reconcile(state, !report.skipped.is_empty(), &message);
+            json!({ "written": report.written, "removed": report.removed, "skipped": report.skipped.len() })
+        }
+        Err(error) => {
+            log_reconcile(state, true, &format!("proxy reconcile failed: {error}"));
+            json!({ "error": error.to_string() })
+        }
+    };
+    for problem in &problems {
+        log_reconcile(state, true, &format!("reconcile could not read {problem}"));
+    }
+    json!({ "nat": nat, "proxy": proxy })
+}
+
+fn describe_skipped(skipped: &[(u64, String)]) -> String {
+    skipped
+        .iter()
+        .map(|(id, reason)| format!("; {id}: {reason}"))
+        .collect()
+}
+
+fn log_reconcile(state: &AppState, warn: bool, message: &str) {
+    let level = if warn { LogLevel::Warn } else { LogLevel::Info };
+    tracing::info!("{message}");
+    if let Err(error) = state.store.log_insert(&NewLog::new(level, "reconcile", message)) {
+        tracing::error!("cannot store a log record: {error}");
+    }
+}
+
+/// Take a VM's forwards and proxy sites down before the VM goes (the
+/// database rows go with the VM through the foreign keys).
+pub async fn remove_all(state: &AppState, host: &Host, vm_uuid: &str) -> Result<(), ApiError> {
+    for rule in state.store.nat_list(host.name(), Some(vm_uuid))? {
+        let config = host.engine_config();
+        let vm = vm_uuid.to_owned();
+        let forward = forward_of(&rule);
+        state
+            .plugins
+            .call(&host.record.engine, host.scope(), "nat-remove", move |engine, store| {
+                Box::pin(async move { engine.call_nat_remove(store, &config, &vm, &forward).await })
+            })
+            .await?;
+    }
+    for entry in state.store.proxy_list(host.name(), Some(vm_uuid))? {
+        let config = host.engine_config();
+        let vm = vm_uuid.to_owned();
+        let site = site_of(&entry);
+        state
+            .plugins
+            .call(&host.record.engine, host.scope(), "proxy-remove", move |engine, store| {
+                Box::pin(async move { engine.call_proxy_remove(store, &config, &vm, &site).await })
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- IPs
@@ -628,9 +742,9 @@ pub fn check_domain(domain: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A validated `pxyadd`: the row to insert (TLS material included).
 pub struct ProxyRequest {
     entry: ProxyRecord,
-    tls: Option<TlsPair>,
 }
 
 pub fn check_proxy(
@@ -667,19 +781,16 @@ pub fn check_proxy(
         }
     }
     check_plain_text("description", &body.description, 200)?;
-    let tls = if body.ssl_enabled {
-        if body.ssl_cert.is_empty() || body.ssl_key.is_empty() {
-            return Err(ApiError::bad_field(
-                "ssl_cert",
-                "ssl_enabled needs ssl_cert and ssl_key (PEM)",
-            ));
-        }
-        Some(TlsPair {
-            cert_pem: body.ssl_cert,
-            key_pem: body.ssl_key,
-        })
+    if body.ssl_enabled && (body.ssl_cert.is_empty() || body.ssl_key.is_empty()) {
+        return Err(ApiError::bad_field(
+            "ssl_cert",
+            "ssl_enabled needs ssl_cert and ssl_key (PEM)",
+        ));
+    }
+    let (ssl_cert, ssl_key) = if body.ssl_enabled {
+        (body.ssl_cert, body.ssl_key)
     } else {
-        None
+        (String::new(), String::new())
     };
     Ok(ProxyRequest {
         entry: ProxyRecord {
@@ -689,20 +800,24 @@ pub fn check_proxy(
             domain,
             backend_ip: body.backend_ip,
             backend_port: backend_port as u16,
-            ssl_enabled: tls.is_some(),
+            ssl_enabled: body.ssl_enabled,
             description: body.description,
+            ssl_cert,
+            ssl_key,
         },
-        tls,
     })
 }
 
-fn site_of(entry: &ProxyRecord, tls: Option<TlsPair>) -> ProxySite {
+fn site_of(entry: &ProxyRecord) -> ProxySite {
     ProxySite {
         id: entry.id as u64,
         domain: entry.domain.clone(),
         backend_addr: entry.backend_ip.clone(),
         backend_port: entry.backend_port,
-        tls,
+        tls: entry.ssl_enabled.then(|| TlsPair {
+            cert_pem: entry.ssl_cert.clone(),
+            key_pem: entry.ssl_key.clone(),
+        }),
     }
 }
 
@@ -716,7 +831,7 @@ pub async fn pxyadd(
     let entry = state.store.proxy_insert(&request.entry, settings.web_num)?;
     let config = host.engine_config();
     let vm_uuid = record.vm_uuid.clone();
-    let site = site_of(&entry, request.tls);
+    let site = site_of(&entry);
     let applied = state
         .plugins
         .call(
@@ -777,7 +892,7 @@ pub async fn pxydel(
         .clone();
     let config = host.engine_config();
     let vm_uuid = record.vm_uuid.clone();
-    let site = site_of(&entry, None);
+    let site = site_of(&entry);
     state
         .plugins
         .call(

@@ -56,7 +56,8 @@ pub async fn reload(state: &AppState) -> Result<Value, ApiError> {
         .values()
         .map(|plugin| json!({ "name": plugin.name.as_ref(), "loaded": plugin.error.is_none(), "error": plugin.error }))
         .collect();
-    Ok(json!({ "plugins": plugins, "hosts": state.store.host_count()? }))
+    let reconciled = crate::service::network::reconcile(state).await;
+    Ok(json!({ "plugins": plugins, "hosts": state.store.host_count()?, "reconciled": reconciled }))
 }
 
 /// Create the `[[host]]` entries of the config that the database lacks.

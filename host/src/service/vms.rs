@@ -570,6 +570,8 @@ pub async fn update(
 /// Delete: the engine removes the domain and its volumes; the database
 /// removes the record with its NAT rules, IPs and proxies (foreign keys).
 pub async fn delete(state: Arc<AppState>, host: Host, record: VmRecord) -> Result<Value, ApiError> {
+    // Forwards and proxy sites go down first: a rule must never outlive its VM.
+    super::network::remove_all(&state, &host, &record.vm_uuid).await?;
     let config = host.engine_config();
     let vm_uuid = record.vm_uuid.clone();
     let removed = state

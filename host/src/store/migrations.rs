@@ -97,6 +97,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX samples_vm ON samples(host, vm_uuid, created_at);
     "#,
+    // 2: TLS material of proxy entries, so the proxy files (and their
+    // certificates) can be rebuilt from the database alone.
+    r#"
+    ALTER TABLE proxies ADD COLUMN ssl_cert TEXT NOT NULL DEFAULT '';
+    ALTER TABLE proxies ADD COLUMN ssl_key TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 pub fn apply(connection: &mut Connection) -> rusqlite::Result<()> {

@@ -27,6 +27,9 @@ pub struct ProxyRecord {
     pub backend_port: u16,
     pub ssl_enabled: bool,
     pub description: String,
+    /// PEM; empty unless `ssl_enabled`.
+    pub ssl_cert: String,
+    pub ssl_key: String,
 }
 
 fn nat_from_row(row: &Row<'_>) -> rusqlite::Result<NatRuleRecord> {
@@ -52,12 +55,14 @@ fn proxy_from_row(row: &Row<'_>) -> rusqlite::Result<ProxyRecord> {
         backend_port: row.get(5)?,
         ssl_enabled: row.get(6)?,
         description: row.get(7)?,
+        ssl_cert: row.get(8)?,
+        ssl_key: row.get(9)?,
     })
 }
 
 const NAT_COLUMNS: &str = "id, host, vm_uuid, protocol, wan_port, lan_port, lan_addr, nat_tips";
 const PROXY_COLUMNS: &str =
-    "id, host, vm_uuid, domain, backend_ip, backend_port, ssl_enabled, description";
+    "id, host, vm_uuid, domain, backend_ip, backend_port, ssl_enabled, description, ssl_cert, ssl_key";
 
 impl Store {
     /// NAT rules of one VM, or of a whole host when `vm_uuid` is None.
@@ -195,8 +200,9 @@ impl Store {
             )));
         }
         let inserted = transaction.execute(
-            "INSERT INTO proxies (host, vm_uuid, domain, backend_ip, backend_port, ssl_enabled, description, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (domain) DO NOTHING",
+            "INSERT INTO proxies (host, vm_uuid, domain, backend_ip, backend_port, ssl_enabled, description,
+                                  ssl_cert, ssl_key, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (domain) DO NOTHING",
             params![
                 entry.host,
                 entry.vm_uuid,
@@ -205,6 +211,8 @@ impl Store {
                 entry.backend_port,
                 entry.ssl_enabled,
                 entry.description,
+                entry.ssl_cert,
+                entry.ssl_key,
                 now_ms()
             ],
         )?;

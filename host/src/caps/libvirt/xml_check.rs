@@ -437,9 +437,17 @@ fn host_paths_in_storage(document: &Document, storage_dir: &str, domain: Option<
 /// the container's own root, not on the host.
 fn free_text_or_own_rule(node: &Node) -> bool {
     node.ancestors().any(|ancestor| {
-        ["description", "title", "cmdline", "emulator", "init", "initarg", "initdir"]
-            .iter()
-            .any(|name| is(&ancestor, name))
+        [
+            "description",
+            "title",
+            "cmdline",
+            "emulator",
+            "init",
+            "initarg",
+            "initdir",
+        ]
+        .iter()
+        .any(|name| is(&ancestor, name))
     })
 }
 

@@ -1,0 +1,188 @@
+//! The scope checks of a forward, run before any nft command: one small
+//! function per rule, each saying what it prevents.
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+
+use super::ruleset::{Forward, Proto, RuleKey};
+use crate::caps::HostScope;
+use crate::plugin::bindings::{PluginError, PortForward, Protocol};
+
+/// Longest host name that tags a rule (nft comments hold 128 bytes).
+const MAX_HOST_NAME: usize = 64;
+
+/// A plugin's forward checked against its host's scope: the key and the
+/// rules' content to write.
+pub(super) fn checked(
+    scope: &HostScope,
+    forward: &PortForward,
+) -> Result<(RuleKey, Forward), PluginError> {
+    let key = RuleKey {
+        host: check_host_name(&scope.name)?.to_owned(),
+        id: forward.id,
+    };
+    check_public_port(forward.public_port, &scope.ports)?;
+    check_target_port(forward.target_port)?;
+    let target = check_target_addr(&forward.target_addr, &scope.vm_networks)?;
+    Ok((
+        key,
+        Forward {
+            protocol: protocol(forward.protocol),
+            public_port: forward.public_port,
+            public_addr: listening_addr(scope.public_addr, target),
+            target,
+            target_port: forward.target_port,
+        },
+    ))
+}
+
+pub(super) fn protocol(protocol: Protocol) -> Proto {
+    match protocol {
+        Protocol::Tcp => Proto::Tcp,
+        Protocol::Udp => Proto::Udp,
+    }
+}
+
+pub(super) fn wit_protocol(protocol: Proto) -> Protocol {
+    match protocol {
+        Proto::Tcp => Protocol::Tcp,
+        Proto::Udp => Protocol::Udp,
+    }
+}
+
+/// Prevents a host name from forging another host's rule tag (a `:` would
+/// make `openidcs:<host>:<id>` ambiguous).
+pub(super) fn check_host_name(name: &str) -> Result<&str, PluginError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_HOST_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(PluginError::Invalid(format!(
+            "host name {name:?} cannot tag port forwards; it must be [A-Za-z0-9_.-]{{1,{MAX_HOST_NAME}}}"
+        )))
+    }
+}
+
+/// Prevents a plugin from taking a public port outside its host's range (the
+/// server's own services, another host's ports).
+pub(super) fn check_public_port(port: u16, range: &RangeInclusive<u16>) -> Result<(), PluginError> {
+    if port == 0 {
+        return Err(PluginError::Invalid(
+            "public port 0 is not a port".to_owned(),
+        ));
+    }
+    if range.is_empty() {
+        return Err(PluginError::Denied(format!(
+            "public port {port} is denied: the host has no public port range (ports_start {} > ports_close {})",
+            range.start(),
+            range.end()
+        )));
+    }
+    if !range.contains(&port) {
+        return Err(PluginError::Denied(format!(
+            "public port {port} is outside the host's range {}-{}",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(())
+}
+
+/// Prevents a rule that forwards to port 0 (nft would write it; nothing
+/// could ever answer).
+pub(super) fn check_target_port(port: u16) -> Result<(), PluginError> {
+    if port == 0 {
+        return Err(PluginError::Invalid(
+            "target port 0 is not a port (1-65535)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Prevents a plugin from pointing a DNAT rule at the host itself or anywhere
+/// but its VMs: the target must be a unicast address inside one of the
+/// host's VM networks, and not a network's own or broadcast address.
+pub(super) fn check_target_addr(
+    text: &str,
+    networks: &[(IpAddr, u8)],
+) -> Result<IpAddr, PluginError> {
+    if text.is_empty() {
+        return Err(PluginError::Invalid(
+            "target address is empty; the engine must resolve the VM's address".to_owned(),
+        ));
+    }
+    let addr: IpAddr = text.parse().map_err(|_| {
+        PluginError::Invalid(format!(
+            "target address {:?} is not an IP address",
+            text.chars().take(64).collect::<String>()
+        ))
+    })?;
+    if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() {
+        return Err(PluginError::Denied(format!(
+            "target address {addr} is not a VM's address"
+        )));
+    }
+    let Some((network, prefix)) = networks
+        .iter()
+        .copied()
+        .find(|&(network, prefix)| in_network(addr, network, prefix))
+    else {
+        return Err(PluginError::Denied(format!(
+            "target address {addr} is outside the host's VM networks ({})",
+            shown_networks(networks)
+        )));
+    };
+    if let (IpAddr::V4(v4), IpAddr::V4(_)) = (addr, network)
+        && prefix <= 30
+    {
+        let host_bits = u32::MAX >> prefix;
+        let bits = u32::from(v4) & host_bits;
+        if bits == 0 || bits == host_bits {
+            return Err(PluginError::Denied(format!(
+                "target address {addr} is the network or broadcast address of {network}/{prefix}"
+            )));
+        }
+    }
+    Ok(addr)
+}
+
+/// The address the forward listens on: the host's public address when it
+/// has the target's family (a rule cannot match an IPv4 destination and
+/// translate to IPv6); otherwise any local address of the server.
+fn listening_addr(public_addr: Option<IpAddr>, target: IpAddr) -> Option<IpAddr> {
+    public_addr.filter(|addr| addr.is_ipv4() == target.is_ipv4() && !addr.is_unspecified())
+}
+
+/// Whether `addr` lies in `network/prefix`. A prefix of 0 (or one longer
+/// than the address) is no VM network: a /0 would let a plugin DNAT anywhere.
+pub(super) fn in_network(addr: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    let (addr, network, bits) = match (addr, network) {
+        (IpAddr::V4(addr), IpAddr::V4(network)) => (
+            u128::from(u32::from(addr)),
+            u128::from(u32::from(network)),
+            32u8,
+        ),
+        (IpAddr::V6(addr), IpAddr::V6(network)) => (u128::from(addr), u128::from(network), 128u8),
+        _ => return false,
+    };
+    if prefix == 0 || prefix > bits {
+        return false;
+    }
+    let shift = u32::from(bits - prefix);
+    addr >> shift == network >> shift
+}
+
+fn shown_networks(networks: &[(IpAddr, u8)]) -> String {
+    if networks.is_empty() {
+        return "none configured".to_owned();
+    }
+    networks
+        .iter()
+        .map(|(network, prefix)| format!("{network}/{prefix}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,188 @@
+//! The rules a site passes at the door, before any file is read or written.
+//!
+//! One small function per rule, each saying what it prevents. The API checks
+//! the domain too (`service::network::check_domain`), but a plugin can call the
+//! capability with anything, so every rule is checked again here.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::tls::{self, TlsMaterial};
+use crate::caps::HostScope;
+use crate::plugin::bindings::{PluginError, ProxySite};
+
+/// Longest host name DNS can carry (RFC 1035 §2.3.4, without the root dot).
+const MAX_DOMAIN: usize = 253;
+/// Longest DNS label (RFC 1035 §2.3.4).
+const MAX_LABEL: usize = 63;
+/// Longest host name the panel stores (`[A-Za-z0-9_.-]{1,64}`).
+const MAX_HOST_NAME: usize = 64;
+
+/// A site that passed every rule: safe to write into an nginx file as is.
+#[derive(Clone, Debug)]
+pub struct CheckedSite {
+    pub id: u64,
+    pub domain: String,
+    pub backend: SocketAddr,
+    pub tls: Option<TlsMaterial>,
+}
+
+/// Every rule of a site, in the order a reader would check them.
+pub fn check_site(site: &ProxySite, scope: &HostScope) -> Result<CheckedSite, PluginError> {
+    check_host_name(&scope.name)?;
+    check_domain(&site.domain)?;
+    let ip = check_backend_addr(&site.backend_addr)?;
+    check_backend_in_networks(ip, &scope.vm_networks)?;
+    check_backend_port(site.backend_port)?;
+    let tls = site.tls.as_ref().map(tls::check_pair).transpose()?;
+    Ok(CheckedSite {
+        id: site.id,
+        domain: site.domain.clone(),
+        backend: SocketAddr::new(ip, site.backend_port),
+        tls,
+    })
+}
+
+/// A domain nginx reads as exactly one `server_name` word.
+pub fn check_domain(domain: &str) -> Result<(), PluginError> {
+    check_domain_length(domain)?;
+    let name = domain.strip_prefix("*.").unwrap_or(domain);
+    check_label_count(domain, name)?;
+    for label in name.split('.') {
+        check_label_chars(domain, label)?;
+        check_label_hyphens(domain, label)?;
+    }
+    Ok(())
+}
+
+/// Prevents an empty `server_name` (nginx's catch-all) and names DNS cannot carry.
+fn check_domain_length(domain: &str) -> Result<(), PluginError> {
+    if domain.is_empty() || domain.len() > MAX_DOMAIN {
+        return Err(invalid_domain(
+            domain,
+            &format!("must be 1 to {MAX_DOMAIN} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Prevents a bare top-level name (`com`, `*.com`) that would capture a whole TLD.
+fn check_label_count(domain: &str, name: &str) -> Result<(), PluginError> {
+    if name.split('.').count() < 2 {
+        return Err(invalid_domain(domain, "must have at least two labels"));
+    }
+    Ok(())
+}
+
+/// Prevents nginx syntax (`;` `{` `}` `$` quotes, spaces, newlines, `/`) and
+/// empty labels (`..`): only RFC 1123 characters reach the file.
+fn check_label_chars(domain: &str, label: &str) -> Result<(), PluginError> {
+    let valid = (1..=MAX_LABEL).contains(&label.len())
+        && label
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-');
+    if !valid {
+        return Err(invalid_domain(
+            domain,
+            &format!("has a label that is not 1 to {MAX_LABEL} letters, digits or hyphens"),
+        ));
+    }
+    Ok(())
+}
+
+/// Prevents names RFC 1123 forbids (`-a.com`), which DNS would never route here.
+fn check_label_hyphens(domain: &str, label: &str) -> Result<(), PluginError> {
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err(invalid_domain(
+            domain,
+            "has a label that starts or ends with a hyphen",
+        ));
+    }
+    Ok(())
+}
+
+fn invalid_domain(domain: &str, rule: &str) -> PluginError {
+    PluginError::Invalid(format!(
+        "domain {} {rule} (RFC 1123 host name, optionally `*.`-prefixed)",
+        shown(domain)
+    ))
+}
+
+/// Prevents host names, which nginx would resolve to wherever DNS points.
+fn check_backend_addr(address: &str) -> Result<IpAddr, PluginError> {
+    address.parse().map_err(|_| {
+        PluginError::Invalid(format!(
+            "backend address {} is not an IP address",
+            shown(address)
+        ))
+    })
+}
+
+/// Prevents a plugin from proxying to the host's own services (or anywhere
+/// else): backends live inside the host's VM networks only.
+fn check_backend_in_networks(ip: IpAddr, networks: &[(IpAddr, u8)]) -> Result<(), PluginError> {
+    if !in_networks(ip, networks) {
+        return Err(PluginError::Denied(format!(
+            "backend {ip} is outside the host's VM networks"
+        )));
+    }
+    Ok(())
+}
+
+/// Prevents `proxy_pass …:0`, which nginx accepts but can never connect to.
+fn check_backend_port(port: u16) -> Result<(), PluginError> {
+    if port == 0 {
+        return Err(PluginError::Invalid(
+            "backend port must be 1 to 65535".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Prevents a host name that would break out of the comment recording the
+/// file's owner (the panel stores `[A-Za-z0-9_.-]{1,64}`; this is its guard).
+pub fn check_host_name(name: &str) -> Result<(), PluginError> {
+    let valid = (1..=MAX_HOST_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'));
+    if !valid {
+        return Err(PluginError::Failed(format!(
+            "host name {} cannot be recorded in a proxy file",
+            shown(name)
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `ip` lies in one of `networks` (same family, same prefix bits).
+pub fn in_networks(ip: IpAddr, networks: &[(IpAddr, u8)]) -> bool {
+    networks
+        .iter()
+        .any(|(network, prefix)| match (ip, network) {
+            (IpAddr::V4(ip), IpAddr::V4(network)) => {
+                same_prefix(&ip.octets(), &network.octets(), *prefix)
+            }
+            (IpAddr::V6(ip), IpAddr::V6(network)) => {
+                same_prefix(&ip.octets(), &network.octets(), *prefix)
+            }
+            _ => false,
+        })
+}
+
+fn same_prefix(address: &[u8], network: &[u8], prefix: u8) -> bool {
+    let bits = usize::from(prefix).min(address.len() * 8);
+    (0..bits).all(|bit| {
+        let mask = 0x80u8 >> (bit % 8);
+        address[bit / 8] & mask == network[bit / 8] & mask
+    })
+}
+
+/// A value as it may be shown in a message: quoted, escaped, and cut short,
+/// so that a hostile string cannot flood or forge log lines.
+pub fn shown(value: &str) -> String {
+    const LIMIT: usize = 100;
+    match value.char_indices().nth(LIMIT) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+    }
+}
