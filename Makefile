@@ -7,7 +7,7 @@
 CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
 APT_PACKAGES := pkg-config libvirt-dev libvirt-clients libvirt-daemon-system qemu-system-x86 \
-                nftables nginx-light iproute2 openssl curl
+                nftables nginx-light iproute2 openssl curl novnc chromium
 PLUGINS      := -p openidcs-plugin-libvirt
 TEST_PLUGINS := -p test-component-loop-forever -p test-component-memory-bomb \
                 -p test-component-panic -p test-component-nat-ungranted \
@@ -36,6 +36,8 @@ setup:
 	  fi; \
 	fi
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@# The console's browser test: playwright-core only (it drives Debian's chromium).
+	@[ -d tests/console/node_modules/playwright-core ] || (cd tests/console && npm ci --no-audit --no-fund)
 
 plugins: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(PLUGINS) $(TEST_PLUGINS)

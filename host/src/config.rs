@@ -215,18 +215,51 @@ pub struct ConsoleConfig {
     /// How long a `vncons` ticket may wait to be redeemed.
     #[serde(default = "default_ticket_ttl_s")]
     pub ticket_ttl_s: u64,
+    /// Open web consoles allowed per VM (0: consoles disabled).
+    #[serde(default = "default_console_max_per_vm")]
+    pub max_per_vm: u32,
+    /// Open web consoles allowed in total (0: consoles disabled).
+    #[serde(default = "default_console_max_total")]
+    pub max_total: u32,
+    /// A console with no byte either way for this long is closed.
+    #[serde(default = "default_console_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+    /// Where noVNC lives (Debian's `novnc` package); relative to the config
+    /// file.
+    #[serde(default = "default_novnc_dir")]
+    pub novnc_dir: PathBuf,
 }
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
         ConsoleConfig {
             ticket_ttl_s: default_ticket_ttl_s(),
+            max_per_vm: default_console_max_per_vm(),
+            max_total: default_console_max_total(),
+            idle_timeout_s: default_console_idle_timeout_s(),
+            novnc_dir: default_novnc_dir(),
         }
     }
 }
 
 fn default_ticket_ttl_s() -> u64 {
     60
+}
+
+fn default_console_max_per_vm() -> u32 {
+    2
+}
+
+fn default_console_max_total() -> u32 {
+    50
+}
+
+fn default_console_idle_timeout_s() -> u64 {
+    600
+}
+
+fn default_novnc_dir() -> PathBuf {
+    PathBuf::from("/usr/share/novnc")
 }
 
 /// The doors a plugin may be granted; one per WIT import interface.
@@ -333,6 +366,7 @@ impl Config {
         if let Some(proxy) = &mut config.proxy {
             proxy.conf_dir = base.join(&proxy.conf_dir);
         }
+        config.console.novnc_dir = base.join(&config.console.novnc_dir);
         config.validate()?;
         Ok(config)
     }
@@ -393,6 +427,9 @@ impl Config {
         }
         if self.poller.interval_s == 0 {
             problems.push("poller.interval_s: must be > 0".to_owned());
+        }
+        if self.console.idle_timeout_s == 0 {
+            problems.push("console.idle_timeout_s: must be > 0".to_owned());
         }
         if self.auth.failure_window_s == 0 {
             problems.push("auth.failure_window_s: must be > 0".to_owned());

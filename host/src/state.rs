@@ -60,7 +60,8 @@ impl AppState {
                 &config.server.data_dir,
             )),
         });
-        let plugins = PluginRuntime::new(capabilities.clone(), config.server.data_dir.join("cache"))?;
+        let plugins =
+            PluginRuntime::new(capabilities.clone(), config.server.data_dir.join("cache"))?;
         plugins.load_all(&config.plugins).await;
         let state = Arc::new(AppState {
             tasks: Tasks::new(store.clone(), Duration::from_millis(config.tasks.wait_ms)),

@@ -14,11 +14,18 @@ use openidcs_tests::{Server, plugin_toml};
 use serde_json::json;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map(|address| address.port()).expect("port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("port")
 }
 
 fn have(program: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().map(|output| output.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|output| output.status.success())
+        .unwrap_or(false)
 }
 
 /// A real nginx under a temporary prefix, stopped on drop by its pid.
@@ -47,15 +54,27 @@ impl Nginx {
             ),
         )
         .expect("nginx.conf");
-        let nginx = Nginx { directory, http_port, https_port };
-        let status = Command::new("nginx").args(nginx.arguments()).status().expect("nginx");
+        let nginx = Nginx {
+            directory,
+            http_port,
+            https_port,
+        };
+        let status = Command::new("nginx")
+            .args(nginx.arguments())
+            .status()
+            .expect("nginx");
         assert!(status.success(), "nginx did not start");
         nginx
     }
 
     fn arguments(&self) -> Vec<String> {
         let root = self.directory.path();
-        vec!["-c".into(), root.join("nginx.conf").display().to_string(), "-p".into(), root.display().to_string()]
+        vec![
+            "-c".into(),
+            root.join("nginx.conf").display().to_string(),
+            "-p".into(),
+            root.display().to_string(),
+        ]
     }
 
     fn conf_dir(&self) -> PathBuf {
@@ -84,7 +103,10 @@ impl Nginx {
             .expect("conf dir")
             .map(|entry| {
                 let path = entry.expect("entry").path();
-                (path.display().to_string(), std::fs::read(&path).expect("read"))
+                (
+                    path.display().to_string(),
+                    std::fs::read(&path).expect("read"),
+                )
             })
             .collect()
     }
@@ -108,14 +130,22 @@ fn start_backend(body: &'static str) -> u16 {
             let mut stream = stream;
             let mut buffer = [0u8; 4096];
             let _ = stream.read(&mut buffer);
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
         }
     });
     port
 }
 
 fn curl(arguments: &[&str]) -> String {
-    let output = Command::new("curl").args(["-s", "--max-time", "3"]).args(arguments).output().expect("curl");
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "3"])
+        .args(arguments)
+        .output()
+        .expect("curl");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -133,7 +163,17 @@ fn eventually(check: impl Fn() -> bool) -> bool {
 fn self_signed(directory: &Path, domain: &str) -> (String, String) {
     let (cert, key) = (directory.join("cert.pem"), directory.join("key.pem"));
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN={domain}")])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={domain}"),
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -142,20 +182,31 @@ fn self_signed(directory: &Path, domain: &str) -> (String, String) {
         .status()
         .expect("openssl");
     assert!(status.success());
-    (std::fs::read_to_string(cert).expect("cert"), std::fs::read_to_string(key).expect("key"))
+    (
+        std::fs::read_to_string(cert).expect("cert"),
+        std::fs::read_to_string(key).expect("key"),
+    )
 }
 
 #[tokio::test]
 async fn proxies_on_a_real_nginx() {
     if !(have("nginx") && have("curl") && have("openssl")) {
         println!("SKIPPED proxies_on_a_real_nginx: nginx, curl and openssl are needed");
-        assert!(std::env::var("CI").is_err(), "CI installs nginx, curl and openssl");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI installs nginx, curl and openssl"
+        );
         return;
     }
     let nginx = Nginx::start();
     let backend_port = start_backend("hello from the vm");
     let mut config = nginx.proxy_toml();
-    config.push_str(&plugin_toml("libvirt", "openidcs_plugin_libvirt", &["libvirt", "nat", "proxy", "log"], ""));
+    config.push_str(&plugin_toml(
+        "libvirt",
+        "openidcs_plugin_libvirt",
+        &["libvirt", "nat", "proxy", "log"],
+        "",
+    ));
     let mut server = Server::start(&config);
     server
         .ok(
@@ -167,7 +218,11 @@ async fn proxies_on_a_real_nginx() {
         )
         .await;
     server
-        .ok("POST", "/api/client/create/web", Some(json!({ "vm_uuid": "site1", "mem_num": 64, "hdd_num": 0 })))
+        .ok(
+            "POST",
+            "/api/client/create/web",
+            Some(json!({ "vm_uuid": "site1", "mem_num": 64, "hdd_num": 0 })),
+        )
         .await;
     let http = format!("http://127.0.0.1:{}/", nginx.http_port);
     let served = |host: &str| curl(&["-H", &format!("Host: {host}"), &http]);
@@ -181,7 +236,11 @@ async fn proxies_on_a_real_nginx() {
         )
         .await;
     assert_eq!(entry["domain"], "app.test.example");
-    assert!(eventually(|| served("app.test.example") == "hello from the vm"), "{}", served("app.test.example"));
+    assert!(
+        eventually(|| served("app.test.example") == "hello from the vm"),
+        "{}",
+        served("app.test.example")
+    );
     let (status, _) = server
         .call("POST", "/api/client/pxyadd/web/site1", Some(json!({ "domain": "app.test.example", "backend_port": 80, "backend_ip": "127.0.0.2" })))
         .await;
@@ -198,9 +257,18 @@ async fn proxies_on_a_real_nginx() {
         )
         .await;
     let https = |port: u16| {
-        curl(&["-k", "--resolve", &format!("secure.test.example:{port}:127.0.0.1"), &format!("https://secure.test.example:{port}/")])
+        curl(&[
+            "-k",
+            "--resolve",
+            &format!("secure.test.example:{port}:127.0.0.1"),
+            &format!("https://secure.test.example:{port}/"),
+        ])
     };
-    assert!(eventually(|| https(nginx.https_port) == "hello from the vm"), "{}", https(nginx.https_port));
+    assert!(
+        eventually(|| https(nginx.https_port) == "hello from the vm"),
+        "{}",
+        https(nginx.https_port)
+    );
     let listed = server.ok("GET", "/api/client/pxyget/web/site1", None).await;
     assert_eq!(listed[1]["ssl_enabled"], true);
     assert_eq!(listed[0]["description"], "app");
@@ -208,9 +276,25 @@ async fn proxies_on_a_real_nginx() {
     // Injection attempts and bad input: 400, and no file appears or changes.
     let before = nginx.snapshot();
     let long = format!("{}.example", "a".repeat(250));
-    for domain in ["a;b.example", "a{.example", "}.example", "a b.example", "a\nb.example", "$host.example", "\"a\".example", "a..example", "a/b.example", long.as_str(), "-a.example"] {
+    for domain in [
+        "a;b.example",
+        "a{.example",
+        "}.example",
+        "a b.example",
+        "a\nb.example",
+        "$host.example",
+        "\"a\".example",
+        "a..example",
+        "a/b.example",
+        long.as_str(),
+        "-a.example",
+    ] {
         let (status, envelope) = server
-            .call("POST", "/api/client/pxyadd/web/site1", Some(json!({ "domain": domain, "backend_ip": "127.0.0.2" })))
+            .call(
+                "POST",
+                "/api/client/pxyadd/web/site1",
+                Some(json!({ "domain": domain, "backend_ip": "127.0.0.2" })),
+            )
             .await;
         assert_eq!(status, 400, "{domain:?}: {envelope}");
     }
@@ -219,39 +303,86 @@ async fn proxies_on_a_real_nginx() {
         json!({ "domain": "x.test.example", "backend_ip": "127.0.0.2", "backend_port": 70000 }),
         json!({ "domain": "x.test.example", "backend_ip": "127.0.0.2", "ssl_enabled": true, "ssl_cert": "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n", "ssl_key": "junk" }),
     ] {
-        let (status, envelope) = server.call("POST", "/api/client/pxyadd/web/site1", Some(body.clone())).await;
+        let (status, envelope) = server
+            .call("POST", "/api/client/pxyadd/web/site1", Some(body.clone()))
+            .await;
         assert_eq!(status, 400, "{body}: {envelope}");
     }
-    assert_eq!(nginx.snapshot(), before, "the conf dir is byte-for-byte unchanged");
+    assert_eq!(
+        nginx.snapshot(),
+        before,
+        "the conf dir is byte-for-byte unchanged"
+    );
 
     // Rollback: one of our files broken behind the server's back makes nginx
     // refuse the next change; the change is undone and nginx keeps serving
     // the previous configuration.
-    let ours = before.keys().find(|name| name.ends_with(".conf")).expect("a file of ours").clone();
+    let ours = before
+        .keys()
+        .find(|name| name.ends_with(".conf"))
+        .expect("a file of ours")
+        .clone();
     std::fs::write(&ours, "server { this is not nginx }").expect("corrupt");
     let broken = nginx.snapshot();
     let (status, envelope) = server
         .call("POST", "/api/client/pxyadd/web/site1", Some(json!({ "domain": "third.test.example", "backend_port": backend_port, "backend_ip": "127.0.0.2" })))
         .await;
     assert_eq!(status, 400, "{envelope}");
-    assert!(envelope["msg"].as_str().unwrap_or_default().contains("nginx"), "{envelope}");
-    assert_eq!(nginx.snapshot(), broken, "the refused change left nothing behind");
-    assert_eq!(served("app.test.example"), "hello from the vm", "the previous configuration still serves");
+    assert!(
+        envelope["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nginx"),
+        "{envelope}"
+    );
+    assert_eq!(
+        nginx.snapshot(),
+        broken,
+        "the refused change left nothing behind"
+    );
+    assert_eq!(
+        served("app.test.example"),
+        "hello from the vm",
+        "the previous configuration still serves"
+    );
 
     // A restart rewrites our files from the database (and reloads).
     server.restart(false);
-    assert!(!std::fs::read_to_string(&ours).expect("rewritten").contains("this is not nginx"));
+    assert!(
+        !std::fs::read_to_string(&ours)
+            .expect("rewritten")
+            .contains("this is not nginx")
+    );
     server
         .ok("POST", "/api/client/pxyadd/web/site1", Some(json!({ "domain": "third.test.example", "backend_port": backend_port, "backend_ip": "127.0.0.2" })))
         .await;
-    assert!(eventually(|| served("third.test.example") == "hello from the vm"));
+    assert!(eventually(
+        || served("third.test.example") == "hello from the vm"
+    ));
 
     // pxydel, and deleting the VM, take sites down.
-    server.ok("DELETE", "/api/client/pxydel/web/site1/0", None).await;
-    assert!(eventually(|| served("app.test.example") != "hello from the vm"));
-    let (status, _) = server.call("DELETE", "/api/client/pxydel/web/site1/9", None).await;
+    server
+        .ok("DELETE", "/api/client/pxydel/web/site1/0", None)
+        .await;
+    assert!(eventually(
+        || served("app.test.example") != "hello from the vm"
+    ));
+    let (status, _) = server
+        .call("DELETE", "/api/client/pxydel/web/site1/9", None)
+        .await;
     assert_eq!(status, 404);
-    server.ok("DELETE", "/api/client/delete/web/site1", None).await;
-    assert!(eventually(|| served("third.test.example") != "hello from the vm"));
-    assert!(nginx.snapshot().keys().all(|name| !name.contains("openidcs-")), "{:?}", nginx.snapshot().keys());
+    server
+        .ok("DELETE", "/api/client/delete/web/site1", None)
+        .await;
+    assert!(eventually(
+        || served("third.test.example") != "hello from the vm"
+    ));
+    assert!(
+        nginx
+            .snapshot()
+            .keys()
+            .all(|name| !name.contains("openidcs-")),
+        "{:?}",
+        nginx.snapshot().keys()
+    );
 }

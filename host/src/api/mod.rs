@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod envelope;
 pub mod extract;
 pub mod server;
@@ -49,6 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/system/logger/detail", get(system::logget))
         .route("/api/system/tasget", get(system::tasget))
         .route("/api/system/tasker", get(system::tasget))
+        .route("/api/system/consoles", get(console::stats))
         // Server = hypervisor host (7).
         .route("/api/server/listup", get(server::listup))
         .route("/api/server/detail", get(server::listup))
@@ -159,10 +161,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_token,
         ));
-    let public = Router::new().route(
-        "/api/client/upload",
-        post(client::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
-    );
+    let public = Router::new()
+        .route(
+            "/api/client/upload",
+            post(client::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        // The web console: the one-time ticket is the credential.
+        .route("/console/", get(console::page))
+        .route("/console/console.js", get(console::script))
+        .route("/console/session", post(console::session))
+        .route("/console/ws", get(console::websocket))
+        .route("/console/{*path}", get(console::asset));
     Router::new()
         .merge(protected)
         .merge(public)
@@ -222,7 +231,9 @@ async fn finish_response(
             tracing::error!("{method} {path}: {}", fault.message);
         }
     }
-    if state.config().server.always_http_200 {
+    // A websocket upgrade (101) must stay what it is, or the console breaks.
+    if state.config().server.always_http_200 && response.status() != StatusCode::SWITCHING_PROTOCOLS
+    {
         *response.status_mut() = StatusCode::OK;
     }
     response

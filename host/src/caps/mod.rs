@@ -40,6 +40,43 @@ pub struct HostScope {
     pub allow_hostdev: bool,
 }
 
+impl HostScope {
+    /// Is `address` inside one of the host's VM networks?
+    pub fn in_vm_networks(&self, address: std::net::IpAddr) -> bool {
+        in_networks(address, &self.vm_networks)
+    }
+}
+
+/// Is `address` inside one of `networks` (network address, prefix length)?
+pub fn in_networks(address: std::net::IpAddr, networks: &[(std::net::IpAddr, u8)]) -> bool {
+    networks
+        .iter()
+        .any(|&(network, prefix)| in_network(address, network, prefix))
+}
+
+/// Whether `address` lies in `network/prefix`. A prefix of 0 (or one longer
+/// than the address) is no VM network: a /0 would let a plugin point a rule,
+/// a proxy or a DHCP binding anywhere.
+pub fn in_network(address: std::net::IpAddr, network: std::net::IpAddr, prefix: u8) -> bool {
+    use std::net::IpAddr;
+    let (address, network, bits) = match (address, network) {
+        (IpAddr::V4(address), IpAddr::V4(network)) => (
+            u128::from(u32::from(address)),
+            u128::from(u32::from(network)),
+            32u8,
+        ),
+        (IpAddr::V6(address), IpAddr::V6(network)) => {
+            (u128::from(address), u128::from(network), 128u8)
+        }
+        _ => return false,
+    };
+    if prefix == 0 || prefix > bits {
+        return false;
+    }
+    let shift = u32::from(bits - prefix);
+    address >> shift == network >> shift
+}
+
 /// Services shared by all calls, built once at start.
 pub struct Capabilities {
     pub store: Arc<Store>,

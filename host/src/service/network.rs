@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::hosts::Host;
-use super::validate::{self, decode};
+use super::validate::decode;
 use super::vms::{NicSettings, VmSettings, settings_of};
 use crate::error::ApiError;
 use crate::plugin::bindings::{Nic, NicKind, PortForward, Protocol, ProxySite, TlsPair};
@@ -133,11 +133,7 @@ pub fn check_nat(host: &Host, body: NatAddBody) -> Result<NatRequest, ApiError> 
                 format!("{:?} is not an IP address", body.lan_addr),
             )
         })?;
-        if !scope
-            .vm_networks
-            .iter()
-            .any(|(network, prefix)| validate::contains(*network, *prefix, address))
-        {
+        if !scope.in_vm_networks(address) {
             return Err(ApiError::bad_field(
                 "lan_addr",
                 format!("{address} is not inside the host's VM networks"),
@@ -287,11 +283,15 @@ pub async fn reconcile(state: &AppState) -> Value {
                 };
                 let scope = host.scope();
                 match state.store.nat_list(&name, None) {
-                    Ok(rules) => forwards.extend(rules.iter().map(|rule| (scope.clone(), forward_of(rule)))),
+                    Ok(rules) => {
+                        forwards.extend(rules.iter().map(|rule| (scope.clone(), forward_of(rule))))
+                    }
                     Err(error) => problems.push(format!("NAT rules of host {name}: {error}")),
                 }
                 match state.store.proxy_list(&name, None) {
-                    Ok(entries) => sites.extend(entries.iter().map(|entry| (scope.clone(), site_of(entry)))),
+                    Ok(entries) => {
+                        sites.extend(entries.iter().map(|entry| (scope.clone(), site_of(entry))))
+                    }
                     Err(error) => problems.push(format!("proxies of host {name}: {error}")),
                 }
             }
@@ -348,7 +348,10 @@ fn describe_skipped(skipped: &[(u64, String)]) -> String {
 fn log_reconcile(state: &AppState, warn: bool, message: &str) {
     let level = if warn { LogLevel::Warn } else { LogLevel::Info };
     tracing::info!("{message}");
-    if let Err(error) = state.store.log_insert(&NewLog::new(level, "reconcile", message)) {
+    if let Err(error) = state
+        .store
+        .log_insert(&NewLog::new(level, "reconcile", message))
+    {
         tracing::error!("cannot store a log record: {error}");
     }
 }
@@ -362,9 +365,16 @@ pub async fn remove_all(state: &AppState, host: &Host, vm_uuid: &str) -> Result<
         let forward = forward_of(&rule);
         state
             .plugins
-            .call(&host.record.engine, host.scope(), "nat-remove", move |engine, store| {
-                Box::pin(async move { engine.call_nat_remove(store, &config, &vm, &forward).await })
-            })
+            .call(
+                &host.record.engine,
+                host.scope(),
+                "nat-remove",
+                move |engine, store| {
+                    Box::pin(
+                        async move { engine.call_nat_remove(store, &config, &vm, &forward).await },
+                    )
+                },
+            )
             .await?;
     }
     for entry in state.store.proxy_list(host.name(), Some(vm_uuid))? {
@@ -373,9 +383,16 @@ pub async fn remove_all(state: &AppState, host: &Host, vm_uuid: &str) -> Result<
         let site = site_of(&entry);
         state
             .plugins
-            .call(&host.record.engine, host.scope(), "proxy-remove", move |engine, store| {
-                Box::pin(async move { engine.call_proxy_remove(store, &config, &vm, &site).await })
-            })
+            .call(
+                &host.record.engine,
+                host.scope(),
+                "proxy-remove",
+                move |engine, store| {
+                    Box::pin(
+                        async move { engine.call_proxy_remove(store, &config, &vm, &site).await },
+                    )
+                },
+            )
             .await?;
     }
     Ok(())
@@ -769,11 +786,7 @@ pub fn check_proxy(
             )
         })?;
         let scope = host.scope();
-        if !scope
-            .vm_networks
-            .iter()
-            .any(|(network, prefix)| validate::contains(*network, *prefix, address))
-        {
+        if !scope.in_vm_networks(address) {
             return Err(ApiError::bad_field(
                 "backend_ip",
                 format!("{address} is not inside the host's VM networks"),

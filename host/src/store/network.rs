@@ -61,8 +61,7 @@ fn proxy_from_row(row: &Row<'_>) -> rusqlite::Result<ProxyRecord> {
 }
 
 const NAT_COLUMNS: &str = "id, host, vm_uuid, protocol, wan_port, lan_port, lan_addr, nat_tips";
-const PROXY_COLUMNS: &str =
-    "id, host, vm_uuid, domain, backend_ip, backend_port, ssl_enabled, description, ssl_cert, ssl_key";
+const PROXY_COLUMNS: &str = "id, host, vm_uuid, domain, backend_ip, backend_port, ssl_enabled, description, ssl_cert, ssl_key";
 
 impl Store {
     /// NAT rules of one VM, or of a whole host when `vm_uuid` is None.

@@ -183,29 +183,6 @@ pub fn parse_ip(ip: &str) -> Result<IpAddr, PluginError> {
         .map_err(|_| PluginError::Invalid(format!("{} is not an IP address", shown(ip))))
 }
 
-/// Is `ip` inside one of the host's VM networks (address, prefix length)?
-pub fn in_networks(ip: IpAddr, networks: &[(IpAddr, u8)]) -> bool {
-    networks
-        .iter()
-        .any(|(network, prefix)| match (ip, network) {
-            (IpAddr::V4(ip), IpAddr::V4(network)) => {
-                same_prefix(&ip.octets(), &network.octets(), *prefix)
-            }
-            (IpAddr::V6(ip), IpAddr::V6(network)) => {
-                same_prefix(&ip.octets(), &network.octets(), *prefix)
-            }
-            _ => false,
-        })
-}
-
-fn same_prefix(address: &[u8], network: &[u8], prefix: u8) -> bool {
-    let bits = usize::from(prefix).min(address.len() * 8);
-    (0..bits).all(|bit| {
-        let mask = 0x80u8 >> (bit % 8);
-        address[bit / 8] & mask == network[bit / 8] & mask
-    })
-}
-
 /// Escape text for an XML attribute value.
 pub fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());

@@ -281,7 +281,7 @@ impl LibvirtCall {
         network_name(network)?;
         let mac = convert::parse_mac(mac)?;
         let ip = convert::parse_ip(ip)?;
-        if !convert::in_networks(ip, &scope.vm_networks) {
+        if !scope.in_vm_networks(ip) {
             return Err(PluginError::Denied(format!(
                 "address {ip} is outside the host's VM networks"
             )));

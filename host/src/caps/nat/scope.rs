@@ -1,6 +1,7 @@
 //! The scope checks of a forward, run before any nft command: one small
 //! function per rule, each saying what it prevents.
 
+use crate::caps::in_network;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
@@ -155,25 +156,6 @@ pub(super) fn check_target_addr(
 /// translate to IPv6); otherwise any local address of the server.
 fn listening_addr(public_addr: Option<IpAddr>, target: IpAddr) -> Option<IpAddr> {
     public_addr.filter(|addr| addr.is_ipv4() == target.is_ipv4() && !addr.is_unspecified())
-}
-
-/// Whether `addr` lies in `network/prefix`. A prefix of 0 (or one longer
-/// than the address) is no VM network: a /0 would let a plugin DNAT anywhere.
-pub(super) fn in_network(addr: IpAddr, network: IpAddr, prefix: u8) -> bool {
-    let (addr, network, bits) = match (addr, network) {
-        (IpAddr::V4(addr), IpAddr::V4(network)) => (
-            u128::from(u32::from(addr)),
-            u128::from(u32::from(network)),
-            32u8,
-        ),
-        (IpAddr::V6(addr), IpAddr::V6(network)) => (u128::from(addr), u128::from(network), 128u8),
-        _ => return false,
-    };
-    if prefix == 0 || prefix > bits {
-        return false;
-    }
-    let shift = u32::from(bits - prefix);
-    addr >> shift == network >> shift
 }
 
 fn shown_networks(networks: &[(IpAddr, u8)]) -> String {

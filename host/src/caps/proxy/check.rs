@@ -120,7 +120,7 @@ fn check_backend_addr(address: &str) -> Result<IpAddr, PluginError> {
 /// Prevents a plugin from proxying to the host's own services (or anywhere
 /// else): backends live inside the host's VM networks only.
 fn check_backend_in_networks(ip: IpAddr, networks: &[(IpAddr, u8)]) -> Result<(), PluginError> {
-    if !in_networks(ip, networks) {
+    if !crate::caps::in_networks(ip, networks) {
         return Err(PluginError::Denied(format!(
             "backend {ip} is outside the host's VM networks"
         )));
@@ -152,29 +152,6 @@ pub fn check_host_name(name: &str) -> Result<(), PluginError> {
         )));
     }
     Ok(())
-}
-
-/// Whether `ip` lies in one of `networks` (same family, same prefix bits).
-pub fn in_networks(ip: IpAddr, networks: &[(IpAddr, u8)]) -> bool {
-    networks
-        .iter()
-        .any(|(network, prefix)| match (ip, network) {
-            (IpAddr::V4(ip), IpAddr::V4(network)) => {
-                same_prefix(&ip.octets(), &network.octets(), *prefix)
-            }
-            (IpAddr::V6(ip), IpAddr::V6(network)) => {
-                same_prefix(&ip.octets(), &network.octets(), *prefix)
-            }
-            _ => false,
-        })
-}
-
-fn same_prefix(address: &[u8], network: &[u8], prefix: u8) -> bool {
-    let bits = usize::from(prefix).min(address.len() * 8);
-    (0..bits).all(|bit| {
-        let mask = 0x80u8 >> (bit % 8);
-        address[bit / 8] & mask == network[bit / 8] & mask
-    })
 }
 
 /// A value as it may be shown in a message: quoted, escaped, and cut short,
