@@ -42,8 +42,10 @@ setup:
 plugins: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(PLUGINS) $(TEST_PLUGINS)
 
+# --all-targets: tests and benches see the same features (dev-dependencies
+# included), so `make test` and `make bench` reuse every artifact.
 server: setup
-	$(CARGO) build --release $(HOST_PACKAGES)
+	$(CARGO) build --release $(HOST_PACKAGES) --all-targets
 
 build: plugins server
 

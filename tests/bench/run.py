@@ -141,7 +141,26 @@ def main():
         hello.send_signal(signal.SIGTERM)
         hello.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
-    write(results, ceiling, cold, warm, idle_warm, loaded, notes)
+    write(results, ceiling, cold, warm, idle_warm, loaded, notes, engine_calls())
+
+
+def engine_calls():
+    """(d): criterion's median estimate of each engine-call benchmark."""
+    out = subprocess.run(
+        ["cargo", "bench", "-q", "-p", "openidcs", "--bench", "engine_call", "--",
+         "--warm-up-time", "1", "--measurement-time", "4"],
+        cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    figures, name = [], None
+    for line in out.splitlines():
+        if line.startswith("engine call/"):
+            name = line.split("/", 1)[1].strip()
+        match = re.search(r"time:\s+\[\S+ \S+ ([\d.]+) (ns|µs|us|ms)", line)
+        if match and name:
+            value, unit = float(match.group(1)), match.group(2)
+            micros = value / 1000 if unit == "ns" else value * 1000 if unit == "ms" else value
+            figures.append((name, micros))
+            name = None
+    return figures
 
 
 def get_token(work):
@@ -150,7 +169,7 @@ def get_token(work):
     return out.strip()
 
 
-def write(results, ceiling, cold, warm, idle, loaded, notes):
+def write(results, ceiling, cold, warm, idle, loaded, notes, calls):
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -172,6 +191,9 @@ def write(results, ceiling, cold, warm, idle, loaded, notes):
               f"| (e) start to first 200, warm (precompiled cache) | {warm:.0f} ms |",
               f"| (f) idle RSS after start | {idle:.1f} MB |",
               f"| (f) RSS after the listup runs | {loaded:.1f} MB |", ""]
+    lines += ["| (d) engine call (criterion, median) | µs |", "|---|---:|"]
+    lines += [f"| {name} | {micros:.1f} |" for name, micros in calls]
+    lines += [""]
     lines += [f"- {note}" for note in notes]
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)

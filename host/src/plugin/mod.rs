@@ -283,6 +283,50 @@ impl PluginRuntime {
             .await
     }
 
+    /// A store for one call of `plugin`: fresh capability state, the
+    /// plugin's memory cap, and a deadline `timeout` from now.
+    fn new_store(
+        &self,
+        plugin: &LoadedPlugin,
+        host: Option<Arc<HostScope>>,
+        timeout: Duration,
+    ) -> Store<CallState> {
+        let caps = CallCaps::new(&self.capabilities, &plugin.name, host);
+        let memory_bytes = (plugin.config.memory_mb as usize) << 20;
+        let mut store = Store::new(&self.engine, CallState::new(caps, memory_bytes));
+        store.limiter(|state| &mut state.limits);
+        let deadline = Instant::now() + timeout;
+        // Yield to the executor every tick so a busy guest never holds a
+        // tokio worker; interrupt once the call's own deadline has passed.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// A live instance kept outside the one-call discipline, for the
+    /// benchmark of the warm path only (the server never reuses instances).
+    #[doc(hidden)]
+    pub async fn bench_instance(
+        &self,
+        engine_name: &str,
+        host: Arc<HostScope>,
+    ) -> anyhow::Result<(Store<CallState>, bindings::EnginePlugin)> {
+        let plugin = self.plugin(engine_name)?;
+        let pre = plugin
+            .pre
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("{engine_name} is not loaded"))?;
+        let mut store = self.new_store(&plugin, Some(host), Duration::from_secs(3600));
+        let instance = loader::into_anyhow(pre.instantiate_async(&mut store).await)?;
+        Ok((store, instance))
+    }
+
     async fn invoke<R>(
         &self,
         plugin: &LoadedPlugin,
@@ -308,22 +352,8 @@ impl PluginRuntime {
             .map_err(|_| EngineError::Busy {
                 plugin: plugin_name.clone(),
             })?;
-        let caps = CallCaps::new(&self.capabilities, &plugin.name, host);
-        let memory_bytes = (plugin.config.memory_mb as usize) << 20;
-        let mut store = Store::new(&self.engine, CallState::new(caps, memory_bytes));
-        store.limiter(|state| &mut state.limits);
         let timeout = Duration::from_millis(plugin.config.timeout_ms);
-        let deadline = Instant::now() + timeout;
-        // Yield to the executor every tick so a busy guest never holds a
-        // tokio worker; interrupt once the call's own deadline has passed.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        let mut store = self.new_store(plugin, host, timeout);
         let outcome = tokio::time::timeout(timeout + HOST_GRACE, async {
             let instance = pre.instantiate_async(&mut store).await?;
             invocation(instance.openidcs_engine_engine(), &mut store).await

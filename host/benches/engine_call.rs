@@ -1,0 +1,121 @@
+//! (d) of `make bench`: the cost of one engine call through the runtime,
+//! with the real libvirt plugin against libvirt's test driver.
+//! - `fresh`: what every API call pays: new store, instantiate from the
+//!   `InstancePre`, call, drop (plus the capability call for `vm-list`).
+//! - `warm`: the same export called on a live instance (the floor).
+
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use openidcs::caps::{Capabilities, HostScope, libvirt, nat, proxy};
+use openidcs::config::{Grant, PluginConfig};
+use openidcs::plugin::PluginRuntime;
+use openidcs::store::Store;
+
+fn scope() -> Arc<HostScope> {
+    Arc::new(HostScope {
+        name: "bench".to_owned(),
+        uri: "test:///default".to_owned(),
+        storage_dir: "/default-pool".to_owned(),
+        ports: std::ops::RangeInclusive::new(1, 0),
+        vm_networks: Vec::new(),
+        public_addr: None,
+        name_prefix: String::new(),
+        allow_hostdev: false,
+    })
+}
+
+fn engine_call(criterion: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let directory = tempfile_dir();
+    let store = Arc::new(Store::open(&directory.join("bench.db")).expect("store"));
+    let capabilities = Arc::new(Capabilities {
+        store,
+        libvirt: Arc::new(libvirt::LibvirtService::new()),
+        nat: Arc::new(nat::NatService::new(None)),
+        proxy: Arc::new(proxy::ProxyService::new(None, &directory)),
+    });
+    let plugins = PluginRuntime::new(capabilities, directory.join("cache")).expect("runtime");
+    let component = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/release/openidcs_plugin_libvirt.wasm");
+    runtime.block_on(plugins.load_all(&[PluginConfig {
+        name: "libvirt".to_owned(),
+        path: component,
+        grants: Grant::ALL.to_vec(),
+        memory_mb: 64,
+        timeout_ms: 30_000,
+        description: None,
+    }]));
+    let plugins = Arc::new(plugins);
+    let mut group = criterion.benchmark_group("engine call");
+    group.bench_function("fresh instance: describe", |bencher| {
+        bencher.to_async(&runtime).iter(|| async {
+            plugins
+                .call("libvirt", scope(), "describe", |engine, store| {
+                    Box::pin(async move { engine.call_describe(store).await.map(Ok) })
+                })
+                .await
+                .expect("describe")
+        })
+    });
+    group.bench_function("fresh instance: vm-list (test driver)", |bencher| {
+        let config = host_config();
+        bencher.to_async(&runtime).iter(|| {
+            let config = config.clone();
+            let plugins = plugins.clone();
+            async move {
+                plugins
+                    .call("libvirt", scope(), "vm-list", move |engine, store| {
+                        Box::pin(async move { engine.call_vm_list(store, &config).await })
+                    })
+                    .await
+                    .expect("vm-list")
+            }
+        })
+    });
+    let (mut store, instance) = runtime
+        .block_on(plugins.bench_instance("libvirt", scope()))
+        .expect("instance");
+    group.bench_function("warm instance: describe", |bencher| {
+        bencher.iter(|| {
+            runtime
+                .block_on(instance.openidcs_engine_engine().call_describe(&mut store))
+                .expect("describe")
+        })
+    });
+    group.finish();
+}
+
+fn host_config() -> openidcs::plugin::bindings::HostConfig {
+    openidcs::plugin::bindings::HostConfig {
+        name: "bench".to_owned(),
+        engine: "libvirt".to_owned(),
+        server_addr: "test:///default".to_owned(),
+        server_user: String::new(),
+        filter_name: String::new(),
+        images_path: String::new(),
+        system_path: "/default-pool".to_owned(),
+        network_nat: String::new(),
+        network_pub: String::new(),
+        ports_start: 0,
+        ports_close: 0,
+        public_addr: Vec::new(),
+        ip_pools: Vec::new(),
+        extend_data: "{}".to_owned(),
+    }
+}
+
+/// A scratch directory under target/ (benches leave nothing elsewhere).
+fn tempfile_dir() -> std::path::PathBuf {
+    let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench-scratch")
+        .join(std::process::id().to_string());
+    std::fs::create_dir_all(&directory).expect("scratch dir");
+    directory
+}
+
+criterion_group!(benches, engine_call);
+criterion_main!(benches);
