@@ -646,9 +646,8 @@ async fn devices_are_checked_before_libvirt() {
     assert!(matches!(answer, Err(PluginError::Denied(_))), "{answer:?}");
     // A good device reaches libvirt; the test driver cannot hot-plug, so the
     // persistent change (the domain is not running) becomes a redefinition.
-    ok(call
-        .attach_device(name(), file_disk("/default-pool/data.img"), true)
-        .await);
+    let data_disk = file_disk("/default-pool/data.img").replace("vda", "vdb");
+    ok(call.attach_device(name(), data_disk, true).await);
     let definition = ok(call.domain_xml(name(), true).await);
     assert!(
         definition.contains("/default-pool/data.img"),
