@@ -12,7 +12,7 @@ use super::hosts::Host;
 use super::validate::decode;
 use super::vms::{NicSettings, VmSettings, settings_of};
 use crate::error::ApiError;
-use crate::plugin::bindings::{Nic, NicKind, PortForward, Protocol, ProxySite, TlsPair};
+use crate::plugin::bindings::{PortForward, Protocol, ProxySite, TlsPair};
 use crate::state::AppState;
 use crate::store::{LogLevel, NatRuleRecord, NewLog, ProxyRecord, StoreError, VmRecord};
 
@@ -458,23 +458,6 @@ pub fn iplist(record: &VmRecord) -> Result<Value, ApiError> {
     ))
 }
 
-fn nic_of(name: &str, nic: &NicSettings) -> Nic {
-    Nic {
-        name: name.to_owned(),
-        kind: if nic.nic_type == "pub" {
-            NicKind::Pub
-        } else {
-            NicKind::Nat
-        },
-        mac_addr: nic.mac_addr.clone(),
-        ip4_addr: nic.ip4_addr.clone(),
-        ip6_addr: nic.ip6_addr.clone(),
-        gate: nic.nic_gate.clone(),
-        mask: nic.nic_mask.clone(),
-        dns: nic.dns_addr.clone(),
-    }
-}
-
 /// Addresses used by NICs of a set of VM configs.
 fn used_addresses(configs: &[&Map<String, Value>]) -> std::collections::HashSet<String> {
     configs
@@ -588,7 +571,7 @@ pub async fn ipadd(
             })?;
     let config = host.engine_config();
     let vm_uuid = record.vm_uuid.clone();
-    let wit_nic = nic_of(&name, &nic);
+    let wit_nic = nic.to_wit(&name);
     let applied = state
         .plugins
         .call(
@@ -659,7 +642,7 @@ pub async fn ipdel(
     })?;
     let config = host.engine_config();
     let vm_uuid = record.vm_uuid.clone();
-    let wit_nic = nic_of(name, nic);
+    let wit_nic = nic.to_wit(name);
     state
         .plugins
         .call(

@@ -72,6 +72,26 @@ pub struct NicSettings {
     pub dns_addr: Vec<String>,
 }
 
+impl NicSettings {
+    /// The NIC as engines see it.
+    pub fn to_wit(&self, name: &str) -> Nic {
+        Nic {
+            name: name.to_owned(),
+            kind: if self.nic_type == "pub" {
+                NicKind::Pub
+            } else {
+                NicKind::Nat
+            },
+            mac_addr: self.mac_addr.clone(),
+            ip4_addr: self.ip4_addr.clone(),
+            ip6_addr: self.ip6_addr.clone(),
+            gate: self.nic_gate.clone(),
+            mask: self.nic_mask.clone(),
+            dns: self.dns_addr.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct DiskSettings {
@@ -219,20 +239,7 @@ impl VmSettings {
             nics: self
                 .nic_all
                 .iter()
-                .map(|(name, nic)| Nic {
-                    name: name.clone(),
-                    kind: if nic.nic_type == "pub" {
-                        NicKind::Pub
-                    } else {
-                        NicKind::Nat
-                    },
-                    mac_addr: nic.mac_addr.clone(),
-                    ip4_addr: nic.ip4_addr.clone(),
-                    ip6_addr: nic.ip6_addr.clone(),
-                    gate: nic.nic_gate.clone(),
-                    mask: nic.nic_mask.clone(),
-                    dns: nic.dns_addr.clone(),
-                })
+                .map(|(name, nic)| nic.to_wit(name))
                 .collect(),
             disks: self
                 .hdd_all
