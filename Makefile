@@ -7,7 +7,8 @@
 CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
 APT_PACKAGES := pkg-config libvirt-dev libvirt-clients libvirt-daemon-system qemu-system-x86 \
-                nftables nginx-light iproute2 openssl curl novnc chromium
+                nftables nginx-light iproute2 openssl curl novnc chromium \
+                python3-venv
 PLUGINS      := -p openidcs-plugin-libvirt
 TEST_PLUGINS := -p test-component-loop-forever -p test-component-memory-bomb \
                 -p test-component-panic -p test-component-nat-ungranted \
@@ -38,6 +39,12 @@ setup:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@# The console's browser test: playwright-core only (it drives Debian's chromium).
 	@[ -d tests/console/node_modules/playwright-core ] || (cd tests/console && npm ci --no-audit --no-fund)
+	@# The API browser (/api/docs): npm's swagger-ui-dist, served from disk; no install scripts.
+	@[ -f host/swagger-ui/node_modules/swagger-ui-dist/swagger-ui-bundle.js ] || { \
+	  command -v npm >/dev/null || { echo "npm is missing (Debian: apt-get install npm)"; exit 1; }; \
+	  cd host/swagger-ui && npm ci --ignore-scripts --no-audit --no-fund; }
+	@# Schemathesis for `make test`, pinned, in the repo's .venv.
+	@tests/schemathesis/venv.sh
 
 plugins: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(PLUGINS) $(TEST_PLUGINS)
@@ -59,6 +66,8 @@ run: build
 test: build
 	@tests/scripts/libvirt-daemons.sh start
 	@$(CARGO) test --release --no-fail-fast $(HOST_PACKAGES); status=$$?; tests/scripts/libvirt-daemons.sh stop; exit $$status
+	@# Every operation of /api/openapi.json against the live server (fixed seed and count).
+	@tests/schemathesis/run.sh
 
 # Load figures against a bare axum ceiling, written to docs/benchmarks.md.
 bench: build

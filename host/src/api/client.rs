@@ -9,11 +9,21 @@ use serde_json::{Map, Value, json};
 
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, AsyncFlag};
+use super::openapi as doc;
 use crate::error::ApiError;
 use crate::service::network::{self, IpAddBody, NatAddBody, ProxyAddBody};
 use crate::service::{hosts, vms};
 use crate::state::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/api/client/listup/{hs_name}",
+    tag = "client",
+    summary = "A host's VMs, by key, with their latest sample",
+    params(doc::HostPath),
+    responses((status = 200, description = "Success", body = doc::Answer<std::collections::BTreeMap<String, doc::VmListItem>>)),
+    security(("bearer" = []))
+)]
 pub async fn listup(
     State(state): State<Arc<AppState>>,
     ApiPath(hs_name): ApiPath<String>,
@@ -21,6 +31,15 @@ pub async fn listup(
     Ok(ApiOk(vms::listup(&state, &hs_name).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/client/detail/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "One VM, with its upload key and samples",
+    params(doc::VmPath),
+    responses((status = 200, description = "Success", body = doc::Answer<doc::VmDetail>)),
+    security(("bearer" = []))
+)]
 pub async fn detail(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -28,6 +47,17 @@ pub async fn detail(
     Ok(ApiOk(vms::detail(&state, &hs_name, &vm_uuid).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/client/create/{hs_name}",
+    tag = "client",
+    summary = "Create a VM",
+    description = "`vm_uuid` is required. A key taken, or the host at `limits_nums`, is 409.",
+    params(doc::HostPath, doc::AsyncParam),
+    request_body = doc::VmConfigInput,
+    responses((status = 200, description = "The VM", body = doc::Answer<doc::Mutation<doc::VmView>>)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     ApiPath(hs_name): ApiPath<String>,
@@ -45,6 +75,16 @@ pub async fn create(
         .into_answer()
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/client/update/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "Change a VM: absent fields keep their value",
+    params(doc::VmPath, doc::AsyncParam),
+    request_body = doc::VmConfigInput,
+    responses((status = 200, description = "The VM", body = doc::Answer<doc::Mutation<doc::VmView>>)),
+    security(("bearer" = []))
+)]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -65,6 +105,15 @@ pub async fn update(
         .into_answer()
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/client/delete/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "Delete a VM with its volumes, NAT rules, proxies and DHCP bindings",
+    params(doc::VmPath, doc::AsyncParam),
+    responses((status = 200, description = "null", body = doc::Answer<doc::Removal>)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -80,12 +129,24 @@ pub async fn delete(
         .into_answer()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = VmPowersBody)]
 pub struct PowersBody {
     #[serde(default)]
+    #[schema(value_type = doc::PowerAction)]
     action: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/client/powers/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "Start, stop, reset, pause or resume a VM",
+    params(doc::VmPath, doc::AsyncParam),
+    request_body = PowersBody,
+    responses((status = 200, description = "The power state after the action", body = doc::Answer<doc::Mutation<doc::PowerAnswer>>)),
+    security(("bearer" = []))
+)]
 pub async fn powers(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -126,6 +187,16 @@ pub struct PasswordBody {
     password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/client/password/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "Set a VM's `os_pass` (the original server's endpoint)",
+    params(doc::VmPath, doc::AsyncParam),
+    request_body = doc::PasswordInput,
+    responses((status = 200, description = "Success", body = doc::Answer<doc::Mutation<doc::PasswordAnswer>>)),
+    security(("bearer" = []))
+)]
 pub async fn password(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -145,12 +216,23 @@ pub async fn password(
         .into_answer()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatusQuery {
+    /// Only the last `limit` minutes (0 or absent: all kept).
     #[serde(default)]
     limit: u32,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/client/status/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "A VM's power state and sample history",
+    params(doc::VmPath, StatusQuery),
+    responses((status = 200, description = "Success", body = doc::Answer<doc::VmStatusAnswer>)),
+    security(("bearer" = []))
+)]
 pub async fn status(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -163,6 +245,15 @@ pub async fn status(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/client/vncons/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "A one-time URL of a VM's web console",
+    params(doc::VmPath),
+    responses((status = 200, description = "Success", body = doc::Answer<doc::ConsoleTicket>)),
+    security(("bearer" = []))
+)]
 pub async fn vncons(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -190,12 +281,23 @@ pub async fn vncons(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ScanBody {
+    /// Name prefix of the domains to import (default: the host's `filter_name`).
     #[serde(default)]
     prefix: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/client/scaner/{hs_name}",
+    tag = "client",
+    summary = "Import the host's domains the panel lacks",
+    params(doc::HostPath, doc::AsyncParam),
+    request_body = ScanBody,
+    responses((status = 200, description = "Success", body = doc::Answer<doc::Mutation<doc::ScanAnswer>>)),
+    security(("bearer" = []))
+)]
 pub async fn scaner(
     State(state): State<Arc<AppState>>,
     ApiPath(hs_name): ApiPath<String>,
@@ -217,6 +319,15 @@ pub async fn scaner(
         .into_answer()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/client/natget/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "A VM's NAT port forwards",
+    params(doc::VmPath),
+    responses((status = 200, description = "Success", body = doc::Answer<Vec<doc::NatRule>>)),
+    security(("bearer" = []))
+)]
 pub async fn natget(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -226,6 +337,17 @@ pub async fn natget(
     Ok(ApiOk(network::natget(&state, &record)?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/client/natadd/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "Add a NAT port forward",
+    description = "A port taken, or the VM at `nat_num`, is 409; a port outside the host range is 400.",
+    params(doc::VmPath, doc::AsyncParam),
+    request_body = doc::NatAddInput,
+    responses((status = 200, description = "The rule", body = doc::Answer<doc::Mutation<doc::NatRule>>)),
+    security(("bearer" = []))
+)]
 pub async fn natadd(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -247,6 +369,15 @@ pub async fn natadd(
         .into_answer()
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/client/natdel/{hs_name}/{vm_uuid}/{rule_index}",
+    tag = "client",
+    summary = "Remove a NAT port forward",
+    params(doc::VmPath, ("rule_index" = u64, Path, description = "Position in natget (0-based)"), doc::AsyncParam),
+    responses((status = 200, description = "null", body = doc::Answer<doc::Removal>)),
+    security(("bearer" = []))
+)]
 pub async fn natdel(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid, rule_index)): ApiPath<(String, String, usize)>,
@@ -266,6 +397,15 @@ pub async fn natdel(
         .into_answer()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/client/iplist/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "A VM's NICs",
+    params(doc::VmPath),
+    responses((status = 200, description = "Success", body = doc::Answer<Vec<doc::NicView>>)),
+    security(("bearer" = []))
+)]
 pub async fn iplist(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -275,6 +415,17 @@ pub async fn iplist(
     Ok(ApiOk(network::iplist(&record)?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/client/ipadd_/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "Add a NIC",
+    description = "An address taken, or the pool exhausted, is 409.",
+    params(doc::VmPath, doc::AsyncParam),
+    request_body = doc::IpAddInput,
+    responses((status = 200, description = "The NIC", body = doc::Answer<doc::Mutation<doc::NicView>>)),
+    security(("bearer" = []))
+)]
 pub async fn ipadd(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -295,6 +446,15 @@ pub async fn ipadd(
         .into_answer()
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/client/ipdel_/{hs_name}/{vm_uuid}/{ip_index}",
+    tag = "client",
+    summary = "Remove a NIC",
+    params(doc::VmPath, ("ip_index" = String, Path, description = "Position in iplist (0-based), or the NIC name", example = "0"), doc::AsyncParam),
+    responses((status = 200, description = "null", body = doc::Answer<doc::Removal>)),
+    security(("bearer" = []))
+)]
 pub async fn ipdel(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid, ip_index)): ApiPath<(String, String, String)>,
@@ -314,6 +474,15 @@ pub async fn ipdel(
         .into_answer()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/client/pxyget/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "A VM's reverse-proxy entries",
+    params(doc::VmPath),
+    responses((status = 200, description = "Success", body = doc::Answer<Vec<doc::ProxyView>>)),
+    security(("bearer" = []))
+)]
 pub async fn pxyget(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -323,6 +492,17 @@ pub async fn pxyget(
     Ok(ApiOk(network::pxyget(&state, &record)?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/client/pxyadd/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "Add a reverse-proxy entry",
+    description = "A domain taken is 409; an invalid domain is 400.",
+    params(doc::VmPath, doc::AsyncParam),
+    request_body = doc::ProxyAddInput,
+    responses((status = 200, description = "The entry", body = doc::Answer<doc::Mutation<doc::ProxyView>>)),
+    security(("bearer" = []))
+)]
 pub async fn pxyadd(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid)): ApiPath<(String, String)>,
@@ -344,6 +524,15 @@ pub async fn pxyadd(
         .into_answer()
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/client/pxydel/{hs_name}/{vm_uuid}/{proxy_index}",
+    tag = "client",
+    summary = "Remove a reverse-proxy entry",
+    params(doc::VmPath, ("proxy_index" = u64, Path, description = "Position in pxyget (0-based)"), doc::AsyncParam),
+    responses((status = 200, description = "null", body = doc::Answer<doc::Removal>)),
+    security(("bearer" = []))
+)]
 pub async fn pxydel(
     State(state): State<Arc<AppState>>,
     ApiPath((hs_name, vm_uuid, proxy_index)): ApiPath<(String, String, usize)>,
@@ -372,6 +561,16 @@ pub struct UploadQuery {
 }
 
 /// Not behind the admin token: authenticated by the VM's upload key.
+#[utoipa::path(
+    post,
+    path = "/api/client/upload",
+    tag = "client",
+    summary = "A VM reports a status sample (with its upload key, not the admin token)",
+    params(("nic" = Option<String>, Query, description = "MAC of one of the VM's NICs", example = "52:54:00:12:34:56")),
+    request_body = doc::SampleInput,
+    responses((status = 200, description = "Success", body = doc::Answer<doc::UploadAnswer>)),
+    security(("upload_key" = []), ("upload_key_query" = []))
+)]
 pub async fn upload(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<UploadQuery>,

@@ -7,6 +7,7 @@ pub mod client;
 pub mod console;
 pub mod envelope;
 pub mod extract;
+pub mod openapi;
 pub mod server;
 pub mod system;
 
@@ -162,6 +163,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             auth::require_token,
         ));
     let public = Router::new()
+        // The OpenAPI document and its browser: no token.
+        .route("/api/openapi.json", get(openapi::spec))
+        .route("/api/docs", get(openapi::docs))
+        .route("/api/docs/{file}", get(openapi::docs_asset))
         .route(
             "/api/client/upload",
             post(client::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),

@@ -8,20 +8,40 @@ use serde_json::{Map, Value};
 
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, AsyncFlag};
+use super::openapi as doc;
 use crate::service::hosts as service;
 use crate::service::validate::check_name;
 use crate::state::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/api/server/listup",
+    tag = "server",
+    summary = "Every host, by name",
+    responses((status = 200, description = "Success", body = doc::Answer<std::collections::BTreeMap<String, doc::HostView>>)),
+    security(("bearer" = []))
+)]
 pub async fn listup(State(state): State<Arc<AppState>>) -> ApiResult<Value> {
     Ok(ApiOk(service::listup(&state)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DetailQuery {
+    /// Include the last stored status.
     #[serde(default)]
     status: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/server/detail/{hs_name}",
+    tag = "server",
+    summary = "One host, with its VM keys",
+    params(doc::HostPath, DetailQuery),
+    responses((status = 200, description = "Success", body = doc::Answer<doc::HostDetail>)),
+    security(("bearer" = []))
+)]
 pub async fn detail(
     State(state): State<Arc<AppState>>,
     ApiPath(hs_name): ApiPath<String>,
@@ -30,16 +50,32 @@ pub async fn detail(
     Ok(ApiOk(service::detail(&state, &hs_name, query.status)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateBody {
+    /// The host's name, `[A-Za-z0-9_.-]{1,64}`.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "h1")]
     name: String,
+    /// The engine (a configured plugin's name).
     #[serde(default, rename = "type")]
+    #[schema(example = "libvirt")]
     engine: String,
     #[serde(default)]
+    #[schema(value_type = doc::HostConfigInput)]
     config: Map<String, Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/server/create",
+    tag = "server",
+    summary = "Add a host",
+    description = "A name taken is 409; an unknown engine (`type`) is 400.",
+    params(doc::AsyncParam),
+    request_body = CreateBody,
+    responses((status = 200, description = "The host", body = doc::Answer<doc::Mutation<doc::HostView>>)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
@@ -61,14 +97,27 @@ pub async fn create(
         .into_answer()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct UpdateBody {
+    /// Merged into the stored config.
     #[serde(default)]
+    #[schema(value_type = doc::HostConfigInput)]
     config: Map<String, Value>,
+    /// A new engine.
     #[serde(default, rename = "type")]
     engine: Option<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/server/update/{hs_name}",
+    tag = "server",
+    summary = "Change a host: `config` is merged into the stored one",
+    params(doc::HostPath, doc::AsyncParam),
+    request_body = UpdateBody,
+    responses((status = 200, description = "The host", body = doc::Answer<doc::Mutation<doc::HostView>>)),
+    security(("bearer" = []))
+)]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     ApiPath(hs_name): ApiPath<String>,
@@ -90,14 +139,27 @@ pub async fn update(
         .into_answer()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
+    /// Delete even while the host has VMs.
     #[serde(default)]
     force: bool,
+    /// Answer at once with `{task_id, state}`; the task goes on.
     #[serde(default, rename = "async")]
     detach: bool,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/server/delete/{hs_name}",
+    tag = "server",
+    summary = "Remove a host",
+    description = "Refused (409) while the host has VMs, unless `?force=true`.",
+    params(doc::HostPath, DeleteQuery),
+    responses((status = 200, description = "null", body = doc::Answer<doc::Removal>)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     ApiPath(hs_name): ApiPath<String>,
@@ -117,11 +179,23 @@ pub async fn delete(
         .into_answer()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = HostPowersBody)]
 pub struct PowersBody {
     enable: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/server/powers/{hs_name}",
+    tag = "server",
+    summary = "Enable or disable a host in the panel (not a reboot)",
+    description = "A disabled host answers 403 to its VMs' calls.",
+    params(doc::HostPath, doc::AsyncParam),
+    request_body = PowersBody,
+    responses((status = 200, description = "The host", body = doc::Answer<doc::Mutation<doc::HostView>>)),
+    security(("bearer" = []))
+)]
 pub async fn powers(
     State(state): State<Arc<AppState>>,
     ApiPath(hs_name): ApiPath<String>,
@@ -142,12 +216,23 @@ pub async fn powers(
         .into_answer()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatusQuery {
+    /// Ask the engine now instead of answering the stored status.
     #[serde(default)]
     refresh: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/server/status/{hs_name}",
+    tag = "server",
+    summary = "A host's figures, cached or fresh",
+    params(doc::HostPath, StatusQuery),
+    responses((status = 200, description = "Success", body = doc::Answer<doc::HostStatusAnswer>)),
+    security(("bearer" = []))
+)]
 pub async fn status(
     State(state): State<Arc<AppState>>,
     ApiPath(hs_name): ApiPath<String>,

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::auth::Authenticated;
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, ApiQuery, AsyncFlag};
+use super::openapi as doc;
 use crate::error::ApiError;
 use crate::service::system as service;
 use crate::state::AppState;
@@ -23,6 +24,16 @@ fn system_task(actions: &str) -> NewTask {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/system/treset",
+    tag = "system",
+    summary = "Replace the admin token with a new random one",
+    description = "The old token stops working at once.",
+    params(doc::AsyncParam),
+    responses((status = 200, description = "The new token", body = doc::Answer<doc::Mutation<doc::TokenData>>)),
+    security(("bearer" = []))
+)]
 pub async fn treset(
     State(state): State<Arc<AppState>>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
@@ -38,12 +49,25 @@ pub async fn treset(
         .into_answer()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct TokenBody {
+    /// 16 to 128 characters of A-Z a-z 0-9 _ -, at least 8 distinct.
     #[serde(default)]
+    #[schema(min_length = 16, max_length = 128, pattern = "^[A-Za-z0-9_-]{16,128}$")]
     token: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/system/tsetup",
+    tag = "system",
+    summary = "Set the admin token",
+    description = "16 to 128 characters of A-Z a-z 0-9 _ -, at least 8 distinct; a weak one is 400.",
+    params(doc::AsyncParam),
+    request_body = TokenBody,
+    responses((status = 200, description = "The token set", body = doc::Answer<doc::Mutation<doc::TokenData>>)),
+    security(("bearer" = []))
+)]
 pub async fn tsetup(
     State(state): State<Arc<AppState>>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
@@ -62,10 +86,28 @@ pub async fn tsetup(
         .into_answer()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/system/tquery",
+    tag = "system",
+    summary = "The token this request presented",
+    description = "Tokens are stored hashed; this echoes the presented one.",
+    responses((status = 200, description = "Success", body = doc::Answer<doc::TokenData>)),
+    security(("bearer" = []))
+)]
 pub async fn tquery(authenticated: Authenticated) -> ApiResult<Value> {
     Ok(ApiOk(json!({ "token": authenticated.token })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/system/saving",
+    tag = "system",
+    summary = "Snapshot the database into the data directory",
+    params(doc::AsyncParam),
+    responses((status = 200, description = "Success", body = doc::Answer<doc::Mutation<doc::SnapshotData>>)),
+    security(("bearer" = []))
+)]
 pub async fn saving(
     State(state): State<Arc<AppState>>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
@@ -80,6 +122,15 @@ pub async fn saving(
         .into_answer()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/system/loader",
+    tag = "system",
+    summary = "Re-read the config file, reload plugins, re-apply NAT and proxy state",
+    params(doc::AsyncParam),
+    responses((status = 200, description = "Success", body = doc::Answer<doc::Mutation<doc::ReloadData>>)),
+    security(("bearer" = []))
+)]
 pub async fn loader(
     State(state): State<Arc<AppState>>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
@@ -94,10 +145,26 @@ pub async fn loader(
         .into_answer()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/system/statis",
+    tag = "system",
+    summary = "Counts of hosts, VMs, running VMs and tasks; uptime; version",
+    responses((status = 200, description = "Success", body = doc::Answer<doc::Statistics>)),
+    security(("bearer" = []))
+)]
 pub async fn statis(State(state): State<Arc<AppState>>) -> ApiResult<Value> {
     Ok(ApiOk(service::statistics(&state)?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/system/engine",
+    tag = "system",
+    summary = "The engine plugins, by name",
+    responses((status = 200, description = "Success", body = doc::Answer<std::collections::BTreeMap<String, doc::EngineView>>)),
+    security(("bearer" = []))
+)]
 pub async fn engine(State(state): State<Arc<AppState>>) -> ApiResult<Value> {
     Ok(ApiOk(service::engines(&state)))
 }
@@ -124,17 +191,31 @@ fn host_filter(hs_name: Option<String>) -> Option<String> {
     hs_name.filter(|name| !name.is_empty())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
+    /// Only this host's records (empty: all).
     hs_name: Option<String>,
+    /// debug, info, warn or error (empty: all).
     #[serde(default)]
     level: String,
+    /// 1..=1000, default 100.
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: u32,
     #[serde(default)]
     offset: u32,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/system/logget",
+    tag = "system",
+    summary = "Log records, newest first",
+    params(LogQuery),
+    responses((status = 200, description = "Success", body = doc::Answer<Vec<doc::LogEntry>>)),
+    security(("bearer" = []))
+)]
 pub async fn logget(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<LogQuery>,
@@ -158,17 +239,31 @@ pub async fn logget(
     Ok(ApiOk(service::logs(&state, &filter)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TaskQuery {
+    /// Only this host's tasks (empty: all).
     hs_name: Option<String>,
+    /// queued, running, done or failed (empty: all).
     #[serde(default)]
     state: String,
+    /// 1..=1000, default 100.
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: u32,
     #[serde(default)]
     offset: u32,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/system/tasget",
+    tag = "system",
+    summary = "Task records, newest first",
+    params(TaskQuery),
+    responses((status = 200, description = "Success", body = doc::Answer<Vec<doc::TaskEntry>>)),
+    security(("bearer" = []))
+)]
 pub async fn tasget(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<TaskQuery>,

@@ -927,6 +927,10 @@ pub struct Sample {
     pub on_update: Option<Value>,
 }
 
+/// Largest value a sample field may carry (1e12 MB of traffic is far past
+/// any real quota).
+const MAX_SAMPLE_VALUE: f64 = 1e12;
+
 /// Store an uploaded sample for the VM that owns `key` and the NIC `mac`.
 /// A wrong key is 401 whether or not the MAC exists; a right key with a MAC
 /// that is not the VM's is 404.
@@ -953,8 +957,12 @@ pub fn upload(state: &AppState, key: &str, mac: &str, body: Value) -> Result<Val
         ("network_u", sample.network_u),
         ("network_d", sample.network_d),
     ] {
-        if !value.is_finite() || value < 0.0 {
-            return Err(ApiError::bad_field(field, "must be a finite number >= 0"));
+        // Bounded so the accumulated traffic can never overflow to infinity.
+        if !value.is_finite() || !(0.0..=MAX_SAMPLE_VALUE).contains(&value) {
+            return Err(ApiError::bad_field(
+                field,
+                format!("must be a number from 0 to {MAX_SAMPLE_VALUE:e}"),
+            ));
         }
     }
     let value =

@@ -57,9 +57,11 @@ pub fn plugin_error(error: &VirtError) -> PluginError {
         | ErrorNumber::NoStoragePool
         | ErrorNumber::NoStorageVolume
         | ErrorNumber::DeviceMissing => PluginError::NotFound(message),
-        ErrorNumber::DomExist | ErrorNumber::NetworkExist | ErrorNumber::StorageVolExist => {
-            PluginError::Conflict(message)
-        }
+        // Already exists, or the domain is in the wrong state for the operation.
+        ErrorNumber::DomExist
+        | ErrorNumber::NetworkExist
+        | ErrorNumber::StorageVolExist
+        | ErrorNumber::OperationInvalid => PluginError::Conflict(message),
         // Drivers report "already exists"/"already defined" as a generic failure.
         ErrorNumber::OperationFailed
             if message.contains("already exists") || message.contains("already defined") =>

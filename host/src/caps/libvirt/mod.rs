@@ -381,6 +381,27 @@ fn undefine(domain: &VirtDomain) -> Result<(), Fail> {
     Ok(domain.undefine()?)
 }
 
+/// Refuse (conflict) an operation the domain's state does not allow, before
+/// libvirt does: some drivers report that as an internal error.
+fn check_lifecycle(op: LifecycleOp, state: PowerState, name: &str) -> Result<(), Fail> {
+    let allowed = match op {
+        LifecycleOp::Start => !matches!(state, PowerState::Running | PowerState::Paused),
+        LifecycleOp::Shutdown | LifecycleOp::Reboot | LifecycleOp::Reset | LifecycleOp::Suspend => {
+            matches!(state, PowerState::Running)
+        }
+        LifecycleOp::Destroy => !matches!(state, PowerState::Stopped),
+        LifecycleOp::Resume => matches!(state, PowerState::Paused),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Fail::Refused(PluginError::Conflict(format!(
+            "domain {name} is {}; {op:?} does not apply",
+            state.as_str()
+        ))))
+    }
+}
+
 /// The change touches only the persistent definition (the domain is not
 /// running, or the caller did not ask for a live change).
 fn persistent_only(domain: &VirtDomain, flags: u32) -> bool {
@@ -590,6 +611,7 @@ impl Host for LibvirtCall {
         }
         self.run(move |connect, _| {
             let domain = lookup_domain(connect, &name)?;
+            check_lifecycle(op, power_of(&domain)?, &name)?;
             match op {
                 LifecycleOp::Start => {
                     domain.create()?;

@@ -569,8 +569,11 @@ async fn domain_lifecycle_on_the_test_driver() {
         ok(call.lifecycle(name(), LifecycleOp::Reset).await),
         PowerState::Running
     );
+    // An operation the state does not allow is a conflict, not a fault.
     let again = inner(call.lifecycle(name(), LifecycleOp::Start).await);
-    assert!(matches!(again, Err(PluginError::Failed(_))), "{again:?}");
+    assert!(matches!(again, Err(PluginError::Conflict(_))), "{again:?}");
+    let resume = inner(call.lifecycle(name(), LifecycleOp::Resume).await);
+    assert!(matches!(resume, Err(PluginError::Conflict(_))), "{resume:?}");
 
     let stats = ok(call.all_domain_stats().await);
     assert!(stats.iter().all(|stats| stats.name.starts_with(PREFIX)));
