@@ -28,7 +28,11 @@ start)
   libvirtd -d
   for _ in $(seq 1 50); do answers && break; sleep 0.2; done
   answers || { echo "libvirt-daemons: libvirtd did not come up"; exit 1; }
-  cat /run/virtlogd.pid /run/libvirtd.pid > "$record" 2>/dev/null || pgrep -x 'libvirtd|virtlogd' > "$record"
+  # One pid per line (the pid files end without a newline).
+  { for pidfile in /run/virtlogd.pid /run/libvirtd.pid; do
+      [ -f "$pidfile" ] && { tr -d '[:space:]' < "$pidfile"; echo; }
+    done; } > "$record"
+  [ -s "$record" ] || pgrep -x 'libvirtd|virtlogd' > "$record"
   echo "libvirt-daemons: started virtlogd and libvirtd (pids $(tr '\n' ' ' < "$record"))"
   ;;
 stop)
