@@ -13,9 +13,9 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::openidcs::engine::engine::Guest as EngineExport;
-pub use openidcs::engine::types::Error as PluginError;
-pub use openidcs::engine::types::{
+pub use self::exports::openidcs::engine::engine::Guest as EngineExport;
+pub use self::openidcs::engine::types::Error as PluginError;
+pub use self::openidcs::engine::types::{
     ConsoleEndpoint, Disk, EngineInfo, HostConfig, HostCounters, IpPool, IpVersion, Nic, NicKind,
     PortForward, PowerAction, PowerState, Protocol, ProxySite, TlsPair, VmCounters, VmInfo, VmSpec,
 };

@@ -573,7 +573,10 @@ async fn domain_lifecycle_on_the_test_driver() {
     let again = inner(call.lifecycle(name(), LifecycleOp::Start).await);
     assert!(matches!(again, Err(PluginError::Conflict(_))), "{again:?}");
     let resume = inner(call.lifecycle(name(), LifecycleOp::Resume).await);
-    assert!(matches!(resume, Err(PluginError::Conflict(_))), "{resume:?}");
+    assert!(
+        matches!(resume, Err(PluginError::Conflict(_))),
+        "{resume:?}"
+    );
 
     let stats = ok(call.all_domain_stats().await);
     assert!(stats.iter().all(|stats| stats.name.starts_with(PREFIX)));
