@@ -251,6 +251,26 @@ impl Server {
     }
 }
 
+/// Run `virsh -c qemu:///system ARGS`; answers (success, stdout + stderr).
+pub fn virsh(arguments: &[&str]) -> (bool, String) {
+    match Command::new("virsh")
+        .arg("-c")
+        .arg("qemu:///system")
+        .args(arguments)
+        .output()
+    {
+        Ok(output) => (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        ),
+        Err(error) => (false, error.to_string()),
+    }
+}
+
 /// Every answer is `{code, msg, data}` with HTTP status = code.
 #[track_caller]
 pub fn check_envelope(status: u16, envelope: &Value) {

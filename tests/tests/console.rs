@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use openidcs_tests::{Server, plugin_toml, root};
+use openidcs_tests::{Server, plugin_toml, root, virsh};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -731,25 +731,6 @@ async fn the_page_and_novnc_files_are_served_without_traversal() {
 // --------------------------------------------- a real VM in a real browser
 
 const REAL_VM: &str = "oidcs-test-console";
-
-fn virsh(arguments: &[&str]) -> (bool, String) {
-    match Command::new("virsh")
-        .arg("-c")
-        .arg("qemu:///system")
-        .args(arguments)
-        .output()
-    {
-        Ok(output) => (
-            output.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        ),
-        Err(error) => (false, error.to_string()),
-    }
-}
 
 /// Why this machine cannot run the browser test, if it cannot.
 fn browser_skip_reason() -> Option<String> {

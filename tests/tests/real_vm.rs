@@ -4,29 +4,10 @@
 
 use std::process::Command;
 
-use openidcs_tests::{Server, plugin_toml};
+use openidcs_tests::{Server, plugin_toml, virsh};
 use serde_json::json;
 
 const VM: &str = "oidcs-test-vm1";
-
-fn virsh(arguments: &[&str]) -> (bool, String) {
-    match Command::new("virsh")
-        .arg("-c")
-        .arg("qemu:///system")
-        .args(arguments)
-        .output()
-    {
-        Ok(output) => (
-            output.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        ),
-        Err(error) => (false, error.to_string()),
-    }
-}
 
 /// Why this machine cannot run the test, if it cannot.
 fn skip_reason() -> Option<String> {
