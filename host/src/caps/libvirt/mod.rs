@@ -402,6 +402,50 @@ fn check_lifecycle(op: LifecycleOp, state: PowerState, name: &str) -> Result<(),
     }
 }
 
+#[derive(Clone, Copy)]
+enum DeviceChange {
+    Attach,
+    Detach,
+}
+
+impl LibvirtCall {
+    /// Attach or detach a checked device; a driver without hot-plug takes a
+    /// persistent-only change as a redefinition of the inactive XML.
+    async fn change_device(
+        &self,
+        domain: String,
+        xml: String,
+        live: bool,
+        change: DeviceChange,
+    ) -> Answer<()> {
+        let checked = self
+            .domain_in_scope(&domain)
+            .and_then(|()| self.scope())
+            .and_then(|scope| xml_check::check_device_xml(&xml, scope));
+        if let Err(refusal) = checked {
+            return Ok(Err(refusal));
+        }
+        self.run(move |connect, scope| {
+            let target = lookup_domain(connect, &domain)?;
+            let flags = device_flags(&target, live)?;
+            let answer = match change {
+                DeviceChange::Attach => target.attach_device_flags(&xml, flags),
+                DeviceChange::Detach => target.detach_device_flags(&xml, flags),
+            };
+            match answer {
+                Err(error) if persistent_only(&target, flags) && unsupported(&error) => {
+                    redefine_with(connect, &target, scope, |definition| match change {
+                        DeviceChange::Attach => insert_device(definition, &xml),
+                        DeviceChange::Detach => remove_interface(definition, &xml),
+                    })
+                }
+                answer => Ok(answer.map(|_| ())?),
+            }
+        })
+        .await
+    }
+}
+
 /// The change touches only the persistent definition (the domain is not
 /// running, or the caller did not ask for a live change).
 fn persistent_only(domain: &VirtDomain, flags: u32) -> bool {
@@ -739,49 +783,13 @@ impl Host for LibvirtCall {
     }
 
     async fn attach_device(&mut self, domain: String, xml: String, live: bool) -> Answer<()> {
-        let checked = self
-            .domain_in_scope(&domain)
-            .and_then(|()| self.scope())
-            .and_then(|scope| xml_check::check_device_xml(&xml, scope));
-        if let Err(refusal) = checked {
-            return Ok(Err(refusal));
-        }
-        self.run(move |connect, scope| {
-            let target = lookup_domain(connect, &domain)?;
-            let flags = device_flags(&target, live)?;
-            match target.attach_device_flags(&xml, flags) {
-                Err(error) if persistent_only(&target, flags) && unsupported(&error) => {
-                    redefine_with(connect, &target, scope, |definition| {
-                        insert_device(definition, &xml)
-                    })
-                }
-                answer => Ok(answer.map(|_| ())?),
-            }
-        })
-        .await
+        self.change_device(domain, xml, live, DeviceChange::Attach)
+            .await
     }
 
     async fn detach_device(&mut self, domain: String, xml: String, live: bool) -> Answer<()> {
-        let checked = self
-            .domain_in_scope(&domain)
-            .and_then(|()| self.scope())
-            .and_then(|scope| xml_check::check_device_xml(&xml, scope));
-        if let Err(refusal) = checked {
-            return Ok(Err(refusal));
-        }
-        self.run(move |connect, scope| {
-            let target = lookup_domain(connect, &domain)?;
-            let flags = device_flags(&target, live)?;
-            match target.detach_device_flags(&xml, flags) {
-                Err(error) if persistent_only(&target, flags) && unsupported(&error) => {
-                    redefine_with(connect, &target, scope, |definition| {
-                        remove_interface(definition, &xml)
-                    })
-                }
-                answer => Ok(answer.map(|_| ())?),
-            }
-        })
-        .await
+        self.change_device(domain, xml, live, DeviceChange::Detach)
+            .await
     }
 
     async fn network_xml(&mut self, network: String) -> Answer<String> {
