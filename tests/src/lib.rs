@@ -271,6 +271,31 @@ pub fn virsh(arguments: &[&str]) -> (bool, String) {
     }
 }
 
+/// Why this machine cannot run a qemu:///system test, if it cannot.
+pub fn qemu_system_skip_reason() -> Option<String> {
+    if !netns::is_root() {
+        return Some("not root: qemu:///system needs root".to_owned());
+    }
+    let (answers, output) = virsh(&["version"]);
+    if !answers {
+        return Some(format!(
+            "qemu:///system does not answer (run tests/scripts/libvirt-daemons.sh start): {output}"
+        ));
+    }
+    None
+}
+
+/// Destroys and undefines a qemu:///system domain on drop, whatever the
+/// test did.
+pub struct DomainCleanup(pub &'static str);
+
+impl Drop for DomainCleanup {
+    fn drop(&mut self) {
+        let _ = virsh(&["destroy", self.0]);
+        let _ = virsh(&["undefine", self.0, "--nvram"]);
+    }
+}
+
 /// Every answer is `{code, msg, data}` with HTTP status = code.
 #[track_caller]
 pub fn check_envelope(status: u16, envelope: &Value) {

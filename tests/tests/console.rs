@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use openidcs_tests::{Server, plugin_toml, root, virsh};
+use openidcs_tests::{DomainCleanup, Server, plugin_toml, qemu_system_skip_reason, root};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -734,10 +734,6 @@ const REAL_VM: &str = "oidcs-test-console";
 
 /// Why this machine cannot run the browser test, if it cannot.
 fn browser_skip_reason() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root: qemu:///system needs root".to_owned());
-    }
     if !std::path::Path::new(CHROMIUM).exists() {
         return Some(format!(
             "{CHROMIUM} is missing (make setup installs chromium)"
@@ -751,23 +747,7 @@ fn browser_skip_reason() -> Option<String> {
     if Command::new("node").arg("--version").output().is_err() {
         return Some("node is missing".to_owned());
     }
-    let (answers, output) = virsh(&["version"]);
-    if !answers {
-        return Some(format!(
-            "qemu:///system does not answer (run tests/scripts/libvirt-daemons.sh start): {output}"
-        ));
-    }
-    None
-}
-
-/// Leaves no VM behind, whatever the test did.
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = virsh(&["destroy", REAL_VM]);
-        let _ = virsh(&["undefine", REAL_VM, "--nvram"]);
-    }
+    qemu_system_skip_reason()
 }
 
 /// `npm ci` in tests/console when playwright-core is not there yet.
@@ -795,7 +775,7 @@ async fn a_real_vm_console_in_headless_chromium() {
         return;
     }
     let driver = browser_driver();
-    let _cleanup = Cleanup;
+    let _cleanup = DomainCleanup(REAL_VM);
     let server = Server::start(&plugin_toml(
         "libvirt",
         "openidcs_plugin_libvirt",

@@ -2,41 +2,14 @@
 //! running by libvirt itself (virsh), stopped and deleted. Needs root and the
 //! libvirt daemons (`make test` starts them); skips with a reason otherwise.
 
-use std::process::Command;
-
-use openidcs_tests::{Server, plugin_toml, virsh};
+use openidcs_tests::{DomainCleanup, Server, plugin_toml, qemu_system_skip_reason, virsh};
 use serde_json::json;
 
 const VM: &str = "oidcs-test-vm1";
 
-/// Why this machine cannot run the test, if it cannot.
-fn skip_reason() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root: qemu:///system needs root".to_owned());
-    }
-    let (answers, output) = virsh(&["version"]);
-    if !answers {
-        return Some(format!(
-            "qemu:///system does not answer (run tests/scripts/libvirt-daemons.sh start): {output}"
-        ));
-    }
-    None
-}
-
-/// Leaves no VM behind, whatever the test did.
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = virsh(&["destroy", VM]);
-        let _ = virsh(&["undefine", VM, "--nvram"]);
-    }
-}
-
 #[tokio::test]
 async fn a_real_vm_through_qemu_system() {
-    if let Some(reason) = skip_reason() {
+    if let Some(reason) = qemu_system_skip_reason() {
         println!("SKIPPED a_real_vm_through_qemu_system: {reason}");
         assert!(
             std::env::var("CI").is_err(),
@@ -44,7 +17,7 @@ async fn a_real_vm_through_qemu_system() {
         );
         return;
     }
-    let _cleanup = Cleanup;
+    let _cleanup = DomainCleanup(VM);
     let server = Server::start(&plugin_toml(
         "libvirt",
         "openidcs_plugin_libvirt",
