@@ -103,6 +103,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE proxies ADD COLUMN ssl_cert TEXT NOT NULL DEFAULT '';
     ALTER TABLE proxies ADD COLUMN ssl_key TEXT NOT NULL DEFAULT '';
     "#,
+    // 3: `statis` counts running VMs without reading every VM's config.
+    r#"
+    CREATE INDEX vms_power ON vms(power_status);
+    "#,
 ];
 
 pub fn apply(connection: &mut Connection) -> rusqlite::Result<()> {

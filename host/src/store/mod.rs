@@ -2,9 +2,12 @@
 //! this module. SQLite (bundled) in WAL mode; a write returns only after it is
 //! committed. Schema changes are versioned migrations applied at open.
 //!
-//! One connection behind a mutex: SQLite serialises writers anyway, the
-//! statements here are short, and `busy_timeout` covers other processes (the
-//! `openidcs token reset` CLI) writing the same file.
+//! One writer connection behind a mutex (SQLite serialises writers anyway,
+//! the statements here are short, and `busy_timeout` covers other processes,
+//! the `openidcs token reset` CLI, writing the same file) and a few read-only
+//! readers. Every use of the writer bumps the store's generation after its
+//! commit; answers derived from the database are cached by generation
+//! (`statistics` here, listup answers in the service layer).
 
 mod hosts;
 mod logs;
@@ -15,8 +18,10 @@ mod tasks;
 mod tokens;
 mod vms;
 
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
@@ -58,7 +63,37 @@ pub struct Store {
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
     /// The admin token hash with the file signature it was read at.
-    token_cache: std::sync::RwLock<Option<(FileSignature, Option<Vec<u8>>)>>,
+    token_cache: RwLock<Option<(FileSignature, Option<Vec<u8>>)>>,
+    /// Bumped when the writer is released, after what it wrote committed.
+    generation: AtomicU64,
+    /// `statistics` with the generation it was counted at.
+    statistics_cache: RwLock<Option<(u64, [u64; 4])>>,
+}
+
+/// The writer, lent out; dropping it bumps the generation. A transaction
+/// borrows the guard, so it has committed (or rolled back) by then.
+struct WriterGuard<'a> {
+    connection: MutexGuard<'a, Connection>,
+    generation: &'a AtomicU64,
+}
+
+impl Deref for WriterGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+impl DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// Modification time and size of the database file and its WAL.
@@ -100,7 +135,9 @@ impl Store {
             connection: Mutex::new(connection),
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
-            token_cache: std::sync::RwLock::new(None),
+            token_cache: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            statistics_cache: RwLock::new(None),
         })
     }
 
@@ -108,11 +145,22 @@ impl Store {
         &self.path
     }
 
-    /// The connection; a panic elsewhere never makes the store unusable.
-    fn connection(&self) -> MutexGuard<'_, Connection> {
-        self.connection
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The writer; a panic elsewhere never makes the store unusable.
+    fn connection(&self) -> WriterGuard<'_> {
+        WriterGuard {
+            connection: self
+                .connection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            generation: &self.generation,
+        }
+    }
+
+    /// Changes whenever this process may have written to the database. A
+    /// value derived from a read that began at generation `g` is current
+    /// while `generation()` still answers `g`.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn file_signature(&self) -> Option<FileSignature> {
@@ -125,8 +173,28 @@ impl Store {
         Some([signature_of(&self.path)?, signature_of(Path::new(&wal))?])
     }
 
-    /// Counts for `statis` in one statement.
+    /// Counts for `statis`: hosts, VMs, running VMs, unfinished tasks. Only
+    /// this process writes those tables, so the counts are kept until the
+    /// next write.
     pub fn statistics(&self) -> StoreResult<[u64; 4]> {
+        let generation = self.generation();
+        if let Some((counted_at, counts)) = *self
+            .statistics_cache
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            && counted_at == generation
+        {
+            return Ok(counts);
+        }
+        let counts = self.count_statistics()?;
+        *self
+            .statistics_cache
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((generation, counts));
+        Ok(counts)
+    }
+
+    fn count_statistics(&self) -> StoreResult<[u64; 4]> {
         Ok(self
             .reader()
             .prepare_cached(
