@@ -14,6 +14,8 @@ use virt::sys;
 /// One domain's numeric statistics, copied out of libvirt's record.
 pub struct StatsRecord {
     pub name: String,
+    /// The domain's UUID, formatted as libvirt formats it.
+    pub uuid: String,
     /// (field, value) for every numeric typed parameter (`cpu.time`, ...).
     pub fields: Vec<(String, u64)>,
 }
@@ -53,6 +55,11 @@ pub fn all_domain_stats(connect: &Connect, stats: u32) -> Result<Vec<StatsRecord
         let name = unsafe { CStr::from_ptr(name) }
             .to_string_lossy()
             .into_owned();
+        let mut uuid = [0u8; sys::VIR_UUID_BUFLEN as usize];
+        // SAFETY: `dom` is valid (see above); libvirt writes VIR_UUID_BUFLEN bytes.
+        if unsafe { sys::virDomainGetUUID(record.dom, uuid.as_mut_ptr()) } < 0 {
+            continue;
+        }
         let params = match usize::try_from(record.nparams) {
             Ok(length) if length > 0 && !record.params.is_null() => {
                 // SAFETY: libvirt filled `nparams` parameters at `params`.
@@ -62,6 +69,9 @@ pub fn all_domain_stats(connect: &Connect, stats: u32) -> Result<Vec<StatsRecord
         };
         copied.push(StatsRecord {
             name,
+            // The same lowercase hyphenated text as virUUIDFormat, without
+            // a printf per domain.
+            uuid: uuid::Uuid::from_bytes(uuid).hyphenated().to_string(),
             fields: params.iter().filter_map(numeric).collect(),
         });
     }

@@ -437,6 +437,7 @@ fn helpers() {
     assert_eq!(convert::power_state(99), PowerState::Unknown);
     let stats = convert::domain_stats(ffi::StatsRecord {
         name: "oid-a".to_owned(),
+        uuid: String::new(),
         fields: [
             ("state.state", 1),
             ("cpu.time", 5),
@@ -582,10 +583,27 @@ async fn domain_lifecycle_on_the_test_driver() {
     assert!(stats.iter().all(|stats| stats.name.starts_with(PREFIX)));
     let ours = stats.iter().find(|stats| stats.name == name());
     assert_eq!(ours.map(|stats| stats.state), Some(PowerState::Running));
+    // The listing (states from one stats call, UUIDs formatted here) agrees
+    // with libvirt's per-domain answers.
+    let listed_state = |listed: &[Domain]| {
+        listed
+            .iter()
+            .find(|domain| domain.name == name())
+            .map(|domain| (domain.uuid.clone(), domain.state))
+    };
+    let looked_up = ok(call.get_domain(name()).await);
+    assert_eq!(
+        listed_state(&ok(call.list_domains().await)),
+        Some((looked_up.uuid.clone(), PowerState::Running))
+    );
 
     assert_eq!(
         ok(call.lifecycle(name(), LifecycleOp::Destroy).await),
         PowerState::Stopped
+    );
+    assert_eq!(
+        listed_state(&ok(call.list_domains().await)),
+        Some((looked_up.uuid, PowerState::Stopped))
     );
     ok(call.undefine_domain(name()).await);
     assert!(matches!(
