@@ -185,6 +185,10 @@ pub struct PollerConfig {
     /// At most this many samples are kept per VM.
     #[serde(default = "default_retention_count")]
     pub retention_count: u32,
+    /// How old the power states in a `listup` answer may be. Changes made
+    /// through the API show at once; this bounds changes made outside it.
+    #[serde(default = "default_listup_max_age_ms")]
+    pub listup_max_age_ms: u64,
 }
 
 impl Default for PollerConfig {
@@ -193,12 +197,17 @@ impl Default for PollerConfig {
             interval_s: default_interval_s(),
             retention_hours: default_retention_hours(),
             retention_count: default_retention_count(),
+            listup_max_age_ms: default_listup_max_age_ms(),
         }
     }
 }
 
 fn default_interval_s() -> u64 {
     60
+}
+
+fn default_listup_max_age_ms() -> u64 {
+    2000
 }
 
 fn default_retention_hours() -> u64 {

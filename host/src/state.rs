@@ -11,6 +11,7 @@ use crate::caps::{self, Capabilities};
 use crate::config::{Config, Overrides};
 use crate::plugin::PluginRuntime;
 use crate::service::console::ConsoleTickets;
+use crate::service::listup::ListupCache;
 use crate::store::{LogLevel, NewLog, Store};
 use crate::tasks::Tasks;
 
@@ -26,6 +27,7 @@ pub struct AppState {
     pub tasks: Tasks,
     pub auth: AuthGuard,
     pub consoles: ConsoleTickets,
+    pub listups: ListupCache,
     pub started_at: Instant,
     /// The address the listener actually bound (the config may say port 0).
     pub bound_address: std::sync::OnceLock<std::net::SocketAddr>,
@@ -70,6 +72,7 @@ impl AppState {
                 Duration::from_secs(config.auth.failure_window_s),
             ),
             consoles: ConsoleTickets::new(Duration::from_secs(config.console.ticket_ttl_s)),
+            listups: ListupCache::default(),
             config: RwLock::new(Arc::new(config)),
             config_path,
             overrides,

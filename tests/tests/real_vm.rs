@@ -54,6 +54,39 @@ async fn a_real_vm_through_qemu_system() {
     assert_eq!(started["power_status"], "running", "{started}");
     let (_, state) = virsh(&["domstate", VM]);
     assert_eq!(state.trim(), "running", "libvirt sees it running");
+
+    // listup answers are reused: what the API did shows at once, what was
+    // done outside the API within poller.listup_max_age_ms (2 s by default).
+    let listed = server.ok("GET", "/api/client/listup/kvm", None).await;
+    assert_eq!(listed[VM]["power_status"], "running", "{listed}");
+    let (destroyed, output) = virsh(&["destroy", VM]);
+    assert!(destroyed, "virsh destroy: {output}");
+    let outside = std::time::Instant::now();
+    loop {
+        let listed = server.ok("GET", "/api/client/listup/kvm", None).await;
+        if listed[VM]["power_status"] == "stopped" {
+            break;
+        }
+        assert!(
+            outside.elapsed() < std::time::Duration::from_secs(5),
+            "listup still says {} 5 s after virsh destroy",
+            listed[VM]["power_status"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let restarted = server
+        .ok(
+            "POST",
+            &format!("/api/client/powers/kvm/{VM}"),
+            Some(json!({ "action": "start" })),
+        )
+        .await;
+    assert_eq!(restarted["power_status"], "running", "{restarted}");
+    let listed = server.ok("GET", "/api/client/listup/kvm", None).await;
+    assert_eq!(
+        listed[VM]["power_status"], "running",
+        "a start through the API shows at once: {listed}"
+    );
     let console = server
         .ok("GET", &format!("/api/client/vncons/kvm/{VM}"), None)
         .await;

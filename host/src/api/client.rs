@@ -7,12 +7,12 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::envelope::{ApiOk, ApiResult};
+use super::envelope::{ApiOk, ApiResult, EncodedOk};
 use super::extract::{ApiJson, ApiPath, ApiQuery, AsyncFlag};
 use super::openapi as doc;
 use crate::error::ApiError;
 use crate::service::network::{self, IpAddBody, NatAddBody, ProxyAddBody};
-use crate::service::{hosts, vms};
+use crate::service::{hosts, listup, vms};
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -27,8 +27,8 @@ use crate::state::AppState;
 pub async fn listup(
     State(state): State<Arc<AppState>>,
     ApiPath(hs_name): ApiPath<String>,
-) -> ApiResult<Value> {
-    Ok(ApiOk(vms::listup(&state, &hs_name).await?))
+) -> Result<EncodedOk, ApiError> {
+    listup::listup(&state, &hs_name).await
 }
 
 #[utoipa::path(

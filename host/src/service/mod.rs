@@ -2,6 +2,7 @@
 
 pub mod console;
 pub mod hosts;
+pub mod listup;
 pub mod network;
 pub mod poller;
 pub mod system;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::hosts::{self, Host};
 use super::validate::{check_name, decode};
 use crate::error::ApiError;
-use crate::plugin::bindings::{Disk, Nic, NicKind, PowerAction, PowerState, VmInfo, VmSpec};
+use crate::plugin::bindings::{Disk, Nic, NicKind, PowerAction, VmInfo, VmSpec};
 use crate::state::AppState;
 use crate::store::{NewTask, VmRecord, format_ms};
 
@@ -352,15 +352,25 @@ pub fn settings_of(record: &VmRecord) -> Result<VmSettings, ApiError> {
     })
 }
 
-/// The config as the API shows it (`os_pass` and `vc_pass` included: the
-/// panel is the operator's own and the original showed them).
-fn public_config(record: &VmRecord) -> Value {
-    let mut config = record.config.clone();
-    config.remove("domain_uuid");
-    Value::Object(config)
+/// The config as the API shows it: the stored one without the core's own
+/// `domain_uuid` (`os_pass` and `vc_pass` included: the panel is the
+/// operator's own and the original showed them).
+pub(super) struct PublicConfig<'a>(pub &'a Map<String, Value>);
+
+impl Serialize for PublicConfig<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.0 {
+            if key != "domain_uuid" {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
-fn sample_json(sample: crate::store::SampleRecord) -> Value {
+pub(super) fn sample_json(sample: crate::store::SampleRecord) -> Value {
     let mut value = sample.sample;
     if let Some(object) = value.as_object_mut() {
         object.insert("source".to_owned(), Value::from(sample.source));
@@ -369,48 +379,6 @@ fn sample_json(sample: crate::store::SampleRecord) -> Value {
             .or_insert_with(|| Value::from(format_ms(sample.created_at)));
     }
     value
-}
-
-async fn engine_list(state: &AppState, host: &Host) -> Result<Vec<VmInfo>, ApiError> {
-    let config = host.engine_config();
-    Ok(state
-        .plugins
-        .call(
-            &host.record.engine,
-            host.scope(),
-            "vm-list",
-            move |engine, store| Box::pin(async move { engine.call_vm_list(store, &config).await }),
-        )
-        .await?)
-}
-
-/// Every VM of the host with its power state from one engine call.
-pub async fn listup(state: &AppState, host_name: &str) -> Result<Value, ApiError> {
-    let host = hosts::get_enabled(state, host_name)?;
-    let records = state.store.vm_list(host_name)?;
-    let live: BTreeMap<String, PowerState> = engine_list(state, &host)
-        .await?
-        .into_iter()
-        .map(|info| (info.vm_uuid, info.power))
-        .collect();
-    let mut latest = state.store.sample_latest_by_vm(host_name)?;
-    let mut vms = Map::new();
-    for record in records {
-        let power = live
-            .get(&record.vm_uuid)
-            .map(|power| power.as_str())
-            .unwrap_or("missing");
-        vms.insert(
-            record.vm_uuid.clone(),
-            json!({
-                "uuid": record.vm_uuid,
-                "config": public_config(&record),
-                "power_status": power,
-                "status": latest.remove(&record.vm_uuid).map(sample_json).unwrap_or(Value::Null),
-            }),
-        );
-    }
-    Ok(Value::Object(vms))
 }
 
 async fn engine_get(state: &AppState, host: &Host, vm_uuid: &str) -> Result<VmInfo, ApiError> {
@@ -449,7 +417,7 @@ pub async fn detail(state: &AppState, host_name: &str, vm: &str) -> Result<Value
     Ok(json!({
         "uuid": record.vm_uuid,
         "domain_uuid": info.as_ref().map(|info| info.domain_uuid.clone()).unwrap_or_default(),
-        "config": public_config(&record),
+        "config": PublicConfig(&record.config),
         "power_status": power_status,
         "upload_key": record.upload_key,
         "flu_usage": record.flu_usage,
@@ -462,7 +430,7 @@ fn vm_json(record: &VmRecord, info: &VmInfo) -> Value {
     json!({
         "uuid": record.vm_uuid,
         "domain_uuid": info.domain_uuid,
-        "config": public_config(record),
+        "config": PublicConfig(&record.config),
         "power_status": info.power.as_str(),
         "upload_key": record.upload_key,
     })
