@@ -7,7 +7,10 @@ Measures (wrk, fixed duration per point, 1/16/64 connections):
   (c) GET /api/server/listup and /api/client/listup/<host> with 1,000 and
       10,000 VMs on a test:/// host (driver XML generated here),
   (e) start-up to first 200, cold (no precompiled cache) and warm,
-  (f) idle RSS after start, and RSS after (c).
+  (f) idle RSS after start, and RSS after (c);
+  and (g), as root: 20 web consoles streaming at once from real QEMU VMs
+      (qemu:///system) through the websocket-to-VNC proxy, with the server's
+      CPU and RSS meanwhile.
 Only loopback addresses are used; every process started here is stopped.
 """
 import json, os, platform, re, shutil, signal, subprocess, sys, tempfile, time, urllib.request
@@ -15,6 +18,8 @@ import json, os, platform, re, shutil, signal, subprocess, sys, tempfile, time, 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target/release/openidcs")
 HELLO = os.path.join(ROOT, "target/release/bare-hello")
+CONSOLE_LOAD = os.path.join(ROOT, "target/release/console-load")
+DAEMONS = os.path.join(ROOT, "tests/scripts/libvirt-daemons.sh")
 PLUGIN = os.path.join(ROOT, "target/wasm32-wasip2/release/openidcs_plugin_libvirt.wasm")
 DURATION = os.environ.get("BENCH_DURATION", "5s")
 CONNECTIONS = [1, 16, 64]
@@ -141,7 +146,7 @@ def main():
         hello.send_signal(signal.SIGTERM)
         hello.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
-    write(results, ceiling, cold, warm, idle_warm, loaded, notes, engine_calls())
+    write(results, ceiling, cold, warm, idle_warm, loaded, notes, engine_calls(), console_bench())
 
 
 def engine_calls():
@@ -163,13 +168,80 @@ def engine_calls():
     return figures
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CONSOLE_SESSIONS, CONSOLE_VMS, CONSOLE_SECONDS, CONSOLE_FPS = 20, 4, 20, 10
+
+
+def console_bench():
+    """(g): CONSOLE_SESSIONS consoles over CONSOLE_VMS real VMs, each asking
+    for a full screen CONSOLE_FPS times a second; None when not root."""
+    if os.geteuid() != 0:
+        print("console bench skipped: it needs root (qemu:///system and KVM)")
+        return None
+    subprocess.run([DAEMONS, "start"], check=True)
+    work = tempfile.mkdtemp(prefix="openidcs-bench-console-")
+    vms = [f"oidcs-bench-c{i}" for i in range(1, CONSOLE_VMS + 1)]
+    config = ('[server]\nlisten = "127.0.0.1:18092"\ndata_dir = "data"\n[poller]\ninterval_s = 3600\n'
+              f'[console]\nmax_per_vm = {CONSOLE_SESSIONS}\nmax_total = {CONSOLE_SESSIONS}\n'
+              f'[[plugin]]\nname = "libvirt"\npath = "{PLUGIN}"\ngrants = ["libvirt", "nat", "proxy", "log"]\n'
+              'timeout_ms = 60000\n')
+    server = Server(work, config)
+    try:
+        server.start()
+        token = server.token
+        get(server.base + "/api/server/create", token, "POST", {
+            "name": "kvm", "type": "libvirt", "config": {
+                "server_addr": "qemu:///system", "filter_name": "oidcs-bench-",
+                "system_path": "/var/lib/libvirt/images"}})
+        for vm in vms:
+            get(f"{server.base}/api/client/create/kvm", token, "POST",
+                {"vm_uuid": vm, "cpu_num": 1, "mem_num": 64, "hdd_num": 0})
+            get(f"{server.base}/api/client/powers/kvm/{vm}", token, "POST", {"action": "start"})
+        time.sleep(3)  # SeaBIOS draws its screen
+        pid = server.process.pid
+        before_rss, before_cpu, began = rss_mb(pid), cpu_seconds(pid), time.monotonic()
+        load = subprocess.Popen([CONSOLE_LOAD, server.base, token, "kvm", ",".join(vms),
+                                 str(CONSOLE_SESSIONS), str(CONSOLE_SECONDS), str(CONSOLE_FPS)],
+                                stdout=subprocess.PIPE, text=True)
+        peak_rss, during = before_rss, []
+        while load.poll() is None:
+            time.sleep(0.25)
+            peak_rss = max(peak_rss, rss_mb(pid))
+            during.append(rss_mb(pid))
+        out = load.stdout.read()
+        if load.returncode != 0:
+            raise SystemExit(f"console-load failed ({load.returncode}): {out}")
+        cpu = (cpu_seconds(pid) - before_cpu) / (time.monotonic() - began)
+        moved = json.loads(out.strip().splitlines()[-1])
+        counters = get(server.base + "/api/system/consoles", token)["data"]
+        return {"moved": moved, "cpu": cpu, "idle_rss": before_rss, "peak_rss": peak_rss,
+                "median_rss": sorted(during)[len(during) // 2] if during else before_rss,
+                "counters": counters}
+    finally:
+        for vm in vms:
+            try:
+                get(f"{server.base}/api/client/delete/kvm/{vm}", server.token, "DELETE")
+            except Exception:
+                subprocess.run(["virsh", "-c", "qemu:///system", "destroy", vm], capture_output=True)
+                subprocess.run(["virsh", "-c", "qemu:///system", "undefine", vm], capture_output=True)
+        server.stop()
+        subprocess.run([DAEMONS, "stop"], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def get_token(work):
     out = subprocess.run([BIN, "token", "reset", "--config", os.path.join(work, "openidcs.toml")],
                          capture_output=True, text=True, check=True).stdout
     return out.strip()
 
 
-def write(results, ceiling, cold, warm, idle, loaded, notes, calls):
+def write(results, ceiling, cold, warm, idle, loaded, notes, calls, console):
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -194,6 +266,21 @@ def write(results, ceiling, cold, warm, idle, loaded, notes, calls):
     lines += ["| (d) engine call (criterion, median) | µs |", "|---|---:|"]
     lines += [f"| {name} | {micros:.1f} |" for name, micros in calls]
     lines += [""]
+    if console:
+        moved = console["moved"]
+        lines += [f"| (g) {moved['sessions']} web consoles streaming at once | figure |", "|---|---:|",
+                  f"| real QEMU VMs (qemu:///system, KVM), sessions per VM | {CONSOLE_VMS}, "
+                  f"{CONSOLE_SESSIONS // CONSOLE_VMS} |",
+                  f"| full-screen raw frames asked per session | {CONSOLE_FPS}/s for {CONSOLE_SECONDS} s |",
+                  f"| frames delivered, all sessions | {moved['frames_per_s']:.0f}/s |",
+                  f"| bytes through the proxy | {moved['mb_per_s']:.1f} MB/s |",
+                  f"| server CPU while streaming (1.0 = one core) | {console['cpu']:.2f} |",
+                  f"| server RSS before, median and peak while streaming | {console['idle_rss']:.1f} / "
+                  f"{console['median_rss']:.1f} / {console['peak_rss']:.1f} MB |",
+                  f"| session set-up (vncons, session, websocket, RFB), median / max | "
+                  f"{moved['setup_ms_median']:.0f} / {moved['setup_ms_max']:.0f} ms |", ""]
+    else:
+        lines += ["(g) web consoles: not measured (needs root for qemu:///system and KVM).", ""]
     lines += [f"- {note}" for note in notes]
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
