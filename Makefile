@@ -72,7 +72,7 @@ test: build
 # Load figures against a bare axum ceiling, written to docs/benchmarks.md.
 bench: build
 	@command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk
-	python3 tests/bench/run.py
+	HOST_PACKAGES="$(HOST_PACKAGES)" python3 tests/bench/run.py
 
 lint: setup
 	$(CARGO) fmt --all -- --check
