@@ -80,9 +80,7 @@ async fn main() -> Result<(), Failure> {
                 let mut tick = tokio::time::interval(period);
                 while Instant::now() < until {
                     tick.tick().await;
-                    moved.bytes += reader
-                        .full_frame(width, height, bytes_per_pixel)
-                        .await?;
+                    moved.bytes += reader.full_frame(width, height, bytes_per_pixel).await?;
                     moved.frames += 1;
                 }
                 reader.socket.close(None).await.ok();
@@ -124,7 +122,10 @@ async fn open(
     vm: &str,
 ) -> Result<(Socket, u16, u16, usize), Failure> {
     let vncons: Value = http
-        .get(format!("{}/api/client/vncons/{}/{vm}", args.base, args.host))
+        .get(format!(
+            "{}/api/client/vncons/{}/{vm}",
+            args.base, args.host
+        ))
         .bearer_auth(&args.token)
         .send()
         .await?
