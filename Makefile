@@ -14,6 +14,8 @@ TEST_PLUGINS := -p test-component-loop-forever -p test-component-memory-bomb \
                 -p test-component-panic -p test-component-nat-ungranted \
                 -p test-component-domain-xml
 CONFIG       ?= examples/openidcs.toml
+# The engine written in Python (componentize-py, pinned in the .venv).
+PYTHON_ENGINE := target/examples/python_engine.wasm
 # Host-side packages, always selected together so that cargo resolves the
 # same features for `build`, `test` and `bench` and reuses every artifact.
 HOST_PACKAGES := --workspace --exclude openidcs-plugin-libvirt \
@@ -21,7 +23,7 @@ HOST_PACKAGES := --workspace --exclude openidcs-plugin-libvirt \
                  --exclude test-component-panic --exclude test-component-nat-ungranted \
                  --exclude test-component-domain-xml
 
-.PHONY: setup build plugins server run test lint bench clean
+.PHONY: setup build plugins server examples run test lint bench clean
 
 # Idempotent: installs only what is missing (apt only as root).
 setup:
@@ -43,7 +45,7 @@ setup:
 	@[ -f host/swagger-ui/node_modules/swagger-ui-dist/swagger-ui-bundle.js ] || { \
 	  command -v npm >/dev/null || { echo "npm is missing (Debian: apt-get install npm)"; exit 1; }; \
 	  cd host/swagger-ui && npm ci --ignore-scripts --no-audit --no-fund; }
-	@# Schemathesis for `make test`, pinned, in the repo's .venv.
+	@# Schemathesis (make test) and componentize-py (the Python engine), pinned, in the repo's .venv.
 	@tests/schemathesis/venv.sh
 
 plugins: setup
@@ -54,7 +56,14 @@ plugins: setup
 server: setup
 	$(CARGO) build --release $(HOST_PACKAGES) --all-targets
 
-build: plugins server
+examples: setup $(PYTHON_ENGINE)
+
+$(PYTHON_ENGINE): examples/python-engine/app.py wit/engine.wit
+	@mkdir -p $(dir $@)
+	cd examples/python-engine && ../../.venv/bin/componentize-py -d ../../wit -w libvirt-engine \
+	  componentize app -o ../../$@
+
+build: plugins server examples
 
 run: build
 	@echo "starting openidcs with $(CONFIG); the admin token is printed on the first start"

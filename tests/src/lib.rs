@@ -44,12 +44,29 @@ pub fn component(name: &str) -> PathBuf {
     path
 }
 
-/// The `[[plugin]]` table of a component, with the given grants.
+/// A component built from `examples/` (`make examples`).
+pub fn example_component(name: &str) -> PathBuf {
+    let path = root().join("target/examples").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `make examples` first",
+        path.display()
+    );
+    path
+}
+
+/// The `[[plugin]]` table of a component built for the tests, with the
+/// given grants.
 pub fn plugin_toml(name: &str, file: &str, grants: &[&str], extra: &str) -> String {
+    plugin_toml_at(name, &component(file), grants, extra)
+}
+
+/// The `[[plugin]]` table of the component at `path`.
+pub fn plugin_toml_at(name: &str, path: &Path, grants: &[&str], extra: &str) -> String {
     let grants: Vec<String> = grants.iter().map(|grant| format!("{grant:?}")).collect();
     format!(
         "[[plugin]]\nname = {name:?}\npath = {:?}\ngrants = [{}]\n{extra}\n",
-        component(file).display().to_string(),
+        path.display().to_string(),
         grants.join(", ")
     )
 }
