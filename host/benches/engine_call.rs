@@ -82,7 +82,7 @@ fn engine_call(criterion: &mut Criterion) {
     group.bench_function("warm instance: describe", |bencher| {
         bencher.iter(|| {
             runtime
-                .block_on(instance.openidcs_engine_engine().call_describe(&mut store))
+                .block_on(instance.call_describe(&mut store))
                 .expect("describe")
         })
     });

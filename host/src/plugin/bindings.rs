@@ -1,10 +1,19 @@
 //! The one place `bindgen!` runs for the `openidcs:engine@0.1.0` world.
 //! Everything else imports the generated types from here, so the macro's
 //! options are the same for every user and the expansion is compiled once.
+//! The `engine` export is called through [`EngineCall`], a typed table of
+//! its functions kept next to the bindings it mirrors.
 //!
 //! Imports are `async` (capabilities do I/O off the reactor) and `trappable`:
 //! a host function answers the WIT `error` inside `Ok` for a refusal the
 //! engine should see, and reserves the outer `Err` (a trap) for host faults.
+
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre};
+
+use super::instance::CallState;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -13,7 +22,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use self::exports::openidcs::engine::engine::Guest as EngineExport;
 pub use self::openidcs::engine::types::Error as PluginError;
 pub use self::openidcs::engine::types::{
     ConsoleEndpoint, Disk, EngineInfo, HostConfig, HostCounters, IpPool, IpVersion, Nic, NicKind,
@@ -23,6 +31,122 @@ pub use self::openidcs::engine::types::{
 /// The WIT package version this server speaks; plugins must export a
 /// compatible `openidcs:engine/engine` (same major, and same minor while 0.x).
 pub const WIT_VERSION: &str = "0.1.0";
+
+/// The name of the export every engine has.
+const ENGINE_EXPORT: &str = "openidcs:engine/engine@0.1.0";
+
+/// A plugin ready to instantiate: its `InstancePre` and where each function
+/// of its `engine` export is.
+///
+/// Calls do not go through the bindgen `Guest` export: loading it type-checks
+/// all 17 functions of the interface in every new instance (a quarter of a
+/// fresh call's cost), while a call uses one. The full check runs once per
+/// plugin, at load ([`EngineCall::check_types`]); a call checks only the
+/// function it makes, with the same types.
+pub struct EnginePre {
+    instance_pre: InstancePre<CallState>,
+    functions: Arc<EngineFunctions>,
+}
+
+impl EnginePre {
+    /// Find the `engine` export and each of its functions, or say which is
+    /// missing.
+    pub fn new(instance_pre: InstancePre<CallState>) -> Result<EnginePre, String> {
+        let functions = EngineFunctions::find(instance_pre.component())?;
+        Ok(EnginePre {
+            instance_pre,
+            functions: Arc::new(functions),
+        })
+    }
+
+    /// A fresh instance in `store`.
+    pub async fn instantiate(&self, store: &mut Store<CallState>) -> wasmtime::Result<EngineCall> {
+        let instance = self.instance_pre.instantiate_async(store).await?;
+        Ok(EngineCall {
+            instance,
+            functions: self.functions.clone(),
+        })
+    }
+}
+
+/// The `engine` export of one instance: one method per WIT function.
+pub struct EngineCall {
+    instance: Instance,
+    functions: Arc<EngineFunctions>,
+}
+
+/// The typed table of the `engine` interface (`wit/engine.wit`): method,
+/// WIT name, parameters, answer. A mismatch with a plugin's types is found
+/// by `check_types` when the plugin loads.
+macro_rules! engine_functions {
+    ($(fn $method:ident = $name:literal ($($arg:ident: $type:ty),*) -> $answer:ty;)*) => {
+        /// Where each function of one plugin's `engine` export is.
+        struct EngineFunctions {
+            $($method: ComponentExportIndex,)*
+        }
+
+        impl EngineFunctions {
+            fn find(component: &Component) -> Result<EngineFunctions, String> {
+                let interface = component
+                    .get_export_index(None, ENGINE_EXPORT)
+                    .ok_or_else(|| format!("it does not export {ENGINE_EXPORT}"))?;
+                Ok(EngineFunctions {
+                    $($method: component
+                        .get_export_index(Some(&interface), $name)
+                        .ok_or_else(|| format!("its {ENGINE_EXPORT} lacks the function {}", $name))?,)*
+                })
+            }
+        }
+
+        impl EngineCall {
+            /// Type-check every function against the types of the calls.
+            pub fn check_types(&self, store: &mut Store<CallState>) -> wasmtime::Result<()> {
+                $(self
+                    .instance
+                    .get_typed_func::<($($type,)*), ($answer,)>(&mut *store, &self.functions.$method)?;)*
+                Ok(())
+            }
+
+            $(pub async fn $method(
+                &self,
+                store: &mut Store<CallState>,
+                $($arg: $type),*
+            ) -> wasmtime::Result<$answer> {
+                let function = self
+                    .instance
+                    .get_typed_func::<($($type,)*), ($answer,)>(&mut *store, &self.functions.$method)?;
+                let (answer,) = function.call_async(&mut *store, ($($arg,)*)).await?;
+                Ok(answer)
+            })*
+        }
+    };
+}
+
+engine_functions! {
+    fn call_describe = "describe" () -> EngineInfo;
+    fn call_host_status = "host-status" (host: &HostConfig) -> Result<HostCounters, PluginError>;
+    fn call_vm_list = "vm-list" (host: &HostConfig) -> Result<Vec<VmInfo>, PluginError>;
+    fn call_vm_get = "vm-get" (host: &HostConfig, vm_uuid: &str) -> Result<VmInfo, PluginError>;
+    fn call_vm_create = "vm-create" (host: &HostConfig, spec: &VmSpec) -> Result<VmInfo, PluginError>;
+    fn call_vm_update = "vm-update" (host: &HostConfig, spec: &VmSpec) -> Result<VmInfo, PluginError>;
+    fn call_vm_delete = "vm-delete" (host: &HostConfig, vm_uuid: &str) -> Result<(), PluginError>;
+    fn call_vm_power = "vm-power" (host: &HostConfig, vm_uuid: &str, action: PowerAction)
+        -> Result<PowerState, PluginError>;
+    fn call_vm_usage = "vm-usage" (host: &HostConfig) -> Result<Vec<VmCounters>, PluginError>;
+    fn call_vm_console = "vm-console" (host: &HostConfig, vm_uuid: &str)
+        -> Result<ConsoleEndpoint, PluginError>;
+    fn call_vm_scan = "vm-scan" (host: &HostConfig, prefix: &str) -> Result<Vec<VmInfo>, PluginError>;
+    fn call_nat_apply = "nat-apply" (host: &HostConfig, vm_uuid: &str, forward: &PortForward)
+        -> Result<PortForward, PluginError>;
+    fn call_nat_remove = "nat-remove" (host: &HostConfig, vm_uuid: &str, forward: &PortForward)
+        -> Result<(), PluginError>;
+    fn call_ip_apply = "ip-apply" (host: &HostConfig, vm_uuid: &str, nic: &Nic) -> Result<Nic, PluginError>;
+    fn call_ip_remove = "ip-remove" (host: &HostConfig, vm_uuid: &str, nic: &Nic) -> Result<(), PluginError>;
+    fn call_proxy_apply = "proxy-apply" (host: &HostConfig, vm_uuid: &str, site: &ProxySite)
+        -> Result<ProxySite, PluginError>;
+    fn call_proxy_remove = "proxy-remove" (host: &HostConfig, vm_uuid: &str, site: &ProxySite)
+        -> Result<(), PluginError>;
+}
 
 /// The operator-facing text of an engine error: its kind and message.
 pub fn describe_error(error: &PluginError) -> String {

@@ -15,14 +15,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use super::bindings::{EnginePluginPre, WIT_VERSION};
+use super::bindings::{EnginePre, WIT_VERSION};
 use super::instance::CallState;
 use crate::caps;
 use crate::config::{Grant, PluginConfig};
 
 /// What loading produced, before `describe` is called.
 pub struct Compiled {
-    pub pre: EnginePluginPre<CallState>,
+    pub pre: EnginePre,
     pub wit_version: String,
     pub imports: Vec<String>,
     pub cache_hit: bool,
@@ -212,9 +212,9 @@ pub fn prepare(
     into_anyhow(caps::link(&mut linker, &config.grants)).context("linking capabilities")?;
     let instance_pre = into_anyhow(linker.instantiate_pre(&component))
         .with_context(|| format!("pre-instantiating plugin {}", config.name))?;
-    let pre = into_anyhow(EnginePluginPre::new(instance_pre)).with_context(|| {
-        format!(
-            "plugin {} does not have the engine-plugin shape",
+    let pre = EnginePre::new(instance_pre).map_err(|missing| {
+        anyhow::anyhow!(
+            "plugin {} does not have the engine-plugin shape: {missing}",
             config.name
         )
     })?;

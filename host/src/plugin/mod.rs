@@ -27,7 +27,7 @@ use wasmtime::{
 use crate::caps::{CallCaps, Capabilities, HostScope};
 use crate::config::PluginConfig;
 use crate::store::{LogLevel, NewLog};
-use bindings::{EngineExport, EngineInfo, EnginePluginPre, PluginError};
+use bindings::{EngineCall, EngineInfo, EnginePre, PluginError};
 use instance::CallState;
 
 /// Engine calls running at once; more wait for a slot instead of failing
@@ -79,7 +79,7 @@ pub enum EngineError {
 pub struct LoadedPlugin {
     pub config: PluginConfig,
     pub name: Arc<str>,
-    pub pre: Option<EnginePluginPre<CallState>>,
+    pub pre: Option<EnginePre>,
     pub info: Option<EngineInfo>,
     pub wit_version: Option<String>,
     pub imports: Vec<String>,
@@ -249,7 +249,12 @@ impl PluginRuntime {
                 plugin.pre = Some(compiled.pre);
                 let describe = self
                     .invoke(&plugin, None, "describe", |export, store| {
-                        Box::pin(async move { export.call_describe(store).await.map(Ok) })
+                        // Every function's types are checked once, here;
+                        // calls check only the function they make.
+                        Box::pin(async move {
+                            export.check_types(store)?;
+                            export.call_describe(store).await.map(Ok)
+                        })
                     })
                     .await;
                 match describe {
@@ -286,7 +291,7 @@ impl PluginRuntime {
         engine_name: &str,
         host: Arc<HostScope>,
         operation: &'static str,
-        invocation: impl for<'a> FnOnce(&'a EngineExport, &'a mut Store<CallState>) -> Invocation<'a, R>
+        invocation: impl for<'a> FnOnce(&'a EngineCall, &'a mut Store<CallState>) -> Invocation<'a, R>
         + Send,
     ) -> Result<R, EngineError> {
         let plugin = self.plugin(engine_name)?;
@@ -327,14 +332,14 @@ impl PluginRuntime {
         &self,
         engine_name: &str,
         host: Arc<HostScope>,
-    ) -> anyhow::Result<(Store<CallState>, bindings::EnginePlugin)> {
+    ) -> anyhow::Result<(Store<CallState>, EngineCall)> {
         let plugin = self.plugin(engine_name)?;
         let pre = plugin
             .pre
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("{engine_name} is not loaded"))?;
         let mut store = self.new_store(&plugin, Some(host), Duration::from_secs(3600));
-        let instance = loader::into_anyhow(pre.instantiate_async(&mut store).await)?;
+        let instance = loader::into_anyhow(pre.instantiate(&mut store).await)?;
         Ok((store, instance))
     }
 
@@ -343,7 +348,7 @@ impl PluginRuntime {
         plugin: &LoadedPlugin,
         host: Option<Arc<HostScope>>,
         operation: &'static str,
-        invocation: impl for<'a> FnOnce(&'a EngineExport, &'a mut Store<CallState>) -> Invocation<'a, R>
+        invocation: impl for<'a> FnOnce(&'a EngineCall, &'a mut Store<CallState>) -> Invocation<'a, R>
         + Send,
     ) -> Result<R, EngineError> {
         let plugin_name = plugin.name.to_string();
@@ -366,8 +371,8 @@ impl PluginRuntime {
         let timeout = Duration::from_millis(plugin.config.timeout_ms);
         let mut store = self.new_store(plugin, host, timeout);
         let outcome = tokio::time::timeout(timeout + HOST_GRACE, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            invocation(instance.openidcs_engine_engine(), &mut store).await
+            let engine = pre.instantiate(&mut store).await?;
+            invocation(&engine, &mut store).await
         })
         .await;
         let memory_denied = store.data().limits.denied;
