@@ -46,7 +46,7 @@ setup:
 	  command -v npm >/dev/null || { echo "npm is missing (Debian: apt-get install npm)"; exit 1; }; \
 	  cd host/swagger-ui && npm ci --ignore-scripts --no-audit --no-fund; }
 	@# Schemathesis (make test) and componentize-py (the Python engine), pinned, in the repo's .venv.
-	@tests/schemathesis/venv.sh
+	@tests/scripts/python-venv.sh
 
 plugins: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(PLUGINS) $(TEST_PLUGINS)

@@ -20,7 +20,7 @@ plugin=$root/target/wasm32-wasip2/release/openidcs_plugin_libvirt.wasm
 for file in "$binary" "$plugin"; do
   [ -f "$file" ] || { echo "schemathesis: $file is missing: run \`make build\` first" >&2; exit 1; }
 done
-tests/schemathesis/venv.sh
+tests/scripts/python-venv.sh
 
 max_examples=${SCHEMATHESIS_MAX_EXAMPLES:-40}
 seed=${SCHEMATHESIS_SEED:-20260501}
