@@ -302,6 +302,29 @@ pub fn qemu_system_skip_reason() -> Option<String> {
     None
 }
 
+/// A server with the libvirt engine and the host `kvm` on qemu:///system,
+/// managing domains named `oidcs-test-*` (the real-VM tests).
+pub async fn kvm_server() -> Server {
+    let server = Server::start(&plugin_toml(
+        "libvirt",
+        "openidcs_plugin_libvirt",
+        &["libvirt", "nat", "proxy", "log"],
+        "timeout_ms = 60000",
+    ));
+    server
+        .ok(
+            "POST",
+            "/api/server/create",
+            Some(
+                serde_json::json!({ "name": "kvm", "type": "libvirt", "config": {
+                "server_addr": "qemu:///system", "filter_name": "oidcs-test-",
+                "system_path": "/var/lib/libvirt/images" } }),
+            ),
+        )
+        .await;
+    server
+}
+
 /// Destroys and undefines a qemu:///system domain on drop, whatever the
 /// test did.
 pub struct DomainCleanup(pub &'static str);

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use openidcs_tests::{DomainCleanup, Server, plugin_toml, qemu_system_skip_reason, root};
+use openidcs_tests::{
+    DomainCleanup, Server, kvm_server, plugin_toml, qemu_system_skip_reason, root,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -776,21 +778,7 @@ async fn a_real_vm_console_in_headless_chromium() {
     }
     let driver = browser_driver();
     let _cleanup = DomainCleanup(REAL_VM);
-    let server = Server::start(&plugin_toml(
-        "libvirt",
-        "openidcs_plugin_libvirt",
-        &["libvirt", "nat", "proxy", "log"],
-        "timeout_ms = 60000",
-    ));
-    server
-        .ok(
-            "POST",
-            "/api/server/create",
-            Some(json!({ "name": "kvm", "type": "libvirt", "config": {
-                "server_addr": "qemu:///system", "filter_name": "oidcs-test-",
-                "system_path": "/var/lib/libvirt/images" } })),
-        )
-        .await;
+    let server = kvm_server().await;
     let password = "pwcons01";
     server
         .ok(

@@ -2,7 +2,7 @@
 //! running by libvirt itself (virsh), stopped and deleted. Needs root and the
 //! libvirt daemons (`make test` starts them); skips with a reason otherwise.
 
-use openidcs_tests::{DomainCleanup, Server, plugin_toml, qemu_system_skip_reason, virsh};
+use openidcs_tests::{DomainCleanup, kvm_server, qemu_system_skip_reason, virsh};
 use serde_json::json;
 
 const VM: &str = "oidcs-test-vm1";
@@ -18,21 +18,7 @@ async fn a_real_vm_through_qemu_system() {
         return;
     }
     let _cleanup = DomainCleanup(VM);
-    let server = Server::start(&plugin_toml(
-        "libvirt",
-        "openidcs_plugin_libvirt",
-        &["libvirt", "nat", "proxy", "log"],
-        "timeout_ms = 60000",
-    ));
-    server
-        .ok(
-            "POST",
-            "/api/server/create",
-            Some(json!({ "name": "kvm", "type": "libvirt", "config": {
-                "server_addr": "qemu:///system", "filter_name": "oidcs-test-",
-                "system_path": "/var/lib/libvirt/images" } })),
-        )
-        .await;
+    let server = kvm_server().await;
     let vm = server
         .ok(
             "POST",
