@@ -9,7 +9,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use openidcs::caps::{Capabilities, HostScope, libvirt, nat, proxy};
 use openidcs::config::{Grant, PluginConfig};
-use openidcs::plugin::PluginRuntime;
+use openidcs::plugin::{EngineTarget, PluginRuntime};
 use openidcs::store::Store;
 
 fn scope() -> Arc<HostScope> {
@@ -49,32 +49,21 @@ fn engine_call(criterion: &mut Criterion) {
         timeout_ms: 30_000,
         description: None,
     }]));
-    let plugins = Arc::new(plugins);
+    let target = EngineTarget {
+        engine: "libvirt".to_owned(),
+        scope: scope(),
+        config: host_config(),
+    };
     let mut group = criterion.benchmark_group("engine call");
     group.bench_function("fresh instance: describe", |bencher| {
-        bencher.to_async(&runtime).iter(|| async {
-            plugins
-                .call("libvirt", scope(), "describe", |engine, store| {
-                    Box::pin(async move { engine.call_describe(store).await.map(Ok) })
-                })
-                .await
-                .expect("describe")
-        })
+        bencher
+            .to_async(&runtime)
+            .iter(|| async { plugins.bench_describe(&target).await.expect("describe") })
     });
     group.bench_function("fresh instance: vm-list (test driver)", |bencher| {
-        let config = host_config();
-        bencher.to_async(&runtime).iter(|| {
-            let config = config.clone();
-            let plugins = plugins.clone();
-            async move {
-                plugins
-                    .call("libvirt", scope(), "vm-list", move |engine, store| {
-                        Box::pin(async move { engine.call_vm_list(store, &config).await })
-                    })
-                    .await
-                    .expect("vm-list")
-            }
-        })
+        bencher
+            .to_async(&runtime)
+            .iter(|| async { plugins.vm_list(&target).await.expect("vm-list") })
     });
     let (mut store, instance) = runtime
         .block_on(plugins.bench_instance("libvirt", scope()))
@@ -82,7 +71,7 @@ fn engine_call(criterion: &mut Criterion) {
     group.bench_function("warm instance: describe", |bencher| {
         bencher.iter(|| {
             runtime
-                .block_on(instance.call_describe(&mut store))
+                .block_on(instance.describe(&mut store))
                 .expect("describe")
         })
     });

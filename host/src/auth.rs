@@ -7,10 +7,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use parking_lot::Mutex;
 use rand::{RngCore, TryRngCore};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -95,10 +95,7 @@ impl AuthGuard {
     /// every request so a `token reset` from the CLI applies at once.
     pub fn verify(&self, store: &Store, client: IpAddr, presented: &str) -> StoreResult<Verdict> {
         let now = Instant::now();
-        let failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let failures = self.failures.lock();
         if let Some((since, count)) = failures.get(&client)
             && now.duration_since(*since) < self.window
             && *count >= self.max_failures
@@ -113,10 +110,7 @@ impl AuthGuard {
         if accepted {
             return Ok(Verdict::Accepted);
         }
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = self.failures.lock();
         // Forget stale windows so the map cannot grow without bound.
         if failures.len() > 10_000 {
             failures.retain(|_, (since, _)| now.duration_since(*since) < self.window);

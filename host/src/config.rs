@@ -332,7 +332,7 @@ pub struct SeedHost {
     #[serde(rename = "type")]
     pub engine: String,
     #[serde(default)]
-    pub config: serde_json::Map<String, serde_json::Value>,
+    pub config: crate::model::HostSettings,
 }
 
 /// Overrides from the command line; they win over the file.
@@ -385,7 +385,7 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (position, plugin) in self.plugins.iter().enumerate() {
             let key = format!("plugin[{position}]");
-            if !crate::service::validate::is_name(&plugin.name) {
+            if !crate::model::rules::is_name(&plugin.name) {
                 problems.push(format!(
                     "{key}.name: {:?} must match [A-Za-z0-9_.-]{{1,64}}",
                     plugin.name
@@ -405,7 +405,7 @@ impl Config {
             }
         }
         for (position, host) in self.hosts.iter().enumerate() {
-            if !crate::service::validate::is_name(&host.name) {
+            if !crate::model::rules::is_name(&host.name) {
                 problems.push(format!(
                     "host[{position}].name: {:?} must match [A-Za-z0-9_.-]{{1,64}}",
                     host.name
@@ -413,17 +413,8 @@ impl Config {
             }
         }
         if let Some(nat) = &self.nat {
-            let valid_table = !nat.table.is_empty()
-                && nat.table.len() <= 64
-                && nat
-                    .table
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
-            if !valid_table {
-                problems.push(format!(
-                    "nat.table: {:?} must match [A-Za-z0-9_]{{1,64}}",
-                    nat.table
-                ));
+            if let Err(invalid) = crate::model::rules::check_table_name("nat.table", &nat.table) {
+                problems.push(invalid.to_string());
             }
             if nat.nft_command.is_empty() {
                 problems.push("nat.nft_command: must name a program".to_owned());

@@ -1,17 +1,15 @@
-//! The one error type of the HTTP API and the one place that maps lower-level
-//! errors (store, engine) to API codes.
+//! The one error type of the HTTP API and the one place that maps the
+//! services' errors (by their [`ErrorKind`]) to API codes.
 //!
 //! Every answer is the envelope `{code, msg, data}` with HTTP status = `code`.
 //! Faults (500) carry a [`Fault`] marker in the response extensions so that
 //! the logging middleware records them once, not every handler.
 
+use crate::model::Invalid;
+use crate::service::{ErrorKind, ServiceError};
+use crate::tasks::TaskFailed;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
-
-use crate::api::envelope::Envelope;
-use crate::plugin::EngineError;
-use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -54,10 +52,6 @@ impl ApiError {
             ApiError::Task { source, .. } => source.status(),
         }
     }
-
-    pub fn bad_field(field: &str, rule: impl std::fmt::Display) -> ApiError {
-        ApiError::BadRequest(format!("{field}: {rule}"))
-    }
 }
 
 /// Marker left in the response extensions of every error answer; the
@@ -70,20 +64,39 @@ pub struct Fault {
     pub logged: bool,
 }
 
+/// An error answer: `data` is null, or `{task_id}` when a task failed.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Failure {
+    /// The HTTP status (unless `always_http_200`).
+    #[schema(example = 404)]
+    pub code: u16,
+    /// What went wrong; a bad input names the field and the rule.
+    #[schema(example = "host \"h1\" not found")]
+    pub msg: String,
+    #[schema(required)]
+    pub data: Option<FailedTask>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct FailedTask {
+    /// The failed task (see `tasget`).
+    pub task_id: i64,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = self.to_string();
         let (data, logged) = match &self {
-            ApiError::Task { task_id, .. } => (serde_json::json!({ "task_id": task_id }), true),
-            _ => (Value::Null, false),
+            ApiError::Task { task_id, .. } => (Some(FailedTask { task_id: *task_id }), true),
+            _ => (None, false),
         };
-        let mut response = Envelope::<Value> {
+        let failure = Failure {
             code: status.as_u16(),
             msg: message.clone(),
             data,
-        }
-        .into_response_with(status);
+        };
+        let mut response = (status, axum::Json(failure)).into_response();
         response.extensions_mut().insert(Fault {
             status,
             message,
@@ -93,37 +106,41 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::NotFound(what) => ApiError::NotFound(what),
-            StoreError::Conflict(what) => ApiError::Conflict(what),
-            StoreError::Invalid(what) => ApiError::BadRequest(what),
-            other => ApiError::Internal(format!("database: {other}")),
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> Self {
+        ApiError::BadRequest(invalid.to_string())
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        let message = error.message();
+        match error.kind() {
+            ErrorKind::Invalid => ApiError::BadRequest(message),
+            ErrorKind::Unauthorized => ApiError::Unauthorized(message),
+            ErrorKind::Forbidden => ApiError::Forbidden(message),
+            ErrorKind::NotFound => ApiError::NotFound(message),
+            ErrorKind::Conflict => ApiError::Conflict(message),
+            ErrorKind::Fault => ApiError::Internal(message),
         }
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(error: EngineError) -> Self {
-        use crate::plugin::bindings::PluginError;
-        let message = error.to_string();
-        match error {
-            EngineError::Plugin { error, .. } => match error {
-                PluginError::NotFound(_) => ApiError::NotFound(message),
-                PluginError::Invalid(_) | PluginError::Unsupported(_) => {
-                    ApiError::BadRequest(message)
-                }
-                PluginError::Conflict(_) => ApiError::Conflict(message),
-                PluginError::Denied(_) => ApiError::Forbidden(message),
-                PluginError::Failed(_) => ApiError::Internal(message),
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        ApiError::from(ServiceError::from(error))
+    }
+}
+
+impl From<TaskFailed> for ApiError {
+    fn from(failed: TaskFailed) -> Self {
+        let source = ApiError::from(failed.error);
+        match failed.task_id {
+            Some(task_id) => ApiError::Task {
+                task_id,
+                source: Box::new(source),
             },
-            EngineError::UnknownEngine(_) => ApiError::BadRequest(message),
-            EngineError::NotLoaded { .. }
-            | EngineError::Trap { .. }
-            | EngineError::Timeout { .. }
-            | EngineError::MemoryLimit { .. }
-            | EngineError::Busy { .. } => ApiError::Internal(message),
+            None => source,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! `AppState`: the services every handler reaches, behind one `Arc`.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -11,6 +13,7 @@ use crate::caps::{self, Capabilities};
 use crate::config::{Config, Overrides};
 use crate::plugin::PluginRuntime;
 use crate::service::console::ConsoleTickets;
+use crate::service::hosts::HostListCache;
 use crate::service::listup::ListupCache;
 use crate::store::{LogLevel, NewLog, Store};
 use crate::tasks::Tasks;
@@ -28,6 +31,8 @@ pub struct AppState {
     pub auth: AuthGuard,
     pub consoles: ConsoleTickets,
     pub listups: ListupCache,
+    /// The `server/listup` answer, kept until the next write.
+    pub host_list: HostListCache,
     pub started_at: Instant,
     /// The address the listener actually bound (the config may say port 0).
     pub bound_address: std::sync::OnceLock<std::net::SocketAddr>,
@@ -73,6 +78,7 @@ impl AppState {
             ),
             consoles: ConsoleTickets::new(Duration::from_secs(config.console.ticket_ttl_s)),
             listups: ListupCache::default(),
+            host_list: HostListCache::default(),
             config: RwLock::new(Arc::new(config)),
             config_path,
             overrides,
@@ -89,17 +95,11 @@ impl AppState {
     }
 
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.config.read().clone()
     }
 
     pub fn replace_config(&self, config: Config) {
-        *self
-            .config
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
+        *self.config.write() = Arc::new(config);
     }
 }
 

@@ -376,6 +376,14 @@ pub async fn websocket(
 }
 
 /// `GET /api/system/consoles` (admin token): the proxy's counters and limits.
+#[utoipa::path(
+    get,
+    path = "/api/system/consoles",
+    tag = "system",
+    summary = "Web console counters and limits",
+    responses((status = 200, description = "Console counters", body = crate::model::Envelope<Object>)),
+    security(("bearer" = []))
+)]
 pub async fn stats(State(state): State<Arc<AppState>>) -> ApiResult<Value> {
     let config = state.config();
     let mut answer = state.consoles.snapshot();

@@ -7,10 +7,9 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::service::validate::decode;
+use crate::model::rules::decode;
 
 /// A JSON body; an empty body reads as `{}` (several endpoints take an
 /// optional body), and the content type is not required (older clients
@@ -31,12 +30,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 }
             })?;
         let value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Object(Map::new())
+            serde_json::Value::Object(serde_json::Map::new())
         } else {
             serde_json::from_slice(&bytes)
                 .map_err(|error| ApiError::BadRequest(format!("body: malformed JSON: {error}")))?
         };
-        decode("", value).map(ApiJson)
+        Ok(ApiJson(decode("", value)?))
     }
 }
 
@@ -54,7 +53,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map(ApiQuery)
             .map_err(|error| {
                 let path = error.path().to_string();
-                ApiError::bad_field(&format!("query {path}"), error.into_inner())
+                ApiError::BadRequest(format!("query {path}: {}", error.into_inner()))
             })
     }
 }
@@ -74,8 +73,46 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 }
 
 /// `?async=true`: answer with the task id at once.
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AsyncFlag {
+    /// Answer at once with `{task_id, state}`; the task goes on.
     #[serde(default, rename = "async")]
+    #[param(required = false)]
     pub detach: bool,
+}
+
+/// `{hs_name}`: a host.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct HostPath {
+    /// The host's name.
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "local")]
+    pub hs_name: String,
+}
+
+/// `{hs_name}/{vm_uuid}`: a VM of a host.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct VmPath {
+    /// The host's name.
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "local")]
+    pub hs_name: String,
+    /// The VM's key (chosen at create; also its libvirt domain name), or its libvirt UUID.
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "vm1")]
+    pub vm_uuid: String,
+}
+
+impl VmPath {
+    /// The VM it names on an enabled host.
+    pub fn resolve(
+        &self,
+        state: &crate::state::AppState,
+    ) -> Result<crate::service::vms::VmRef, ApiError> {
+        Ok(crate::service::vms::vm_ref(
+            state,
+            &self.hs_name,
+            &self.vm_uuid,
+        )?)
+    }
 }

@@ -18,7 +18,9 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, Fault};
 use crate::state::AppState;
@@ -29,157 +31,198 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 /// Largest status sample a VM may upload.
 const MAX_UPLOAD_BYTES: usize = 64 << 10;
 
-/// The whole API, shared by `main` and the tests.
-pub fn router(state: Arc<AppState>) -> Router {
-    let protected = Router::new()
-        // System (9), with the original server's aliases.
-        .route("/api/system/treset", post(system::treset))
-        .route("/api/system/resets", post(system::treset))
-        .route("/api/token/reset", post(system::treset))
-        .route("/api/system/tsetup", post(system::tsetup))
-        .route("/api/token/set", post(system::tsetup))
-        .route("/api/system/tquery", get(system::tquery))
-        .route("/api/token/current", get(system::tquery))
-        .route("/api/system/saving", post(system::saving))
-        .route("/api/system/save", post(system::saving))
-        .route("/api/system/loader", post(system::loader))
-        .route("/api/system/load", post(system::loader))
-        .route("/api/system/statis", get(system::statis))
-        .route("/api/system/stats", get(system::statis))
-        .route("/api/system/engine", get(system::engine))
-        .route("/api/system/logget", get(system::logget))
-        .route("/api/system/logger/detail", get(system::logget))
-        .route("/api/system/tasget", get(system::tasget))
-        .route("/api/system/tasker", get(system::tasget))
-        .route("/api/system/consoles", get(console::stats))
+type Routes = OpenApiRouter<Arc<AppState>>;
+
+/// The 35 endpoints behind the admin token, each registered with its
+/// OpenAPI operation (from its `#[utoipa::path]`), so the document is what
+/// the router serves.
+fn protected_routes() -> Routes {
+    OpenApiRouter::new()
+        // System (9, and the console counters).
+        .routes(routes!(system::treset))
+        .routes(routes!(system::tsetup))
+        .routes(routes!(system::tquery))
+        .routes(routes!(system::saving))
+        .routes(routes!(system::loader))
+        .routes(routes!(system::statis))
+        .routes(routes!(system::engine))
+        .routes(routes!(system::logget))
+        .routes(routes!(system::tasget))
+        .routes(routes!(console::stats))
         // Server = hypervisor host (7).
-        .route("/api/server/listup", get(server::listup))
-        .route("/api/server/detail", get(server::listup))
-        .route("/api/server/detail/{hs_name}", get(server::detail))
-        .route("/api/server/create", post(server::create))
-        .route("/api/server/update/{hs_name}", put(server::update))
-        .route("/api/server/delete/{hs_name}", delete(server::delete))
-        .route("/api/server/powers/{hs_name}", post(server::powers))
-        .route("/api/server/status/{hs_name}", get(server::status))
+        .routes(routes!(server::listup))
+        .routes(routes!(server::detail))
+        .routes(routes!(server::create))
+        .routes(routes!(server::update))
+        .routes(routes!(server::delete))
+        .routes(routes!(server::powers))
+        .routes(routes!(server::status))
         // Client = VM (19, without upload).
-        .route("/api/client/listup/{hs_name}", get(client::listup))
-        .route("/api/client/detail/{hs_name}", get(client::listup))
-        .route(
-            "/api/client/detail/{hs_name}/{vm_uuid}",
-            get(client::detail),
-        )
-        .route("/api/client/create/{hs_name}", post(client::create))
-        .route(
-            "/api/client/update/{hs_name}/{vm_uuid}",
-            put(client::update),
-        )
-        .route(
-            "/api/client/delete/{hs_name}/{vm_uuid}",
-            delete(client::delete),
-        )
-        .route(
-            "/api/client/powers/{hs_name}/{vm_uuid}",
-            post(client::powers),
-        )
-        .route(
-            "/api/client/password/{hs_name}/{vm_uuid}",
-            post(client::password),
-        )
-        .route(
-            "/api/client/status/{hs_name}/{vm_uuid}",
-            get(client::status),
-        )
-        .route(
+        .routes(routes!(client::listup))
+        .routes(routes!(client::detail))
+        .routes(routes!(client::create))
+        .routes(routes!(client::update))
+        .routes(routes!(client::delete))
+        .routes(routes!(client::powers))
+        .routes(routes!(client::password))
+        .routes(routes!(client::status))
+        .routes(routes!(client::vncons))
+        .routes(routes!(client::scaner))
+        .routes(routes!(client::natget))
+        .routes(routes!(client::natadd))
+        .routes(routes!(client::natdel))
+        .routes(routes!(client::iplist))
+        .routes(routes!(client::ipadd))
+        .routes(routes!(client::ipdel))
+        .routes(routes!(client::pxyget))
+        .routes(routes!(client::pxyadd))
+        .routes(routes!(client::pxydel))
+}
+
+/// The original server's paths: (alias, endpoint, the endpoint's handler).
+/// Each is served by its endpoint's handler and documented as a copy of the
+/// endpoint's operation ([`openapi::document`]).
+fn aliases() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppState>>)> {
+    vec![
+        (
+            "/api/system/resets",
+            "/api/system/treset",
+            post(system::treset),
+        ),
+        (
+            "/api/token/reset",
+            "/api/system/treset",
+            post(system::treset),
+        ),
+        ("/api/token/set", "/api/system/tsetup", post(system::tsetup)),
+        (
+            "/api/token/current",
+            "/api/system/tquery",
+            get(system::tquery),
+        ),
+        (
+            "/api/system/save",
+            "/api/system/saving",
+            post(system::saving),
+        ),
+        (
+            "/api/system/load",
+            "/api/system/loader",
+            post(system::loader),
+        ),
+        (
+            "/api/system/stats",
+            "/api/system/statis",
+            get(system::statis),
+        ),
+        (
+            "/api/system/logger/detail",
+            "/api/system/logget",
+            get(system::logget),
+        ),
+        (
+            "/api/system/tasker",
+            "/api/system/tasget",
+            get(system::tasget),
+        ),
+        (
+            "/api/server/detail",
+            "/api/server/listup",
+            get(server::listup),
+        ),
+        (
+            "/api/client/detail/{hs_name}",
+            "/api/client/listup/{hs_name}",
+            get(client::listup),
+        ),
+        (
+            "/api/client/remote/{hs_name}/{vm_uuid}",
             "/api/client/vncons/{hs_name}/{vm_uuid}",
             get(client::vncons),
-        )
-        .route(
-            "/api/client/remote/{hs_name}/{vm_uuid}",
-            get(client::vncons),
-        )
-        .route("/api/client/scaner/{hs_name}", post(client::scaner))
-        .route(
-            "/api/client/natget/{hs_name}/{vm_uuid}",
-            get(client::natget),
-        )
-        .route(
-            "/api/client/natadd/{hs_name}/{vm_uuid}",
-            post(client::natadd),
-        )
-        .route(
-            "/api/client/natdel/{hs_name}/{vm_uuid}/{rule_index}",
-            delete(client::natdel),
-        )
-        .route(
+        ),
+        (
+            "/api/client/ipaddr/detail/{hs_name}/{vm_uuid}",
             "/api/client/iplist/{hs_name}/{vm_uuid}",
             get(client::iplist),
-        )
-        .route(
-            "/api/client/ipaddr/detail/{hs_name}/{vm_uuid}",
-            get(client::iplist),
-        )
-        .route(
+        ),
+        (
+            "/api/client/ipaddr/create/{hs_name}/{vm_uuid}",
             "/api/client/ipadd_/{hs_name}/{vm_uuid}",
             post(client::ipadd),
-        )
-        .route(
-            "/api/client/ipaddr/create/{hs_name}/{vm_uuid}",
-            post(client::ipadd),
-        )
-        .route(
+        ),
+        (
+            "/api/client/ipaddr/delete/{hs_name}/{vm_uuid}/{ip_index}",
             "/api/client/ipdel_/{hs_name}/{vm_uuid}/{ip_index}",
             delete(client::ipdel),
-        )
-        .route(
-            "/api/client/ipaddr/delete/{hs_name}/{vm_uuid}/{ip_index}",
-            delete(client::ipdel),
-        )
-        .route(
+        ),
+        (
+            "/api/client/proxys/detail/{hs_name}/{vm_uuid}",
             "/api/client/pxyget/{hs_name}/{vm_uuid}",
             get(client::pxyget),
-        )
-        .route(
-            "/api/client/proxys/detail/{hs_name}/{vm_uuid}",
-            get(client::pxyget),
-        )
-        .route(
+        ),
+        (
+            "/api/client/proxys/create/{hs_name}/{vm_uuid}",
             "/api/client/pxyadd/{hs_name}/{vm_uuid}",
             post(client::pxyadd),
-        )
-        .route(
-            "/api/client/proxys/create/{hs_name}/{vm_uuid}",
-            post(client::pxyadd),
-        )
-        .route(
+        ),
+        (
+            "/api/client/proxys/delete/{hs_name}/{vm_uuid}/{proxy_index}",
             "/api/client/pxydel/{hs_name}/{vm_uuid}/{proxy_index}",
             delete(client::pxydel),
-        )
-        .route(
-            "/api/client/proxys/delete/{hs_name}/{vm_uuid}/{proxy_index}",
-            delete(client::pxydel),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
-    let public = Router::new()
-        // The OpenAPI document and its browser: no token.
-        .route("/api/openapi.json", get(openapi::spec))
-        .route("/api/docs", get(openapi::docs))
-        .route("/api/docs/{file}", get(openapi::docs_asset))
-        .route(
-            "/api/client/upload",
-            post(client::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
-        )
-        // The web console: the one-time ticket is the credential.
+        ),
+    ]
+}
+
+/// What needs no admin token: `upload` (the VM's key), the document and
+/// its browser.
+fn public_routes() -> Routes {
+    OpenApiRouter::new()
+        .routes(routes!(openapi::spec))
+        .routes(routes!(openapi::docs))
+        .routes(routes!(openapi::docs_asset))
+        .routes(routes!(client::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
+}
+
+/// The web console: the one-time ticket is the credential (not in the API document).
+fn console_routes() -> Router<Arc<AppState>> {
+    Router::new()
         .route("/console/", get(console::page))
         .route("/console/console.js", get(console::script))
         .route("/console/session", post(console::session))
         .route("/console/ws", get(console::websocket))
-        .route("/console/{*path}", get(console::asset));
-    Router::new()
-        .merge(protected)
-        .merge(public)
+        .route("/console/{*path}", get(console::asset))
+}
+
+/// Every documented route, without state or layers: the router's and the
+/// document's one source.
+fn documented() -> (Routes, Routes) {
+    let protected = aliases()
+        .into_iter()
+        .fold(protected_routes(), |routes, (alias, _, method_router)| {
+            routes.route(alias, method_router)
+        });
+    (protected, public_routes())
+}
+
+/// The OpenAPI document of what [`router`] serves.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let (protected, public) = documented();
+    let pairs: Vec<(&str, &str)> = aliases()
+        .into_iter()
+        .map(|(alias, endpoint, _)| (alias, endpoint))
+        .collect();
+    openapi::finish(protected.merge(public).into_openapi(), &pairs)
+}
+
+/// The whole API, shared by `main` and nothing else (tests start the binary).
+pub fn router(state: Arc<AppState>) -> Router {
+    let (protected, public) = documented();
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
+    let (api, _document) = protected.merge(public).split_for_parts();
+    api.merge(console_routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

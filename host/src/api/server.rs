@@ -1,16 +1,19 @@
 //! The 7 host endpoints.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
 use super::envelope::{ApiOk, ApiResult};
-use super::extract::{ApiJson, ApiPath, ApiQuery, AsyncFlag};
-use super::openapi as doc;
+use super::extract::{ApiJson, ApiPath, ApiQuery, AsyncFlag, HostPath};
+use crate::error::ApiError;
+use crate::model::{
+    EncodedAnswer, Envelope, HostCreate, HostDetail, HostPowers, HostStatusAnswer, HostUpdate,
+    HostView, Mutation, Removal, rules,
+};
 use crate::service::hosts as service;
-use crate::service::validate::check_name;
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -18,11 +21,11 @@ use crate::state::AppState;
     path = "/api/server/listup",
     tag = "server",
     summary = "Every host, by name",
-    responses((status = 200, description = "Success", body = doc::Answer<std::collections::BTreeMap<String, doc::HostView>>)),
+    responses((status = 200, description = "Success", body = Envelope<BTreeMap<String, HostView>>)),
     security(("bearer" = []))
 )]
-pub async fn listup(State(state): State<Arc<AppState>>) -> ApiResult<Value> {
-    Ok(ApiOk(service::listup(&state)?))
+pub async fn listup(State(state): State<Arc<AppState>>) -> Result<EncodedAnswer, ApiError> {
+    Ok(service::listup(&state)?)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -38,31 +41,16 @@ pub struct DetailQuery {
     path = "/api/server/detail/{hs_name}",
     tag = "server",
     summary = "One host, with its VM keys",
-    params(doc::HostPath, DetailQuery),
-    responses((status = 200, description = "Success", body = doc::Answer<doc::HostDetail>)),
+    params(HostPath, DetailQuery),
+    responses((status = 200, description = "Success", body = Envelope<HostDetail>)),
     security(("bearer" = []))
 )]
 pub async fn detail(
     State(state): State<Arc<AppState>>,
-    ApiPath(hs_name): ApiPath<String>,
+    ApiPath(path): ApiPath<HostPath>,
     ApiQuery(query): ApiQuery<DetailQuery>,
-) -> ApiResult<Value> {
-    Ok(ApiOk(service::detail(&state, &hs_name, query.status)?))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct CreateBody {
-    /// The host's name, `[A-Za-z0-9_.-]{1,64}`.
-    #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "h1")]
-    name: String,
-    /// The engine (a configured plugin's name).
-    #[serde(default, rename = "type")]
-    #[schema(example = "libvirt")]
-    engine: String,
-    #[serde(default)]
-    #[schema(value_type = doc::HostConfigInput)]
-    config: Map<String, Value>,
+) -> ApiResult<HostDetail> {
+    Ok(ApiOk(service::detail(&state, &path.hs_name, query.status)?))
 }
 
 #[utoipa::path(
@@ -71,41 +59,25 @@ pub struct CreateBody {
     tag = "server",
     summary = "Add a host",
     description = "A name taken is 409; an unknown engine (`type`) is 400.",
-    params(doc::AsyncParam),
-    request_body = CreateBody,
-    responses((status = 200, description = "The host", body = doc::Answer<doc::Mutation<doc::HostView>>)),
+    params(AsyncFlag),
+    request_body = HostCreate,
+    responses((status = 200, description = "The host", body = Envelope<Mutation<HostView>>)),
     security(("bearer" = []))
 )]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
-    ApiJson(body): ApiJson<CreateBody>,
-) -> ApiResult<Value> {
-    check_name("name", &body.name)?;
+    ApiJson(body): ApiJson<HostCreate>,
+) -> ApiResult<Mutation<HostView>> {
+    rules::check_name("name", &body.name)?;
     service::check_engine(&state, &body.engine)?;
-    let settings = service::HostSettings::parse(body.config)?;
+    let settings = service::checked(body.config)?;
     let task_state = state.clone();
-    let name = body.name.clone();
-    state
-        .tasks
-        .run(
-            service::task("server-create", &name),
-            flag.detach,
-            async move { service::create(&task_state, &body.name, &body.engine, &settings) },
-        )
-        .await?
-        .into_answer()
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct UpdateBody {
-    /// Merged into the stored config.
-    #[serde(default)]
-    #[schema(value_type = doc::HostConfigInput)]
-    config: Map<String, Value>,
-    /// A new engine.
-    #[serde(default, rename = "type")]
-    engine: Option<String>,
+    let task = service::task("server-create", &body.name);
+    let work = async move { service::create(&task_state, &body.name, &body.engine, &settings) };
+    Ok(ApiOk(
+        state.tasks.run(task, flag.detach, work).await?.answer(),
+    ))
 }
 
 #[utoipa::path(
@@ -113,30 +85,29 @@ pub struct UpdateBody {
     path = "/api/server/update/{hs_name}",
     tag = "server",
     summary = "Change a host: `config` is merged into the stored one",
-    params(doc::HostPath, doc::AsyncParam),
-    request_body = UpdateBody,
-    responses((status = 200, description = "The host", body = doc::Answer<doc::Mutation<doc::HostView>>)),
+    params(HostPath, AsyncFlag),
+    request_body = HostUpdate,
+    responses((status = 200, description = "The host", body = Envelope<Mutation<HostView>>)),
     security(("bearer" = []))
 )]
 pub async fn update(
     State(state): State<Arc<AppState>>,
-    ApiPath(hs_name): ApiPath<String>,
+    ApiPath(HostPath { hs_name }): ApiPath<HostPath>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
-    ApiJson(body): ApiJson<UpdateBody>,
-) -> ApiResult<Value> {
+    ApiJson(body): ApiJson<HostUpdate>,
+) -> ApiResult<Mutation<HostView>> {
     let host = service::get(&state, &hs_name)?;
     if let Some(engine) = &body.engine {
         service::check_engine(&state, engine)?;
     }
-    let settings = host.settings.merged(body.config)?;
+    let settings = service::merged(&host, body.config)?;
     let task_state = state.clone();
-    state
-        .tasks
-        .run(service::task("server-update", &hs_name), flag.detach, async move {
-            service::update(&task_state, &hs_name, body.engine.as_deref(), &settings)
-        })
-        .await?
-        .into_answer()
+    let task = service::task("server-update", &hs_name);
+    let work =
+        async move { service::update(&task_state, &hs_name, body.engine.as_deref(), &settings) };
+    Ok(ApiOk(
+        state.tasks.run(task, flag.detach, work).await?.answer(),
+    ))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -156,33 +127,22 @@ pub struct DeleteQuery {
     tag = "server",
     summary = "Remove a host",
     description = "Refused (409) while the host has VMs, unless `?force=true`.",
-    params(doc::HostPath, DeleteQuery),
-    responses((status = 200, description = "null", body = doc::Answer<doc::Removal>)),
+    params(HostPath, DeleteQuery),
+    responses((status = 200, description = "null", body = Envelope<Removal>)),
     security(("bearer" = []))
 )]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    ApiPath(hs_name): ApiPath<String>,
+    ApiPath(HostPath { hs_name }): ApiPath<HostPath>,
     ApiQuery(query): ApiQuery<DeleteQuery>,
-) -> ApiResult<Value> {
+) -> ApiResult<Removal> {
     service::get(&state, &hs_name)?;
     let task_state = state.clone();
-    let name = hs_name.clone();
-    state
-        .tasks
-        .run(
-            service::task("server-delete", &hs_name),
-            query.detach,
-            async move { service::delete(&task_state, &name, query.force) },
-        )
-        .await?
-        .into_answer()
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[schema(as = HostPowersBody)]
-pub struct PowersBody {
-    enable: bool,
+    let task = service::task("server-delete", &hs_name);
+    let work = async move { service::delete(&task_state, &hs_name, query.force) };
+    Ok(ApiOk(
+        state.tasks.run(task, query.detach, work).await?.removal(),
+    ))
 }
 
 #[utoipa::path(
@@ -191,29 +151,24 @@ pub struct PowersBody {
     tag = "server",
     summary = "Enable or disable a host in the panel (not a reboot)",
     description = "A disabled host answers 403 to its VMs' calls.",
-    params(doc::HostPath, doc::AsyncParam),
-    request_body = PowersBody,
-    responses((status = 200, description = "The host", body = doc::Answer<doc::Mutation<doc::HostView>>)),
+    params(HostPath, AsyncFlag),
+    request_body = HostPowers,
+    responses((status = 200, description = "The host", body = Envelope<Mutation<HostView>>)),
     security(("bearer" = []))
 )]
 pub async fn powers(
     State(state): State<Arc<AppState>>,
-    ApiPath(hs_name): ApiPath<String>,
+    ApiPath(HostPath { hs_name }): ApiPath<HostPath>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
-    ApiJson(body): ApiJson<PowersBody>,
-) -> ApiResult<Value> {
+    ApiJson(body): ApiJson<HostPowers>,
+) -> ApiResult<Mutation<HostView>> {
     service::get(&state, &hs_name)?;
     let task_state = state.clone();
-    let name = hs_name.clone();
-    state
-        .tasks
-        .run(
-            service::task("server-powers", &hs_name),
-            flag.detach,
-            async move { service::set_enabled(&task_state, &name, body.enable) },
-        )
-        .await?
-        .into_answer()
+    let task = service::task("server-powers", &hs_name);
+    let work = async move { service::set_enabled(&task_state, &hs_name, body.enable) };
+    Ok(ApiOk(
+        state.tasks.run(task, flag.detach, work).await?.answer(),
+    ))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -229,16 +184,15 @@ pub struct StatusQuery {
     path = "/api/server/status/{hs_name}",
     tag = "server",
     summary = "A host's figures, cached or fresh",
-    params(doc::HostPath, StatusQuery),
-    responses((status = 200, description = "Success", body = doc::Answer<doc::HostStatusAnswer>)),
+    params(HostPath, StatusQuery),
+    responses((status = 200, description = "Success", body = Envelope<HostStatusAnswer>)),
     security(("bearer" = []))
 )]
 pub async fn status(
     State(state): State<Arc<AppState>>,
-    ApiPath(hs_name): ApiPath<String>,
+    ApiPath(path): ApiPath<HostPath>,
     ApiQuery(query): ApiQuery<StatusQuery>,
-) -> ApiResult<Value> {
-    Ok(ApiOk(
-        service::status(&state, &hs_name, query.refresh).await?,
-    ))
+) -> ApiResult<HostStatusAnswer> {
+    let answer = service::status(&state, &path.hs_name, query.refresh).await?;
+    Ok(ApiOk(answer))
 }

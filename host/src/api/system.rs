@@ -3,15 +3,18 @@
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::auth::Authenticated;
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, ApiQuery, AsyncFlag};
-use super::openapi as doc;
-use crate::error::ApiError;
+use crate::model::{
+    EngineView, Envelope, Invalid, LogEntry, Mutation, ReloadAnswer, SnapshotAnswer, Statistics,
+    TaskEntry, TokenAnswer, TokenInput,
+};
 use crate::service::system as service;
 use crate::state::AppState;
 use crate::store::{LogFilter, LogLevel, NewTask, TaskFilter, TaskState};
@@ -30,31 +33,18 @@ fn system_task(actions: &str) -> NewTask {
     tag = "system",
     summary = "Replace the admin token with a new random one",
     description = "The old token stops working at once.",
-    params(doc::AsyncParam),
-    responses((status = 200, description = "The new token", body = doc::Answer<doc::Mutation<doc::TokenData>>)),
+    params(AsyncFlag),
+    responses((status = 200, description = "The new token", body = Envelope<Mutation<TokenAnswer>>)),
     security(("bearer" = []))
 )]
 pub async fn treset(
     State(state): State<Arc<AppState>>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
-) -> ApiResult<Value> {
-    let store = state.store.clone();
-    state
-        .tasks
-        .run(system_task("treset"), flag.detach, async move {
-            let token = crate::auth::reset_token(&store)?;
-            Ok(json!({ "token": token }))
-        })
-        .await?
-        .into_answer()
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct TokenBody {
-    /// 16 to 128 characters of A-Z a-z 0-9 _ -, at least 8 distinct.
-    #[serde(default)]
-    #[schema(min_length = 16, max_length = 128, pattern = "^[A-Za-z0-9_-]{16,128}$")]
-    token: String,
+) -> ApiResult<Mutation<TokenAnswer>> {
+    let task_state = state.clone();
+    let work = async move { service::reset_token(&task_state) };
+    let outcome = state.tasks.run(system_task("treset"), flag.detach, work);
+    Ok(ApiOk(outcome.await?.answer()))
 }
 
 #[utoipa::path(
@@ -63,27 +53,21 @@ pub struct TokenBody {
     tag = "system",
     summary = "Set the admin token",
     description = "16 to 128 characters of A-Z a-z 0-9 _ -, at least 8 distinct; a weak one is 400.",
-    params(doc::AsyncParam),
-    request_body = TokenBody,
-    responses((status = 200, description = "The token set", body = doc::Answer<doc::Mutation<doc::TokenData>>)),
+    params(AsyncFlag),
+    request_body = TokenInput,
+    responses((status = 200, description = "The token set", body = Envelope<Mutation<TokenAnswer>>)),
     security(("bearer" = []))
 )]
 pub async fn tsetup(
     State(state): State<Arc<AppState>>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
-    ApiJson(body): ApiJson<TokenBody>,
-) -> ApiResult<Value> {
-    crate::auth::check_chosen_token(&body.token)
-        .map_err(|rule| ApiError::bad_field("token", rule))?;
-    let store = state.store.clone();
-    state
-        .tasks
-        .run(system_task("tsetup"), flag.detach, async move {
-            store.set_token_hash(&crate::auth::hash_token(&body.token))?;
-            Ok(json!({ "token": body.token }))
-        })
-        .await?
-        .into_answer()
+    ApiJson(body): ApiJson<TokenInput>,
+) -> ApiResult<Mutation<TokenAnswer>> {
+    service::check_token(&body.token)?;
+    let task_state = state.clone();
+    let work = async move { service::set_token(&task_state, body.token) };
+    let outcome = state.tasks.run(system_task("tsetup"), flag.detach, work);
+    Ok(ApiOk(outcome.await?.answer()))
 }
 
 #[utoipa::path(
@@ -92,11 +76,13 @@ pub async fn tsetup(
     tag = "system",
     summary = "The token this request presented",
     description = "Tokens are stored hashed; this echoes the presented one.",
-    responses((status = 200, description = "Success", body = doc::Answer<doc::TokenData>)),
+    responses((status = 200, description = "Success", body = Envelope<TokenAnswer>)),
     security(("bearer" = []))
 )]
-pub async fn tquery(authenticated: Authenticated) -> ApiResult<Value> {
-    Ok(ApiOk(json!({ "token": authenticated.token })))
+pub async fn tquery(authenticated: Authenticated) -> ApiResult<TokenAnswer> {
+    Ok(ApiOk(TokenAnswer {
+        token: authenticated.token,
+    }))
 }
 
 #[utoipa::path(
@@ -104,22 +90,18 @@ pub async fn tquery(authenticated: Authenticated) -> ApiResult<Value> {
     path = "/api/system/saving",
     tag = "system",
     summary = "Snapshot the database into the data directory",
-    params(doc::AsyncParam),
-    responses((status = 200, description = "Success", body = doc::Answer<doc::Mutation<doc::SnapshotData>>)),
+    params(AsyncFlag),
+    responses((status = 200, description = "Success", body = Envelope<Mutation<SnapshotAnswer>>)),
     security(("bearer" = []))
 )]
 pub async fn saving(
     State(state): State<Arc<AppState>>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
-) -> ApiResult<Value> {
+) -> ApiResult<Mutation<SnapshotAnswer>> {
     let task_state = state.clone();
-    state
-        .tasks
-        .run(system_task("saving"), flag.detach, async move {
-            service::snapshot(&task_state).await
-        })
-        .await?
-        .into_answer()
+    let work = async move { service::snapshot(&task_state).await };
+    let outcome = state.tasks.run(system_task("saving"), flag.detach, work);
+    Ok(ApiOk(outcome.await?.answer()))
 }
 
 #[utoipa::path(
@@ -127,22 +109,18 @@ pub async fn saving(
     path = "/api/system/loader",
     tag = "system",
     summary = "Re-read the config file, reload plugins, re-apply NAT and proxy state",
-    params(doc::AsyncParam),
-    responses((status = 200, description = "Success", body = doc::Answer<doc::Mutation<doc::ReloadData>>)),
+    params(AsyncFlag),
+    responses((status = 200, description = "Success", body = Envelope<Mutation<ReloadAnswer>>)),
     security(("bearer" = []))
 )]
 pub async fn loader(
     State(state): State<Arc<AppState>>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
-) -> ApiResult<Value> {
+) -> ApiResult<Mutation<ReloadAnswer>> {
     let task_state = state.clone();
-    state
-        .tasks
-        .run(system_task("loader"), flag.detach, async move {
-            service::reload(&task_state).await
-        })
-        .await?
-        .into_answer()
+    let work = async move { service::reload(&task_state).await };
+    let outcome = state.tasks.run(system_task("loader"), flag.detach, work);
+    Ok(ApiOk(outcome.await?.answer()))
 }
 
 #[utoipa::path(
@@ -150,10 +128,10 @@ pub async fn loader(
     path = "/api/system/statis",
     tag = "system",
     summary = "Counts of hosts, VMs, running VMs and tasks; uptime; version",
-    responses((status = 200, description = "Success", body = doc::Answer<doc::Statistics>)),
+    responses((status = 200, description = "Success", body = Envelope<Statistics>)),
     security(("bearer" = []))
 )]
-pub async fn statis(State(state): State<Arc<AppState>>) -> ApiResult<Value> {
+pub async fn statis(State(state): State<Arc<AppState>>) -> ApiResult<Statistics> {
     Ok(ApiOk(service::statistics(&state)?))
 }
 
@@ -162,10 +140,10 @@ pub async fn statis(State(state): State<Arc<AppState>>) -> ApiResult<Value> {
     path = "/api/system/engine",
     tag = "system",
     summary = "The engine plugins, by name",
-    responses((status = 200, description = "Success", body = doc::Answer<std::collections::BTreeMap<String, doc::EngineView>>)),
+    responses((status = 200, description = "Success", body = Envelope<BTreeMap<String, EngineView>>)),
     security(("bearer" = []))
 )]
-pub async fn engine(State(state): State<Arc<AppState>>) -> ApiResult<Value> {
+pub async fn engine(State(state): State<Arc<AppState>>) -> ApiResult<BTreeMap<String, EngineView>> {
     Ok(ApiOk(service::engines(&state)))
 }
 
@@ -175,11 +153,11 @@ fn default_limit() -> u32 {
     100
 }
 
-fn check_page(limit: u32) -> Result<(), ApiError> {
+fn check_page(limit: u32) -> Result<(), Invalid> {
     if (1..=MAX_PAGE).contains(&limit) {
         Ok(())
     } else {
-        Err(ApiError::bad_field(
+        Err(Invalid::new(
             "limit",
             format!("must be 1..={MAX_PAGE}, got {limit}"),
         ))
@@ -213,18 +191,18 @@ pub struct LogQuery {
     tag = "system",
     summary = "Log records, newest first",
     params(LogQuery),
-    responses((status = 200, description = "Success", body = doc::Answer<Vec<doc::LogEntry>>)),
+    responses((status = 200, description = "Success", body = Envelope<Vec<LogEntry>>)),
     security(("bearer" = []))
 )]
 pub async fn logget(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<LogQuery>,
-) -> ApiResult<Value> {
+) -> ApiResult<Vec<LogEntry>> {
     check_page(query.limit)?;
     let level = match query.level.as_str() {
         "" => None,
         text => Some(LogLevel::parse(text).ok_or_else(|| {
-            ApiError::bad_field(
+            Invalid::new(
                 "level",
                 format!("{text:?} must be one of debug, info, warn, error"),
             )
@@ -261,18 +239,18 @@ pub struct TaskQuery {
     tag = "system",
     summary = "Task records, newest first",
     params(TaskQuery),
-    responses((status = 200, description = "Success", body = doc::Answer<Vec<doc::TaskEntry>>)),
+    responses((status = 200, description = "Success", body = Envelope<Vec<TaskEntry>>)),
     security(("bearer" = []))
 )]
 pub async fn tasget(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<TaskQuery>,
-) -> ApiResult<Value> {
+) -> ApiResult<Vec<TaskEntry>> {
     check_page(query.limit)?;
     let task_state = match query.state.as_str() {
         "" => None,
         text => Some(TaskState::parse(text).ok_or_else(|| {
-            ApiError::bad_field(
+            Invalid::new(
                 "state",
                 format!("{text:?} must be one of queued, running, done, failed"),
             )

@@ -12,12 +12,14 @@ pub mod log;
 pub mod nat;
 pub mod proxy;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::config::Grant;
-use crate::plugin::bindings::{PluginError, openidcs::engine as wit};
+use crate::plugin::bindings::{PluginError, describe_error, openidcs::engine as wit};
 use crate::plugin::instance::CallState;
 use crate::store::Store;
 
@@ -31,9 +33,10 @@ pub struct HostScope {
     pub storage_dir: String,
     /// Public port range for NAT (`ports_start..=ports_close`).
     pub ports: std::ops::RangeInclusive<u16>,
-    /// VM networks (from the host's IP pools) as (network address, prefix).
-    pub vm_networks: Vec<(std::net::IpAddr, u8)>,
-    pub public_addr: Option<std::net::IpAddr>,
+    /// VM networks (from the host's IP pools); one with prefix 0 is ignored
+    /// (see [`HostScope::vm_network_of`]).
+    pub vm_networks: Vec<IpNet>,
+    pub public_addr: Option<IpAddr>,
     /// Domain name prefix this panel manages (`filter_name`).
     pub name_prefix: String,
     /// `extend_data.allow_hostdev`: PCI/USB passthrough allowed on this host.
@@ -41,40 +44,79 @@ pub struct HostScope {
 }
 
 impl HostScope {
+    /// The VM network `address` lies in, if any.
+    ///
+    /// A network with prefix 0 (`0.0.0.0/0`, `::/0`) is never a VM network,
+    /// whatever the pool says: it contains every address, so it would let a
+    /// plugin point a NAT rule, a proxy or a DHCP binding anywhere (the host
+    /// itself, another host's VMs, the internet). Checked here, where every
+    /// capability's scope check ends, rather than trusted from the store.
+    pub fn vm_network_of(&self, address: IpAddr) -> Option<&IpNet> {
+        self.vm_networks
+            .iter()
+            .find(|network| network.prefix_len() > 0 && network.contains(&address))
+    }
+
     /// Is `address` inside one of the host's VM networks?
-    pub fn in_vm_networks(&self, address: std::net::IpAddr) -> bool {
-        in_networks(address, &self.vm_networks)
+    pub fn in_vm_networks(&self, address: IpAddr) -> bool {
+        self.vm_network_of(address).is_some()
     }
 }
 
-/// Is `address` inside one of `networks` (network address, prefix length)?
-pub fn in_networks(address: std::net::IpAddr, networks: &[(std::net::IpAddr, u8)]) -> bool {
-    networks
-        .iter()
-        .any(|&(network, prefix)| in_network(address, network, prefix))
+/// What a capability's host function answers when it does not answer its
+/// value: a refusal the engine sees, or a fault of the host that traps.
+///
+/// It is the `trappable_error_type` of the WIT `error`, so host functions
+/// return `Result<T, CapError>` and refuse with `?` on a [`PluginError`].
+#[derive(Debug, thiserror::Error)]
+pub enum CapError {
+    /// Reaches the guest as the WIT `error` (the engine decides what to do).
+    #[error("{}", describe_error(.0))]
+    Refused(PluginError),
+    /// A host fault (a panicked worker): the call traps and fails as a
+    /// whole; the engine never sees it.
+    #[error("host fault: {0}")]
+    Trap(wasmtime::Error),
 }
 
-/// Whether `address` lies in `network/prefix`. A prefix of 0 (or one longer
-/// than the address) is no VM network: a /0 would let a plugin point a rule,
-/// a proxy or a DHCP binding anywhere.
-pub fn in_network(address: std::net::IpAddr, network: std::net::IpAddr, prefix: u8) -> bool {
-    use std::net::IpAddr;
-    let (address, network, bits) = match (address, network) {
-        (IpAddr::V4(address), IpAddr::V4(network)) => (
-            u128::from(u32::from(address)),
-            u128::from(u32::from(network)),
-            32u8,
-        ),
-        (IpAddr::V6(address), IpAddr::V6(network)) => {
-            (u128::from(address), u128::from(network), 128u8)
+impl CapError {
+    /// A host fault: the call traps instead of answering the engine.
+    pub fn trap(error: impl Into<anyhow::Error>) -> CapError {
+        CapError::Trap(wasmtime::Error::from_anyhow(error.into()))
+    }
+
+    /// What the guest gets: the WIT `error`, or a trap.
+    fn into_wit(self) -> wasmtime::Result<PluginError> {
+        match self {
+            CapError::Refused(error) => Ok(error),
+            CapError::Trap(fault) => Err(fault),
         }
-        _ => return false,
-    };
-    if prefix == 0 || prefix > bits {
-        return false;
     }
-    let shift = u32::from(bits - prefix);
-    address >> shift == network >> shift
+}
+
+impl From<PluginError> for CapError {
+    fn from(error: PluginError) -> CapError {
+        CapError::Refused(error)
+    }
+}
+
+/// Tests look at a host function's answer as the engine would see it.
+#[cfg(test)]
+pub(crate) trait NoTrap<T> {
+    /// The value or the WIT `error`; a trap fails the test.
+    fn no_trap(self) -> Result<T, PluginError>;
+}
+
+#[cfg(test)]
+impl<T> NoTrap<T> for Result<T, CapError> {
+    #[track_caller]
+    fn no_trap(self) -> Result<T, PluginError> {
+        match self {
+            Ok(value) => Ok(value),
+            Err(CapError::Refused(error)) => Err(error),
+            Err(CapError::Trap(trap)) => panic!("the call trapped: {trap:?}"),
+        }
+    }
 }
 
 /// Services shared by all calls, built once at start.
@@ -138,7 +180,25 @@ pub fn link(linker: &mut Linker<CallState>, grants: &[Grant]) -> wasmtime::Resul
     Ok(())
 }
 
-impl wit::types::Host for CallState {}
+/// `types::Host` is where bindgen puts the conversion of [`CapError`], and
+/// each linker asks it of the state it hands its functions: the store's
+/// state (for `types`) and every capability's per-call state.
+macro_rules! convert_cap_errors {
+    ($($state:ty),*) => {$(
+        impl wit::types::Host for $state {
+            fn convert_error(&mut self, error: CapError) -> wasmtime::Result<PluginError> {
+                error.into_wit()
+            }
+        }
+    )*};
+}
+
+convert_cap_errors!(
+    CallState,
+    libvirt::LibvirtCall,
+    nat::NatCall,
+    proxy::ProxyCall
+);
 
 /// The refusal every capability answers when a call carries no host (the
 /// engine's `describe` at load time).

@@ -3,9 +3,10 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use parking_lot::Mutex;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -106,10 +107,7 @@ pub struct CapturedOutput {
 impl CapturedOutput {
     /// The captured text, one entry per non-empty line.
     pub fn lines(&self) -> Vec<String> {
-        let buffer = self
-            .buffer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let buffer = self.buffer.lock();
         String::from_utf8_lossy(&buffer)
             .lines()
             .map(str::trim_end)
@@ -137,10 +135,7 @@ impl tokio::io::AsyncWrite for CapturedOutput {
         _context: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut buffer = self
-            .buffer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buffer = self.buffer.lock();
         let room = CAPTURE_BYTES.saturating_sub(buffer.len());
         buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
         Poll::Ready(Ok(bytes.len()))

@@ -1,6 +1,11 @@
 //! The plugin runtime: one wasmtime `Engine` for all plugins, a registry of
 //! pre-instantiated engine components, and the per-call machinery.
 //!
+//! Services call an engine through the typed methods of [`PluginRuntime`]
+//! (`vm_get`, `nat_apply`, …, generated in [`bindings`] from the one table of
+//! the `engine` export), each given an [`EngineTarget`]: the plugin, the
+//! host's scope and what the engine sees of the host.
+//!
 //! Each engine call gets a new `Store` with fresh capability state, the
 //! plugin's memory cap and a deadline, instantiates from the `InstancePre`
 //! built at load, calls one export and drops everything. A trap, a panic, a
@@ -14,10 +19,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use parking_lot::RwLock;
 use tokio::sync::Semaphore;
 use wasmtime::{
     Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
@@ -27,7 +33,7 @@ use wasmtime::{
 use crate::caps::{CallCaps, Capabilities, HostScope};
 use crate::config::PluginConfig;
 use crate::store::{LogLevel, NewLog};
-use bindings::{EngineCall, EngineInfo, EnginePre, PluginError};
+use bindings::{EngineCall, EngineInfo, EnginePre, HostConfig, PluginError};
 use instance::CallState;
 
 /// Engine calls running at once; more wait for a slot instead of failing
@@ -73,6 +79,17 @@ pub enum EngineError {
     },
     #[error("engine {plugin} cannot take calls: the runtime is shutting down")]
     Busy { plugin: String },
+}
+
+/// Everything one engine call needs to know about the host it is for.
+#[derive(Clone, Debug)]
+pub struct EngineTarget {
+    /// The plugin (engine) name the host uses.
+    pub engine: String,
+    /// What capabilities may know about the host (scope checks).
+    pub scope: Arc<HostScope>,
+    /// What the engine sees of the host (no password).
+    pub config: HostConfig,
 }
 
 /// One `[[plugin]]` after loading: callable, or with the reason it is not.
@@ -212,10 +229,7 @@ impl PluginRuntime {
             }
             loaded.insert(config.name.clone(), Arc::new(plugin));
         }
-        *self
-            .plugins
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(loaded);
+        *self.plugins.write() = Arc::new(loaded);
     }
 
     async fn load_one(&self, config: PluginConfig) -> LoadedPlugin {
@@ -248,13 +262,11 @@ impl PluginRuntime {
                 plugin.load_ms = compiled.compile_ms;
                 plugin.pre = Some(compiled.pre);
                 let describe = self
-                    .invoke(&plugin, None, "describe", |export, store| {
+                    .invoke(&plugin, None, "describe", async |export, store| {
                         // Every function's types are checked once, here;
                         // calls check only the function they make.
-                        Box::pin(async move {
-                            export.check_types(store)?;
-                            export.call_describe(store).await.map(Ok)
-                        })
+                        export.check_types(store)?;
+                        export.describe(store).await.map(Ok)
                     })
                     .await;
                 match describe {
@@ -272,10 +284,7 @@ impl PluginRuntime {
 
     /// The plugins as last loaded, by name.
     pub fn plugins(&self) -> Arc<BTreeMap<String, Arc<LoadedPlugin>>> {
-        self.plugins
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.plugins.read().clone()
     }
 
     pub fn plugin(&self, name: &str) -> Result<Arc<LoadedPlugin>, EngineError> {
@@ -295,8 +304,13 @@ impl PluginRuntime {
         + Send,
     ) -> Result<R, EngineError> {
         let plugin = self.plugin(engine_name)?;
-        self.invoke(&plugin, Some(host), operation, invocation)
-            .await
+        self.invoke(
+            &plugin,
+            Some(host),
+            operation,
+            async move |engine, store| invocation(engine, store).await,
+        )
+        .await
     }
 
     /// A store for one call of `plugin`: fresh capability state, the
@@ -343,12 +357,35 @@ impl PluginRuntime {
         Ok((store, instance))
     }
 
+    /// `describe` in a fresh instance, as a host call would pay for it: the
+    /// benchmark of the fresh path without a capability call (the server
+    /// calls `describe` only at load).
+    #[doc(hidden)]
+    pub async fn bench_describe(&self, target: &EngineTarget) -> Result<EngineInfo, EngineError> {
+        let plugin = self.plugin(&target.engine)?;
+        self.invoke(
+            &plugin,
+            Some(target.scope.clone()),
+            "describe",
+            async |engine, store| engine.describe(store).await.map(Ok),
+        )
+        .await
+    }
+
+    /// Make one call of `plugin` for `host` in a fresh instance and map
+    /// every way it can fail to an [`EngineError`] naming `operation`.
+    ///
+    /// `invocation` is an async closure so that it may borrow the caller's
+    /// arguments (no copies of the host config or the spec per call).
     async fn invoke<R>(
         &self,
         plugin: &LoadedPlugin,
         host: Option<Arc<HostScope>>,
         operation: &'static str,
-        invocation: impl for<'a> FnOnce(&'a EngineCall, &'a mut Store<CallState>) -> Invocation<'a, R>
+        invocation: impl AsyncFnOnce(
+            &EngineCall,
+            &mut Store<CallState>,
+        ) -> wasmtime::Result<Result<R, PluginError>>
         + Send,
     ) -> Result<R, EngineError> {
         let plugin_name = plugin.name.to_string();
@@ -460,4 +497,42 @@ pub fn check_file(path: &std::path::Path) -> anyhow::Result<String> {
     report.push_str(&format!("wit version: {wit_version}\n"));
     report.push_str(&format!("grants needed: [{}]\n", needed.join(", ")));
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bindings::{Nic, PortForward, PowerAction, ProxySite, VmSpec};
+    use super::*;
+
+    fn send<T: Send>(_: T) {}
+
+    /// Services await engine calls in spawned tasks and axum handlers, so
+    /// every call's future must be `Send` (checked by compiling this).
+    #[test]
+    fn engine_calls_are_send() {
+        let _ = |runtime: &PluginRuntime,
+                 target: &EngineTarget,
+                 spec: &VmSpec,
+                 forward: &PortForward,
+                 nic: &Nic,
+                 site: &ProxySite| {
+            send(runtime.host_status(target));
+            send(runtime.vm_list(target));
+            send(runtime.vm_get(target, "vm"));
+            send(runtime.vm_create(target, spec));
+            send(runtime.vm_update(target, spec));
+            send(runtime.vm_delete(target, "vm"));
+            send(runtime.vm_power(target, "vm", PowerAction::Start));
+            send(runtime.vm_usage(target));
+            send(runtime.vm_console(target, "vm"));
+            send(runtime.vm_scan(target, "vm"));
+            send(runtime.nat_apply(target, "vm", forward));
+            send(runtime.nat_remove(target, "vm", forward));
+            send(runtime.ip_apply(target, "vm", nic));
+            send(runtime.ip_remove(target, "vm", nic));
+            send(runtime.proxy_apply(target, "vm", site));
+            send(runtime.proxy_remove(target, "vm", site));
+            send(runtime.bench_describe(target));
+        };
+    }
 }

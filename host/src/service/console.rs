@@ -13,9 +13,11 @@
 //! and releases it when dropped, whatever ended the session.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::plugin::bindings::ConsoleEndpoint;
 
@@ -83,10 +85,8 @@ impl Secrets {
         Secrets(Mutex::new(HashMap::new()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConsoleTicket>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, ConsoleTicket>> {
+        self.0.lock()
     }
 
     /// Store a fresh secret for `ticket`; expired ones are dropped here, so
@@ -227,8 +227,8 @@ impl ConsoleTickets {
 
 type OpenSessions = Mutex<HashMap<(String, String), u32>>;
 
-fn lock_open(open: &OpenSessions) -> std::sync::MutexGuard<'_, HashMap<(String, String), u32>> {
-    open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock_open(open: &OpenSessions) -> parking_lot::MutexGuard<'_, HashMap<(String, String), u32>> {
+    open.lock()
 }
 
 /// A live session's place in the limits; released on drop.

@@ -15,19 +15,18 @@
 //! and answers the error as an uncached listup would.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use serde_json::Value;
 
-use super::hosts::{self, Host};
-use super::vms::{PublicConfig, sample_json};
-use crate::api::envelope::EncodedOk;
-use crate::error::ApiError;
-use crate::plugin::bindings::{PowerState, VmInfo};
+use super::error::{ServiceError, ServiceResult};
+use super::hosts;
+use super::vms::sample_view;
+use crate::model::{EncodedAnswer, PowerStatus, VmListItem};
 use crate::state::AppState;
 use crate::store::{SampleRecord, VmRecord};
 
@@ -51,45 +50,37 @@ struct Built {
     /// The store's generation when the build began.
     generation: u64,
     began: Instant,
-    answer: EncodedOk,
+    answer: EncodedAnswer,
 }
 
 impl Slot {
     fn current(&self) -> Option<Built> {
-        self.answer
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.answer.read().clone()
     }
 
     fn set(&self, built: Option<Built>) {
-        *self
-            .answer
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = built;
+        *self.answer.write() = built;
     }
 }
 
 impl ListupCache {
     fn slot(&self, host: &str) -> Arc<Slot> {
-        self.lock().entry(host.to_owned()).or_default().clone()
+        self.hosts
+            .lock()
+            .entry(host.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Forget a host whose build failed (unknown, disabled, engine down), so
     /// names that never answered do not accumulate.
     fn forget(&self, host: &str) {
-        self.lock().remove(host);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
-        self.hosts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.hosts.lock().remove(host);
     }
 }
 
 /// The listup answer of `host_name`, as the API sends it.
-pub async fn listup(state: &Arc<AppState>, host_name: &str) -> Result<EncodedOk, ApiError> {
+pub async fn listup(state: &Arc<AppState>, host_name: &str) -> ServiceResult<EncodedAnswer> {
     // Writes that finished before this request are seen by any answer whose
     // build began at this generation or later.
     let seen = state.store.generation();
@@ -136,7 +127,7 @@ fn refresh_in_background(state: Arc<AppState>, host_name: String, slot: Arc<Slot
     });
 }
 
-async fn build(state: &AppState, host_name: &str) -> Result<Built, ApiError> {
+async fn build(state: &AppState, host_name: &str) -> ServiceResult<Built> {
     let generation = state.store.generation();
     let began = Instant::now();
     let host = hosts::get_enabled(state, host_name)?;
@@ -145,12 +136,14 @@ async fn build(state: &AppState, host_name: &str) -> Result<Built, ApiError> {
     let store = state.store.clone();
     let name = host_name.to_owned();
     let stored = tokio::task::spawn_blocking(move || {
-        Ok::<_, ApiError>((store.vm_list(&name)?, store.sample_latest_by_vm(&name)?))
+        Ok::<_, ServiceError>((store.vm_list(&name)?, store.sample_latest_by_vm(&name)?))
     });
-    let live: HashMap<String, PowerState> = engine_list(state, &host)
+    let live: HashMap<String, PowerStatus> = state
+        .plugins
+        .vm_list(&host.target())
         .await?
         .into_iter()
-        .map(|info| (info.vm_uuid, info.power))
+        .map(|info| (info.vm_uuid, info.power.into()))
         .collect();
     let (records, latest) = stored.await.map_err(blocking_failed)??;
     let answer = ListupAnswer {
@@ -159,7 +152,8 @@ async fn build(state: &AppState, host_name: &str) -> Result<Built, ApiError> {
         latest,
     };
     let answer = tokio::task::spawn_blocking(move || {
-        let encoded = EncodedOk::encode(&answer);
+        let encoded = EncodedAnswer::encode(&answer)
+            .map_err(|error| ServiceError::Internal(format!("encoding the answer: {error}")));
         // Freeing 10,000 records takes as long as encoding them; the
         // caller need not wait for it.
         tokio::task::spawn_blocking(move || drop(answer));
@@ -174,57 +168,31 @@ async fn build(state: &AppState, host_name: &str) -> Result<Built, ApiError> {
     })
 }
 
-fn blocking_failed(error: tokio::task::JoinError) -> ApiError {
-    ApiError::Internal(format!("listup task failed: {error}"))
-}
-
-async fn engine_list(state: &AppState, host: &Host) -> Result<Vec<VmInfo>, ApiError> {
-    let config = host.engine_config();
-    Ok(state
-        .plugins
-        .call(
-            &host.record.engine,
-            host.scope(),
-            "vm-list",
-            move |engine, store| Box::pin(async move { engine.call_vm_list(store, &config).await }),
-        )
-        .await?)
+fn blocking_failed(error: tokio::task::JoinError) -> ServiceError {
+    ServiceError::Internal(format!("listup task failed: {error}"))
 }
 
 /// `{vm_uuid: {uuid, config, power_status, status}}`, encoded straight from
 /// the records (no intermediate JSON tree).
 struct ListupAnswer {
     records: Vec<VmRecord>,
-    live: HashMap<String, PowerState>,
+    live: HashMap<String, PowerStatus>,
     latest: HashMap<String, SampleRecord>,
-}
-
-#[derive(Serialize)]
-struct ListupVm<'a> {
-    uuid: &'a str,
-    config: PublicConfig<'a>,
-    power_status: &'a str,
-    status: Value,
 }
 
 impl Serialize for ListupAnswer {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.records.len()))?;
         for record in &self.records {
-            let vm = ListupVm {
+            let vm = VmListItem {
                 uuid: &record.vm_uuid,
-                config: PublicConfig(&record.config),
+                config: &record.config,
                 power_status: self
                     .live
                     .get(&record.vm_uuid)
-                    .map(|power| power.as_str())
-                    .unwrap_or("missing"),
-                status: self
-                    .latest
-                    .get(&record.vm_uuid)
-                    .cloned()
-                    .map(sample_json)
-                    .unwrap_or(Value::Null),
+                    .copied()
+                    .unwrap_or(PowerStatus::Missing),
+                status: self.latest.get(&record.vm_uuid).cloned().map(sample_view),
             };
             map.serialize_entry(&record.vm_uuid, &vm)?;
         }

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use super::hosts::{self, Host, round2};
+use super::error::ServiceResult;
+use super::hosts::{self, Host, percent_of, round2};
+use crate::model::Sample;
 use crate::plugin::bindings::VmCounters;
 use crate::state::AppState;
-use crate::store::{LogLevel, NewLog};
+use crate::store::{LogLevel, NewLog, format_ms, now_ms};
 
 /// Counters of one VM at the previous poll.
 struct Previous {
@@ -39,22 +39,15 @@ pub async fn run(state: Arc<AppState>) {
 }
 
 async fn poll_once(state: &AppState, previous: &mut HashMap<(String, String), Previous>) {
-    let records = match state.store.host_list() {
-        Ok(records) => records,
+    let hosts = match state.store.host_list() {
+        Ok(hosts) => hosts,
         Err(error) => {
             tracing::error!("poller cannot list hosts: {error}");
             return;
         }
     };
-    for record in records.into_iter().filter(|record| record.enabled) {
-        let name = record.name.clone();
-        let host = match Host::from_record(record) {
-            Ok(host) => host,
-            Err(error) => {
-                tracing::error!("poller skips host {name}: {error}");
-                continue;
-            }
-        };
+    for host in hosts.into_iter().filter(|host| host.enabled) {
+        let name = host.name.clone();
         if let Err(error) = poll_host(state, &host, previous).await {
             // One record per failure; the poller keeps going with other hosts.
             let record = NewLog::new(
@@ -74,46 +67,33 @@ async fn poll_host(
     state: &AppState,
     host: &Host,
     previous: &mut HashMap<(String, String), Previous>,
-) -> Result<(), crate::error::ApiError> {
+) -> ServiceResult<()> {
     let known: std::collections::HashSet<String> = state
         .store
-        .vm_list(host.name())?
+        .vm_list(&host.name)?
         .into_iter()
         .map(|record| record.vm_uuid)
         .collect();
     if known.is_empty() {
         return Ok(());
     }
-    let config = host.engine_config();
-    let counters = state
-        .plugins
-        .call(
-            &host.record.engine,
-            host.scope(),
-            "vm-usage",
-            move |engine, store| {
-                Box::pin(async move { engine.call_vm_usage(store, &config).await })
-            },
-        )
-        .await?;
+    let counters = state.plugins.vm_usage(&host.target()).await?;
     let now = Instant::now();
     for usage in counters
         .into_iter()
         .filter(|usage| known.contains(&usage.vm_uuid))
     {
-        let key = (host.name().to_owned(), usage.vm_uuid.clone());
+        let key = (host.name.clone(), usage.vm_uuid.clone());
         let sample = sample_from(&usage, previous.get(&key), now);
         state
             .store
-            .sample_insert(host.name(), &usage.vm_uuid, "poller", &sample)?;
+            .sample_insert(&host.name, &usage.vm_uuid, "poller", &sample)?;
         state
             .store
-            .vm_set_power(host.name(), &usage.vm_uuid, usage.power.as_str())?;
-        if let Some(delta_mb) = sample["flu_usage"].as_f64() {
-            state
-                .store
-                .vm_add_traffic(host.name(), &usage.vm_uuid, delta_mb)?;
-        }
+            .vm_set_power(&host.name, &usage.vm_uuid, usage.power.as_str())?;
+        state
+            .store
+            .vm_add_traffic(&host.name, &usage.vm_uuid, sample.flu_usage)?;
         previous.insert(
             key,
             Previous {
@@ -124,19 +104,12 @@ async fn poll_host(
             },
         );
     }
-    hosts::touch(state, host.name());
+    hosts::touch(state, &host.name);
     Ok(())
 }
 
 /// The sample shape of the API from raw counters and the previous ones.
-fn sample_from(usage: &VmCounters, previous: Option<&Previous>, now: Instant) -> serde_json::Value {
-    let percent = |used: u64, total: u64| {
-        if total > 0 {
-            used as f64 * 100.0 / total as f64
-        } else {
-            0.0
-        }
-    };
+fn sample_from(usage: &VmCounters, previous: Option<&Previous>, now: Instant) -> Sample {
     let (cpu_usage, network_u, network_d, traffic_mb) = match previous {
         Some(previous) => {
             let seconds = now.duration_since(previous.at).as_secs_f64().max(0.001);
@@ -153,17 +126,23 @@ fn sample_from(usage: &VmCounters, previous: Option<&Previous>, now: Instant) ->
         }
         None => (0.0, 0.0, 0.0, 0.0),
     };
-    json!({
-        "ac_status": usage.power.as_str(),
-        "cpu_total": usage.cpu_num,
-        "cpu_usage": round2(cpu_usage),
-        "mem_total": usage.mem_total_mb,
-        "mem_usage": round2(percent(usage.mem_used_mb, usage.mem_total_mb)),
-        "hdd_total": usage.hdd_total_mb,
-        "hdd_usage": round2(percent(usage.hdd_used_mb, usage.hdd_total_mb)),
-        "flu_usage": round2(traffic_mb),
-        "network_u": round2(network_u),
-        "network_d": round2(network_d),
-        "on_update": crate::store::format_ms(crate::store::now_ms()),
-    })
+    Sample {
+        ac_status: usage.power.as_str().to_owned(),
+        cpu_total: f64::from(usage.cpu_num),
+        cpu_usage: round2(cpu_usage),
+        mem_total: usage.mem_total_mb as f64,
+        mem_usage: round2(percent_of(
+            usage.mem_used_mb as f64,
+            usage.mem_total_mb as f64,
+        )),
+        hdd_total: usage.hdd_total_mb as f64,
+        hdd_usage: round2(percent_of(
+            usage.hdd_used_mb as f64,
+            usage.hdd_total_mb as f64,
+        )),
+        flu_usage: round2(traffic_mb),
+        network_u: round2(network_u),
+        network_d: round2(network_d),
+        on_update: Some(format_ms(now_ms()).into()),
+    }
 }

@@ -1,7 +1,8 @@
 //! Hypervisor hosts known to the panel.
 
 use rusqlite::{OptionalExtension, Row, params};
-use serde_json::{Map, Value};
+
+use crate::model::{HostSettings, HostStatus};
 
 use super::{Store, StoreError, StoreResult, now_ms};
 
@@ -9,10 +10,10 @@ use super::{Store, StoreError, StoreResult, now_ms};
 pub struct HostRecord {
     pub name: String,
     pub engine: String,
-    pub config: Map<String, Value>,
+    pub config: HostSettings,
     pub enabled: bool,
     /// Last host status the engine reported, with its time.
-    pub status: Option<Value>,
+    pub status: Option<HostStatus>,
     pub status_at: Option<i64>,
     /// When the poller last reached the host.
     pub polled_at: Option<i64>,
@@ -30,7 +31,7 @@ fn host_from_row(row: &Row<'_>) -> rusqlite::Result<(HostRecord, String, Option<
         HostRecord {
             name: row.get(0)?,
             engine: row.get(1)?,
-            config: Map::new(),
+            config: HostSettings::default(),
             enabled: row.get(3)?,
             status: None,
             status_at: row.get(5)?,
@@ -88,7 +89,7 @@ impl Store {
         &self,
         name: &str,
         engine: &str,
-        config: &Map<String, Value>,
+        config: &HostSettings,
     ) -> StoreResult<HostRecord> {
         let now = now_ms();
         let inserted = self.connection().execute(
@@ -109,7 +110,7 @@ impl Store {
         &self,
         name: &str,
         engine: Option<&str>,
-        config: &Map<String, Value>,
+        config: &HostSettings,
     ) -> StoreResult<HostRecord> {
         let updated = self.connection().execute(
             "UPDATE hosts SET config = ?2, engine = COALESCE(?3, engine), updated_at = ?4 WHERE name = ?1",
@@ -132,7 +133,7 @@ impl Store {
         self.host_get(name)
     }
 
-    pub fn host_set_status(&self, name: &str, status: &Value) -> StoreResult<()> {
+    pub fn host_set_status(&self, name: &str, status: &HostStatus) -> StoreResult<()> {
         self.connection().execute(
             "UPDATE hosts SET status = ?2, status_at = ?3 WHERE name = ?1",
             params![name, serde_json::to_string(status)?, now_ms()],

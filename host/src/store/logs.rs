@@ -120,14 +120,11 @@ impl Store {
         Ok(connection.last_insert_rowid())
     }
 
-    /// Newest first, filtered and paged; also answers the filtered total.
-    pub fn log_list(&self, filter: &LogFilter) -> StoreResult<(Vec<LogRecord>, u64)> {
+    /// Newest first, filtered and paged.
+    pub fn log_list(&self, filter: &LogFilter) -> StoreResult<Vec<LogRecord>> {
         let connection = self.reader();
         let where_clause = "WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR level = ?2)";
         let level = filter.level.map(LogLevel::as_str);
-        let total: u64 = connection
-            .prepare_cached(&format!("SELECT COUNT(*) FROM logs {where_clause}"))?
-            .query_row(params![filter.host, level], |row| row.get(0))?;
         let mut statement = connection.prepare_cached(&format!(
             "SELECT id, level, host, vm_uuid, actions, message, success, created_at
              FROM logs {where_clause} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
@@ -138,6 +135,6 @@ impl Store {
                 log_from_row,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((logs, total))
+        Ok(logs)
     }
 }

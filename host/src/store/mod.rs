@@ -21,7 +21,8 @@ mod vms;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
@@ -145,13 +146,10 @@ impl Store {
         &self.path
     }
 
-    /// The writer; a panic elsewhere never makes the store unusable.
+    /// The writer (parking_lot: a panic elsewhere does not poison it).
     fn connection(&self) -> WriterGuard<'_> {
         WriterGuard {
-            connection: self
-                .connection
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            connection: self.connection.lock(),
             generation: &self.generation,
         }
     }
@@ -178,19 +176,13 @@ impl Store {
     /// next write.
     pub fn statistics(&self) -> StoreResult<[u64; 4]> {
         let generation = self.generation();
-        if let Some((counted_at, counts)) = *self
-            .statistics_cache
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        if let Some((counted_at, counts)) = *self.statistics_cache.read()
             && counted_at == generation
         {
             return Ok(counts);
         }
         let counts = self.count_statistics()?;
-        *self
-            .statistics_cache
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((generation, counts));
+        *self.statistics_cache.write() = Some((generation, counts));
         Ok(counts)
     }
 
@@ -214,13 +206,11 @@ impl Store {
             .next_reader
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for offset in 0..self.readers.len() {
-            if let Ok(guard) = self.readers[(start + offset) % self.readers.len()].try_lock() {
+            if let Some(guard) = self.readers[(start + offset) % self.readers.len()].try_lock() {
                 return guard;
             }
         }
-        self.readers[start % self.readers.len()]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.readers[start % self.readers.len()].lock()
     }
 
     /// Write a consistent copy of the whole database to `target` (which must

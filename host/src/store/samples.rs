@@ -1,14 +1,15 @@
 //! Status samples of VMs (from the poller and from `upload`), with retention.
 
 use rusqlite::params;
-use serde_json::Value;
+
+use crate::model::Sample;
 
 use super::{Store, StoreResult, now_ms};
 
 #[derive(Clone, Debug)]
 pub struct SampleRecord {
     pub source: String,
-    pub sample: Value,
+    pub sample: Sample,
     pub created_at: i64,
 }
 
@@ -18,7 +19,7 @@ impl Store {
         host: &str,
         vm_uuid: &str,
         source: &str,
-        sample: &Value,
+        sample: &Sample,
     ) -> StoreResult<()> {
         self.connection()
             .prepare_cached(

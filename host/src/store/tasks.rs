@@ -138,13 +138,10 @@ impl Store {
     }
 
     /// Newest first, filtered and paged.
-    pub fn task_list(&self, filter: &TaskFilter) -> StoreResult<(Vec<TaskRecord>, u64)> {
+    pub fn task_list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
         let connection = self.reader();
         let where_clause = "WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR state = ?2)";
         let state = filter.state.map(TaskState::as_str);
-        let total: u64 = connection
-            .prepare_cached(&format!("SELECT COUNT(*) FROM tasks {where_clause}"))?
-            .query_row(params![filter.host, state], |row| row.get(0))?;
         let mut statement = connection.prepare_cached(&format!(
             "SELECT id, actions, host, vm_uuid, state, progress, success, message,
                     created_at, started_at, finished_at
@@ -156,6 +153,6 @@ impl Store {
                 task_from_row,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((tasks, total))
+        Ok(tasks)
     }
 }

@@ -20,11 +20,7 @@ impl Store {
     /// server, or `openidcs token reset` in another process) changes the files.
     pub fn token_hash_cached(&self) -> StoreResult<Option<Vec<u8>>> {
         let signature = self.file_signature();
-        if let Some((cached_signature, hash)) = self
-            .token_cache
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .as_ref()
+        if let Some((cached_signature, hash)) = self.token_cache.read().as_ref()
             && Some(*cached_signature) == signature
         {
             return Ok(hash.clone());
@@ -33,10 +29,7 @@ impl Store {
         // files again, so the next request reads again.
         let hash = self.token_hash()?;
         if let Some(signature) = signature {
-            *self
-                .token_cache
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((signature, hash.clone()));
+            *self.token_cache.write() = Some((signature, hash.clone()));
         }
         Ok(hash)
     }

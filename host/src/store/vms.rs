@@ -2,7 +2,9 @@
 //! and power state; these rows hold the operator's configuration and keys.
 
 use rusqlite::{OptionalExtension, Row, params};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::model::VmSettings;
 
 use super::{Store, StoreError, StoreResult, now_ms};
 
@@ -10,7 +12,9 @@ use super::{Store, StoreError, StoreResult, now_ms};
 pub struct VmRecord {
     pub host: String,
     pub vm_uuid: String,
-    pub config: Map<String, Value>,
+    pub config: VmSettings,
+    /// The hypervisor's UUID of the VM (empty until the engine answered one).
+    pub domain_uuid: String,
     pub upload_key: String,
     pub power_status: String,
     pub flu_usage: f64,
@@ -26,7 +30,8 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<(VmRecord, String)> {
         VmRecord {
             host: row.get(0)?,
             vm_uuid: row.get(1)?,
-            config: Map::new(),
+            config: VmSettings::default(),
+            domain_uuid: String::new(),
             upload_key: row.get(3)?,
             power_status: row.get(4)?,
             flu_usage: row.get(5)?,
@@ -37,8 +42,37 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<(VmRecord, String)> {
     ))
 }
 
+/// The `config` column: the VM's settings and the core's own `domain_uuid`.
+#[derive(Deserialize)]
+struct StoredConfig {
+    #[serde(flatten)]
+    settings: VmSettings,
+    #[serde(default)]
+    domain_uuid: String,
+}
+
+#[derive(Serialize)]
+struct StoredConfigRef<'a> {
+    #[serde(flatten)]
+    settings: &'a VmSettings,
+    domain_uuid: &'a str,
+}
+
+fn encode_config(settings: &VmSettings, domain_uuid: &str) -> StoreResult<String> {
+    Ok(serde_json::to_string(&StoredConfigRef {
+        settings,
+        domain_uuid,
+    })?)
+}
+
+fn decode_config(text: &str) -> StoreResult<StoredConfig> {
+    Ok(serde_json::from_str(text)?)
+}
+
 fn decode_vm((mut vm, config_text): (VmRecord, String)) -> StoreResult<VmRecord> {
-    vm.config = serde_json::from_str(&config_text)?;
+    let stored = decode_config(&config_text)?;
+    vm.config = stored.settings;
+    vm.domain_uuid = stored.domain_uuid;
     Ok(vm)
 }
 
@@ -94,6 +128,17 @@ impl Store {
         })
     }
 
+    /// Number of VMs of each host that has any.
+    pub fn vm_count_by_host(&self) -> StoreResult<std::collections::HashMap<String, u64>> {
+        let connection = self.reader();
+        let mut statement =
+            connection.prepare_cached("SELECT host, COUNT(*) FROM vms GROUP BY host")?;
+        let counts = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(counts)
+    }
+
     /// Insert a VM; `Conflict` when the key is taken on that host, or when
     /// the host already holds `limit` VMs (0 = no limit). Both checks and the
     /// insert are one transaction, so concurrent creates cannot overshoot.
@@ -101,7 +146,8 @@ impl Store {
         &self,
         host: &str,
         vm_uuid: &str,
-        config: &Map<String, Value>,
+        config: &VmSettings,
+        domain_uuid: &str,
         upload_key: &str,
         limit: u64,
     ) -> StoreResult<VmRecord> {
@@ -126,7 +172,7 @@ impl Store {
                 params![
                     host,
                     vm_uuid,
-                    serde_json::to_string(config)?,
+                    encode_config(config, domain_uuid)?,
                     upload_key,
                     now
                 ],
@@ -145,11 +191,12 @@ impl Store {
         &self,
         host: &str,
         vm_uuid: &str,
-        config: &Map<String, Value>,
+        config: &VmSettings,
+        domain_uuid: &str,
     ) -> StoreResult<VmRecord> {
         let updated = self.connection().execute(
             "UPDATE vms SET config = ?3, updated_at = ?4 WHERE host = ?1 AND vm_uuid = ?2",
-            params![host, vm_uuid, serde_json::to_string(config)?, now_ms()],
+            params![host, vm_uuid, encode_config(config, domain_uuid)?, now_ms()],
         )?;
         if updated == 0 {
             return Err(not_found(host, vm_uuid));
@@ -188,12 +235,12 @@ impl Store {
         &self,
         host: &str,
         vm_uuid: &str,
-        change: impl FnOnce(&mut Map<String, Value>, &[Map<String, Value>]) -> Result<T, StoreError>,
+        change: impl FnOnce(&mut VmSettings, &[VmSettings]) -> Result<T, StoreError>,
     ) -> StoreResult<T> {
         let mut connection = self.connection();
         let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut config: Option<Map<String, Value>> = None;
+        let mut config: Option<StoredConfig> = None;
         let mut others = Vec::new();
         {
             let mut statement =
@@ -203,19 +250,24 @@ impl Store {
             })?;
             for row in rows {
                 let (uuid, text) = row?;
-                let decoded: Map<String, Value> = serde_json::from_str(&text)?;
+                let decoded = decode_config(&text)?;
                 if uuid == vm_uuid {
                     config = Some(decoded);
                 } else {
-                    others.push(decoded);
+                    others.push(decoded.settings);
                 }
             }
         }
         let mut config = config.ok_or_else(|| not_found(host, vm_uuid))?;
-        let answer = change(&mut config, &others)?;
+        let answer = change(&mut config.settings, &others)?;
         transaction.execute(
             "UPDATE vms SET config = ?3, updated_at = ?4 WHERE host = ?1 AND vm_uuid = ?2",
-            params![host, vm_uuid, serde_json::to_string(&config)?, now_ms()],
+            params![
+                host,
+                vm_uuid,
+                encode_config(&config.settings, &config.domain_uuid)?,
+                now_ms()
+            ],
         )?;
         transaction.commit()?;
         Ok(answer)

@@ -9,11 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::Value;
-
-use crate::api::envelope::{ApiOk, ApiResult};
-use crate::error::ApiError;
+use crate::model::task::{Null, RunningState};
+use crate::model::{Finished, Mutation, Removal, TaskRunning};
+use crate::service::{ErrorKind, ServiceError};
 use crate::store::{LogLevel, NewLog, NewTask, Store};
 
 pub struct Tasks {
@@ -25,6 +23,14 @@ pub struct Tasks {
 pub enum TaskOutcome<T> {
     Done { task_id: i64, value: T },
     Pending { task_id: i64 },
+}
+
+/// A task that failed (or could not be recorded, without an id).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct TaskFailed {
+    pub task_id: Option<i64>,
+    pub error: ServiceError,
 }
 
 impl Tasks {
@@ -39,12 +45,15 @@ impl Tasks {
         task: NewTask,
         detach: bool,
         work: F,
-    ) -> Result<TaskOutcome<T>, ApiError>
+    ) -> Result<TaskOutcome<T>, TaskFailed>
     where
         T: Send + 'static,
-        F: Future<Output = Result<T, ApiError>> + Send + 'static,
+        F: Future<Output = Result<T, ServiceError>> + Send + 'static,
     {
-        let task_id = self.store.task_insert(&task)?;
+        let task_id = self.store.task_insert(&task).map_err(|error| TaskFailed {
+            task_id: None,
+            error: error.into(),
+        })?;
         let store = self.store.clone();
         let handle = tokio::spawn(async move {
             if let Err(error) = store.task_start(task_id) {
@@ -53,13 +62,13 @@ impl Tasks {
             let result = work.await;
             let (success, message) = match &result {
                 Ok(_) => (true, "done".to_owned()),
-                Err(error) => (false, error.to_string()),
+                Err(error) => (false, error.message()),
             };
             if let Err(error) = store.task_finish(task_id, success, &message) {
                 tracing::error!(task_id, "cannot record the end of the task: {error}");
             }
             if let Err(error) = &result {
-                let level = if error.status().is_server_error() {
+                let level = if error.kind() == ErrorKind::Fault {
                     LogLevel::Error
                 } else {
                     LogLevel::Warn
@@ -67,7 +76,7 @@ impl Tasks {
                 let record = NewLog::new(
                     level,
                     task.actions.clone(),
-                    format!("task {task_id} failed: {error}"),
+                    format!("task {task_id} failed: {}", error.message()),
                 )
                 .host(task.host.clone())
                 .vm(task.vm_uuid.clone());
@@ -80,40 +89,44 @@ impl Tasks {
         if detach {
             return Ok(TaskOutcome::Pending { task_id });
         }
+        let failed = |error| TaskFailed {
+            task_id: Some(task_id),
+            error,
+        };
         match tokio::time::timeout(self.wait, handle).await {
             Err(_still_running) => Ok(TaskOutcome::Pending { task_id }),
-            Ok(Err(join_error)) => Err(ApiError::Task {
-                task_id,
-                source: Box::new(ApiError::Internal(format!(
-                    "task {task_id} crashed: {join_error}"
-                ))),
-            }),
-            Ok(Ok(Err(error))) => Err(ApiError::Task {
-                task_id,
-                source: Box::new(error),
-            }),
+            Ok(Err(join_error)) => Err(failed(ServiceError::Internal(format!(
+                "task {task_id} crashed: {join_error}"
+            )))),
+            Ok(Ok(Err(error))) => Err(failed(error)),
             Ok(Ok(Ok(value))) => Ok(TaskOutcome::Done { task_id, value }),
         }
     }
 }
 
-impl<T: Serialize> TaskOutcome<T> {
-    /// The API answer: the value, with `task_id` added when it is an object;
-    /// `{task_id, state: "running"}` when the task is still going.
-    pub fn into_answer(self) -> ApiResult<Value> {
+fn running(task_id: i64) -> TaskRunning {
+    TaskRunning {
+        task_id,
+        state: RunningState::Running,
+    }
+}
+
+impl<T> TaskOutcome<T> {
+    /// The answer of a mutation with a result: the value with `task_id`.
+    pub fn answer(self) -> Mutation<T> {
         match self {
-            TaskOutcome::Done { task_id, value } => {
-                let mut value = serde_json::to_value(value)
-                    .map_err(|error| ApiError::Internal(format!("encoding the answer: {error}")))?;
-                if let Value::Object(object) = &mut value {
-                    object.insert("task_id".to_owned(), Value::from(task_id));
-                }
-                Ok(ApiOk(value))
-            }
-            TaskOutcome::Pending { task_id } => Ok(ApiOk(serde_json::json!({
-                "task_id": task_id,
-                "state": "running",
-            }))),
+            TaskOutcome::Done { task_id, value } => Mutation::Done(Finished { value, task_id }),
+            TaskOutcome::Pending { task_id } => Mutation::Running(running(task_id)),
+        }
+    }
+}
+
+impl TaskOutcome<()> {
+    /// The answer of a removal: `null`, or the task while it runs.
+    pub fn removal(self) -> Removal {
+        match self {
+            TaskOutcome::Done { .. } => Removal::Done(Null),
+            TaskOutcome::Pending { task_id } => Removal::Running(running(task_id)),
         }
     }
 }

@@ -27,8 +27,9 @@ mod tests;
 mod xml_check;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, MutexGuard};
 use virt::connect::Connect;
 use virt::domain::Domain as VirtDomain;
 use virt::error::{Error as VirtError, ErrorNumber};
@@ -37,7 +38,7 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 
-use super::{HostScope, no_host};
+use super::{CapError, HostScope, no_host};
 use crate::plugin::bindings::PluginError;
 use crate::plugin::bindings::PowerState;
 use crate::plugin::bindings::openidcs::engine::libvirt::{
@@ -101,11 +102,9 @@ impl LibvirtService {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Connection>>> {
-        // The map stays consistent even if a holder panicked: every update is
-        // one insert or remove.
-        self.connections
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // No poisoning to recover from: the map stays consistent even if a
+        // holder panicked, as every update is one insert or remove.
+        self.connections.lock()
     }
 
     /// The host's connection, opened now if there is none or its URI changed.
@@ -207,7 +206,7 @@ pub struct LibvirtCall {
     host: Option<Arc<HostScope>>,
 }
 
-type Answer<T> = wasmtime::Result<Result<T, PluginError>>;
+type Answer<T> = Result<T, CapError>;
 
 impl LibvirtCall {
     pub fn new(service: Arc<LibvirtService>, host: Option<Arc<HostScope>>) -> LibvirtCall {
@@ -219,23 +218,21 @@ impl LibvirtCall {
     }
 
     /// Run `operation` with the host's connection on a blocking thread.
-    /// A refusal or libvirt error is the inner `Err`; only a panic in the
-    /// worker (a host bug) becomes a trap.
+    /// A refusal or libvirt error is answered to the engine; only a panic in
+    /// the worker (a host bug) becomes a trap.
     async fn run<T, F>(&self, operation: F) -> Answer<T>
     where
         T: Send + 'static,
         F: Fn(&Connect, &HostScope) -> Result<T, Fail> + Send + 'static,
     {
-        let Some(scope) = self.host.clone() else {
-            return Ok(Err(no_host()));
-        };
+        let scope = self.host.clone().ok_or_else(no_host)?;
         let service = self.service.clone();
         let worker = tokio::task::spawn_blocking(move || {
             service.with_connection(&scope, |connect| operation(connect, &scope))
         });
         match worker.await {
-            Ok(answer) => Ok(answer),
-            Err(error) => Err(wasmtime::Error::msg(format!(
+            Ok(answer) => Ok(answer?),
+            Err(error) => Err(CapError::trap(anyhow::anyhow!(
                 "libvirt worker failed: {error}"
             ))),
         }
@@ -418,13 +415,8 @@ impl LibvirtCall {
         live: bool,
         change: DeviceChange,
     ) -> Answer<()> {
-        let checked = self
-            .domain_in_scope(&domain)
-            .and_then(|()| self.scope())
-            .and_then(|scope| xml_check::check_device_xml(&xml, scope));
-        if let Err(refusal) = checked {
-            return Ok(Err(refusal));
-        }
+        self.domain_in_scope(&domain)?;
+        xml_check::check_device_xml(&xml, self.scope()?)?;
         self.run(move |connect, scope| {
             let target = lookup_domain(connect, &domain)?;
             let flags = device_flags(&target, live)?;
@@ -611,17 +603,13 @@ impl Host for LibvirtCall {
     }
 
     async fn get_domain(&mut self, name: String) -> Answer<Domain> {
-        if let Err(refusal) = self.domain_in_scope(&name) {
-            return Ok(Err(refusal));
-        }
+        self.domain_in_scope(&name)?;
         self.run(move |connect, _| describe(&lookup_domain(connect, &name)?))
             .await
     }
 
     async fn domain_xml(&mut self, name: String, inactive: bool) -> Answer<String> {
-        if let Err(refusal) = self.domain_in_scope(&name) {
-            return Ok(Err(refusal));
-        }
+        self.domain_in_scope(&name)?;
         // SECURE keeps the VNC password in, so that a read-modify-define
         // round trip does not silently drop it.
         let flags = sys::VIR_DOMAIN_XML_SECURE
@@ -635,12 +623,7 @@ impl Host for LibvirtCall {
     }
 
     async fn define_domain(&mut self, xml: String) -> Answer<Domain> {
-        if let Err(refusal) = self
-            .scope()
-            .and_then(|scope| xml_check::check_domain_xml(&xml, scope))
-        {
-            return Ok(Err(refusal));
-        }
+        xml_check::check_domain_xml(&xml, self.scope()?)?;
         // VALIDATE: libvirt also checks the XML against its schema, so an
         // element this module does not know about cannot slip through unread.
         self.run(move |connect, _| {
@@ -654,17 +637,13 @@ impl Host for LibvirtCall {
     }
 
     async fn undefine_domain(&mut self, name: String) -> Answer<()> {
-        if let Err(refusal) = self.domain_in_scope(&name) {
-            return Ok(Err(refusal));
-        }
+        self.domain_in_scope(&name)?;
         self.run(move |connect, _| undefine(&lookup_domain(connect, &name)?))
             .await
     }
 
     async fn lifecycle(&mut self, name: String, op: LifecycleOp) -> Answer<PowerState> {
-        if let Err(refusal) = self.domain_in_scope(&name) {
-            return Ok(Err(refusal));
-        }
+        self.domain_in_scope(&name)?;
         self.run(move |connect, _| {
             let domain = lookup_domain(connect, &name)?;
             check_lifecycle(op, power_of(&domain)?, &name)?;
@@ -737,10 +716,7 @@ impl Host for LibvirtCall {
     }
 
     async fn create_volume(&mut self, name: String, capacity_mb: u64) -> Answer<String> {
-        let bytes = match self.volume_in_scope(&name, Some(capacity_mb)) {
-            Ok(bytes) => bytes,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
+        let bytes = self.volume_in_scope(&name, Some(capacity_mb))?;
         self.run(move |connect, scope| {
             let pool = storage_pool(connect, &scope.storage_dir)?;
             if StorageVol::lookup_by_name(&pool, &name).is_ok() {
@@ -760,10 +736,7 @@ impl Host for LibvirtCall {
     }
 
     async fn resize_volume(&mut self, name: String, capacity_mb: u64) -> Answer<()> {
-        let bytes = match self.volume_in_scope(&name, Some(capacity_mb)) {
-            Ok(bytes) => bytes,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
+        let bytes = self.volume_in_scope(&name, Some(capacity_mb))?;
         self.run(move |connect, scope| {
             let volume =
                 StorageVol::lookup_by_name(&storage_pool(connect, &scope.storage_dir)?, &name)?;
@@ -783,9 +756,7 @@ impl Host for LibvirtCall {
     }
 
     async fn delete_volume(&mut self, name: String) -> Answer<()> {
-        if let Err(refusal) = self.volume_in_scope(&name, None) {
-            return Ok(Err(refusal));
-        }
+        self.volume_in_scope(&name, None)?;
         self.run(move |connect, scope| {
             let volume =
                 StorageVol::lookup_by_name(&storage_pool(connect, &scope.storage_dir)?, &name)?;
@@ -805,9 +776,8 @@ impl Host for LibvirtCall {
     }
 
     async fn network_xml(&mut self, network: String) -> Answer<String> {
-        if let Err(refusal) = self.scope().and_then(|_| network_name(&network)) {
-            return Ok(Err(refusal));
-        }
+        self.scope()?;
+        network_name(&network)?;
         self.run(move |connect, _| Ok(Network::lookup_by_name(connect, &network)?.get_xml_desc(0)?))
             .await
     }
@@ -819,20 +789,14 @@ impl Host for LibvirtCall {
         ip: String,
         name: String,
     ) -> Answer<()> {
-        let checked = self.dhcp_in_scope(&network, &mac, &ip).and_then(|binding| {
-            if valid_name(&name) {
-                Ok(binding)
-            } else {
-                Err(PluginError::Invalid(format!(
-                    "DHCP host name {} is not [A-Za-z0-9_.-]{{1,64}}",
-                    shown(&name)
-                )))
-            }
-        });
-        let (mac, ip) = match checked {
-            Ok(binding) => binding,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
+        let (mac, ip) = self.dhcp_in_scope(&network, &mac, &ip)?;
+        if !valid_name(&name) {
+            return Err(PluginError::Invalid(format!(
+                "DHCP host name {} is not [A-Za-z0-9_.-]{{1,64}}",
+                shown(&name)
+            ))
+            .into());
+        }
         self.run(move |connect, _| {
             let net = Network::lookup_by_name(connect, &network)?;
             for host in convert::dhcp_hosts(&net.get_xml_desc(0)?)? {
@@ -857,10 +821,7 @@ impl Host for LibvirtCall {
     }
 
     async fn dhcp_host_remove(&mut self, network: String, mac: String, ip: String) -> Answer<()> {
-        let (mac, ip) = match self.dhcp_in_scope(&network, &mac, &ip) {
-            Ok(binding) => binding,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
+        let (mac, ip) = self.dhcp_in_scope(&network, &mac, &ip)?;
         self.run(move |connect, _| {
             let net = Network::lookup_by_name(connect, &network)?;
             let hosts = convert::dhcp_hosts(&net.get_xml_desc(0)?)?;

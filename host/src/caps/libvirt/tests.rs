@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use super::*;
+use crate::caps::NoTrap;
 
 const STORAGE: &str = "/var/lib/openidcs";
 const PREFIX: &str = "oid-";
@@ -15,7 +16,7 @@ fn scope_with(uri: &str, storage_dir: &str, allow_hostdev: bool) -> HostScope {
         uri: uri.to_owned(),
         storage_dir: storage_dir.to_owned(),
         ports: 20000..=20100,
-        vm_networks: vec![(IpAddr::V4(Ipv4Addr::new(192, 168, 122, 0)), 24)],
+        vm_networks: vec!["192.168.122.0/24".parse().expect("literal")],
         public_addr: None,
         name_prefix: PREFIX.to_owned(),
         allow_hostdev,
@@ -396,23 +397,23 @@ fn helpers() {
         convert::parse_ip("192.168.122.300"),
         Err(PluginError::Invalid(_))
     ));
-    let networks = [(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 0)), 16)];
-    assert!(crate::caps::in_networks(
-        "10.1.255.3"
-            .parse()
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        &networks
-    ));
-    assert!(!crate::caps::in_networks(
-        IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1)),
-        &networks
-    ));
-    assert!(!crate::caps::in_networks(
-        "fd00::1"
-            .parse()
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        &networks
-    ));
+    let networks = HostScope {
+        vm_networks: vec!["10.1.0.0/16".parse().expect("literal")],
+        ..scope_with("test:///default", STORAGE, false)
+    };
+    assert!(networks.in_vm_networks(IpAddr::V4(Ipv4Addr::new(10, 1, 255, 3))));
+    assert!(!networks.in_vm_networks(IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1))));
+    assert!(!networks.in_vm_networks("fd00::1".parse().expect("literal")));
+    // A /0 contains everything, so it is no VM network at all.
+    let whole_world = HostScope {
+        vm_networks: vec![
+            "0.0.0.0/0".parse().expect("literal"),
+            "::/0".parse().expect("literal"),
+        ],
+        ..networks
+    };
+    assert!(!whole_world.in_vm_networks(IpAddr::V4(Ipv4Addr::new(10, 1, 255, 3))));
+    assert!(!whole_world.in_vm_networks("fd00::1".parse().expect("literal")));
     assert_eq!(
         convert::dhcp_host_xml(
             "52:54:00:aa:bb:cc",
@@ -506,17 +507,14 @@ fn test_domain(name: &str) -> String {
     )
 }
 
-/// The inner answer of a call that must not trap.
+/// What the engine sees of a call that must not trap.
 #[track_caller]
-fn inner<T>(answer: wasmtime::Result<Result<T, PluginError>>) -> Result<T, PluginError> {
-    match answer {
-        Ok(inner) => inner,
-        Err(trap) => panic!("call trapped: {trap:?}"),
-    }
+fn inner<T>(answer: Result<T, CapError>) -> Result<T, PluginError> {
+    answer.no_trap()
 }
 
 #[track_caller]
-fn ok<T>(answer: wasmtime::Result<Result<T, PluginError>>) -> T {
+fn ok<T>(answer: Result<T, CapError>) -> T {
     match inner(answer) {
         Ok(value) => value,
         Err(error) => panic!("call failed: {error:?}"),

@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::caps::HostScope;
+use crate::model::rules;
 use crate::plugin::bindings::PluginError;
 
 /// Largest XML accepted; real domain XML is a few KiB.
@@ -88,13 +89,10 @@ pub fn check_name(kind: &str, name: &str, prefix: &str) -> Check {
     Ok(())
 }
 
-/// `[A-Za-z0-9_.-]{1,64}` and not `.`/`..` (which are path components).
+/// The panel's name rule, and not `.`/`..`/`...` (a volume's name is a
+/// file name in the storage directory: dots alone are path components).
 pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"_.-".contains(&byte))
-        && !name.bytes().all(|byte| byte == b'.')
+    rules::is_name(name) && !name.bytes().all(|byte| byte == b'.')
 }
 
 /// A value quoted for a message, cut short so a huge value cannot flood logs.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::tests::{forward, scope_of};
 use super::*;
+use crate::caps::NoTrap;
 use crate::plugin::bindings::Protocol;
 
 const TABLE: &str = "openidcs";
@@ -155,14 +156,13 @@ fn rows(forwards: &[PortForward]) -> Vec<String> {
 }
 
 async fn listed(call: &mut NatCall) -> Vec<String> {
-    rows(&call.list_rules().await.expect("no trap").expect("listed"))
+    rows(&call.list_rules().await.no_trap().expect("listed"))
 }
 
 #[track_caller]
-fn accepted(answer: wasmtime::Result<Result<(), PluginError>>) {
-    match answer {
-        Ok(Ok(())) => {}
-        other => panic!("refused: {other:?}"),
+fn accepted(answer: Result<(), CapError>) {
+    if let Err(refusal) = answer.no_trap() {
+        panic!("refused: {refusal:?}");
     }
 }
 
@@ -216,8 +216,9 @@ async fn add_list_remove_round_trip() {
     match h1
         .add_rule(forward(3, Protocol::Tcp, 20022, "10.231.0.4", 22))
         .await
+        .no_trap()
     {
-        Ok(Err(PluginError::Conflict(message))) => {
+        Err(PluginError::Conflict(message)) => {
             assert!(
                 message.contains("tcp port 20022") && message.contains("forward 1"),
                 "{message}"
@@ -228,8 +229,9 @@ async fn add_list_remove_round_trip() {
     match h2
         .add_rule(forward(9, Protocol::Tcp, 20022, "10.231.0.4", 22))
         .await
+        .no_trap()
     {
-        Ok(Err(PluginError::Conflict(message))) => {
+        Err(PluginError::Conflict(message)) => {
             assert!(message.contains("another host"), "{message}")
         }
         other => panic!("expected a conflict: {other:?}"),
@@ -241,8 +243,9 @@ async fn add_list_remove_round_trip() {
     // Out of scope: refused, nothing written.
     assert!(matches!(
         h1.add_rule(forward(4, Protocol::Tcp, 20022, "10.232.0.1", 22))
-            .await,
-        Ok(Err(PluginError::Denied(_)))
+            .await
+            .no_trap(),
+        Err(PluginError::Denied(_))
     ));
 
     accepted(h1.remove_rule(1).await);
@@ -568,7 +571,7 @@ async fn forwarded_traffic_reaches_the_vm_and_echoes_back() {
 
     let service = host.service();
     let scope = HostScope {
-        vm_networks: vec![("10.231.0.0".parse().expect("literal"), 24)],
+        vm_networks: vec!["10.231.0.0/24".parse().expect("literal")],
         public_addr: Some("10.232.0.1".parse().expect("literal")),
         ..scope_of("h1", 20000..=20999)
     };

@@ -30,7 +30,7 @@ mod tests;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::{HostScope, no_host};
+use super::{CapError, HostScope, no_host};
 use crate::config::NatConfig;
 use crate::plugin::bindings::openidcs::engine::nat::Host;
 use crate::plugin::bindings::{PluginError, PortForward, describe_error};
@@ -345,7 +345,7 @@ pub struct NatCall {
     host: Option<Arc<HostScope>>,
 }
 
-type Answer<T> = wasmtime::Result<Result<T, PluginError>>;
+type Answer<T> = Result<T, CapError>;
 
 impl NatCall {
     pub fn new(service: Arc<NatService>, host: Option<Arc<HostScope>>) -> NatCall {
@@ -362,23 +362,17 @@ impl NatCall {
 
 impl Host for NatCall {
     async fn add_rule(&mut self, forward: PortForward) -> Answer<()> {
-        Ok(match self.scope() {
-            Ok(scope) => self.service.add_rule(&scope, forward).await,
-            Err(refusal) => Err(refusal),
-        })
+        let scope = self.scope()?;
+        Ok(self.service.add_rule(&scope, forward).await?)
     }
 
     async fn remove_rule(&mut self, id: u64) -> Answer<()> {
-        Ok(match self.scope() {
-            Ok(scope) => self.service.remove_rule(&scope, id).await,
-            Err(refusal) => Err(refusal),
-        })
+        let scope = self.scope()?;
+        Ok(self.service.remove_rule(&scope, id).await?)
     }
 
     async fn list_rules(&mut self) -> Answer<Vec<PortForward>> {
-        Ok(match self.scope() {
-            Ok(scope) => self.service.list_rules(&scope).await,
-            Err(refusal) => Err(refusal),
-        })
+        let scope = self.scope()?;
+        Ok(self.service.list_rules(&scope).await?)
     }
 }

@@ -14,6 +14,7 @@ use tokio::process::Command;
 
 use super::NatError;
 use super::ruleset::{FAMILY, LiveTable};
+use crate::model::rules;
 
 /// A hung `nft` (a wedged netlink socket, a stuck `ip netns exec`) must not
 /// hold the change lock for ever.
@@ -29,23 +30,16 @@ pub(super) struct Nft {
 
 impl Nft {
     /// Checks the `[nat]` settings: a program to run and a table name nft's
-    /// command line accepts (the read names the table on it).
+    /// command line accepts (the read names the table on it). The config
+    /// loader checks the same rule; this one guards every other way in.
     pub fn new(command: Vec<String>, table: String) -> Result<Nft, String> {
         let mut words = command.into_iter();
         let program = words
             .next()
             .filter(|program| !program.is_empty())
             .ok_or("nft_command is empty")?;
-        let valid_table = table.len() <= 64
-            && table.starts_with(|c: char| c.is_ascii_alphabetic())
-            && table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
-        if !valid_table {
-            return Err(format!(
-                "table {table:?} is not a valid nftables table name ([A-Za-z][A-Za-z0-9_-]{{0,63}})"
-            ));
-        }
+        rules::check_table_name("nat.table", &table)
+            .map_err(|invalid| format!("not a valid nftables table name: {invalid}"))?;
         Ok(Nft {
             program,
             prefix_args: words.collect(),

@@ -14,6 +14,8 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
+use crate::model::rules;
+
 /// The only family this capability ever names.
 pub(super) const FAMILY: &str = "inet";
 /// Every rule this capability writes carries a comment starting with this.
@@ -111,12 +113,8 @@ impl RuleKey {
     pub fn parse(comment: &str) -> Option<RuleKey> {
         let rest = comment.strip_prefix(COMMENT_PREFIX)?;
         let (host, id) = rest.rsplit_once(':')?;
-        let valid_host = !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         // `u64::from_str` accepts a leading `+`; a key has one spelling only.
-        if !valid_host || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        if !rules::is_name(host) || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         Some(RuleKey {

@@ -1,16 +1,15 @@
 //! The scope checks of a forward, run before any nft command: one small
 //! function per rule, each saying what it prevents.
 
-use crate::caps::in_network;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
+use ipnet::IpNet;
+
 use super::ruleset::{Forward, Proto, RuleKey};
 use crate::caps::HostScope;
+use crate::model::rules;
 use crate::plugin::bindings::{PluginError, PortForward, Protocol};
-
-/// Longest host name that tags a rule (nft comments hold 128 bytes).
-const MAX_HOST_NAME: usize = 64;
 
 /// A plugin's forward checked against its host's scope: the key and the
 /// rules' content to write.
@@ -24,7 +23,7 @@ pub(super) fn checked(
     };
     check_public_port(forward.public_port, &scope.ports)?;
     check_target_port(forward.target_port)?;
-    let target = check_target_addr(&forward.target_addr, &scope.vm_networks)?;
+    let target = check_target_addr(&forward.target_addr, scope)?;
     Ok((
         key,
         Forward {
@@ -52,18 +51,14 @@ pub(super) fn wit_protocol(protocol: Proto) -> Protocol {
 }
 
 /// Prevents a host name from forging another host's rule tag (a `:` would
-/// make `openidcs:<host>:<id>` ambiguous).
+/// make `openidcs:<host>:<id>` ambiguous) or overflowing it (the panel's
+/// name rule keeps the tag well inside nft's 128-byte comments).
 pub(super) fn check_host_name(name: &str) -> Result<&str, PluginError> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_HOST_NAME
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if valid {
+    if rules::is_name(name) {
         Ok(name)
     } else {
         Err(PluginError::Invalid(format!(
-            "host name {name:?} cannot tag port forwards; it must be [A-Za-z0-9_.-]{{1,{MAX_HOST_NAME}}}"
+            "host name {name:?} cannot tag port forwards; it must be [A-Za-z0-9_.-]{{1,64}}"
         )))
     }
 }
@@ -107,10 +102,7 @@ pub(super) fn check_target_port(port: u16) -> Result<(), PluginError> {
 /// Prevents a plugin from pointing a DNAT rule at the host itself or anywhere
 /// but its VMs: the target must be a unicast address inside one of the
 /// host's VM networks, and not a network's own or broadcast address.
-pub(super) fn check_target_addr(
-    text: &str,
-    networks: &[(IpAddr, u8)],
-) -> Result<IpAddr, PluginError> {
+pub(super) fn check_target_addr(text: &str, scope: &HostScope) -> Result<IpAddr, PluginError> {
     if text.is_empty() {
         return Err(PluginError::Invalid(
             "target address is empty; the engine must resolve the VM's address".to_owned(),
@@ -127,26 +119,20 @@ pub(super) fn check_target_addr(
             "target address {addr} is not a VM's address"
         )));
     }
-    let Some((network, prefix)) = networks
-        .iter()
-        .copied()
-        .find(|&(network, prefix)| in_network(addr, network, prefix))
-    else {
+    let Some(network) = scope.vm_network_of(addr) else {
         return Err(PluginError::Denied(format!(
             "target address {addr} is outside the host's VM networks ({})",
-            shown_networks(networks)
+            shown_networks(&scope.vm_networks)
         )));
     };
-    if let (IpAddr::V4(v4), IpAddr::V4(_)) = (addr, network)
-        && prefix <= 30
+    // A /31 or /32 has no network or broadcast address to avoid (RFC 3021).
+    if let IpNet::V4(v4) = network
+        && v4.prefix_len() <= 30
+        && (addr == v4.network() || addr == v4.broadcast())
     {
-        let host_bits = u32::MAX >> prefix;
-        let bits = u32::from(v4) & host_bits;
-        if bits == 0 || bits == host_bits {
-            return Err(PluginError::Denied(format!(
-                "target address {addr} is the network or broadcast address of {network}/{prefix}"
-            )));
-        }
+        return Err(PluginError::Denied(format!(
+            "target address {addr} is the network or broadcast address of {network}"
+        )));
     }
     Ok(addr)
 }
@@ -158,13 +144,13 @@ fn listening_addr(public_addr: Option<IpAddr>, target: IpAddr) -> Option<IpAddr>
     public_addr.filter(|addr| addr.is_ipv4() == target.is_ipv4() && !addr.is_unspecified())
 }
 
-fn shown_networks(networks: &[(IpAddr, u8)]) -> String {
+fn shown_networks(networks: &[IpNet]) -> String {
     if networks.is_empty() {
         return "none configured".to_owned();
     }
     networks
         .iter()
-        .map(|(network, prefix)| format!("{network}/{prefix}"))
+        .map(IpNet::to_string)
         .collect::<Vec<_>>()
         .join(", ")
 }

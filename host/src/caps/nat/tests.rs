@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::ruleset::{Batch, Forward, LiveTable, Proto, RuleKey, parse_forward};
 use super::*;
+use crate::caps::NoTrap;
 use crate::plugin::bindings::Protocol;
 
 const TABLE: &str = "openidcs_test";
@@ -24,8 +25,8 @@ pub(super) fn scope_of(name: &str, ports: std::ops::RangeInclusive<u16>) -> Host
         storage_dir: String::new(),
         ports,
         vm_networks: vec![
-            (v4(10, 231, 0, 0), 24),
-            ("fd00:231::".parse().expect("literal"), 64),
+            "10.231.0.0/24".parse().expect("literal"),
+            "fd00:231::/64".parse().expect("literal"),
         ],
         public_addr: Some(v4(10, 232, 0, 1)),
         name_prefix: String::new(),
@@ -84,11 +85,11 @@ fn scope_rules() {
     let closed = scope_of("h1", 20000..=19999);
     let bad_name = scope_of("h:1", 20000..=20999);
     let v6_only = HostScope {
-        vm_networks: vec![("fd00:231::".parse().expect("literal"), 64)],
+        vm_networks: vec!["fd00:231::/64".parse().expect("literal")],
         ..scope_of("h1", 20000..=20999)
     };
     let whole_world = HostScope {
-        vm_networks: vec![(v4(0, 0, 0, 0), 0)],
+        vm_networks: vec!["0.0.0.0/0".parse().expect("literal")],
         ..scope_of("h1", 20000..=20999)
     };
 
@@ -533,15 +534,13 @@ async fn unconfigured_service_answers_unsupported_and_runs_nothing() {
     let add = call
         .add_rule(forward(1, Protocol::Tcp, 20022, "10.231.0.2", 22))
         .await
-        .expect("no trap");
+        .no_trap();
     assert!(unsupported(add));
-    assert!(unsupported(call.remove_rule(1).await.expect("no trap")));
-    assert!(unsupported(
-        call.list_rules().await.expect("no trap").map(drop)
-    ));
+    assert!(unsupported(call.remove_rule(1).await.no_trap()));
+    assert!(unsupported(call.list_rules().await.no_trap().map(drop)));
     // Not even the host check comes first.
     let mut hostless = NatCall::new(service.clone(), None);
-    assert!(unsupported(hostless.remove_rule(1).await.expect("no trap")));
+    assert!(unsupported(hostless.remove_rule(1).await.no_trap()));
 
     assert_eq!(
         service.reconcile(Vec::new()).await.expect("nothing to do"),
@@ -573,7 +572,7 @@ async fn unusable_config_fails_every_call() {
             service.clone(),
             Some(Arc::new(scope_of("h1", 20000..=20999))),
         );
-        match call.list_rules().await.expect("no trap") {
+        match call.list_rules().await.no_trap() {
             Err(PluginError::Failed(message)) => assert!(message.contains(part), "{message}"),
             answer => panic!("unexpected {answer:?}"),
         }
@@ -593,7 +592,7 @@ async fn refusals_come_before_nft_runs() {
     })));
     let mut hostless = NatCall::new(service.clone(), None);
     assert!(matches!(
-        hostless.add_rule(forward(1, Protocol::Tcp, 20022, "10.231.0.2", 22)).await.expect("no trap"),
+        hostless.add_rule(forward(1, Protocol::Tcp, 20022, "10.231.0.2", 22)).await.no_trap(),
         Err(PluginError::Denied(message)) if message.contains("not for a host")
     ));
     let mut call = NatCall::new(
@@ -603,17 +602,17 @@ async fn refusals_come_before_nft_runs() {
     assert!(matches!(
         call.add_rule(forward(1, Protocol::Tcp, 80, "10.231.0.2", 22))
             .await
-            .expect("no trap"),
+            .no_trap(),
         Err(PluginError::Denied(_))
     ));
     assert!(matches!(
         call.add_rule(forward(1, Protocol::Tcp, 20022, "10.232.0.1", 22))
             .await
-            .expect("no trap"),
+            .no_trap(),
         Err(PluginError::Denied(_))
     ));
     // In scope, so nft runs, and its failure names the command.
-    match call.list_rules().await.expect("no trap") {
+    match call.list_rules().await.no_trap() {
         Err(PluginError::Failed(message)) => {
             assert!(
                 message.contains("/nonexistent/nft -j list table inet openidcs"),

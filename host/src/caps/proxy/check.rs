@@ -8,14 +8,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::tls::{self, TlsMaterial};
 use crate::caps::HostScope;
+use crate::model::rules;
 use crate::plugin::bindings::{PluginError, ProxySite};
 
 /// Longest host name DNS can carry (RFC 1035 §2.3.4, without the root dot).
 const MAX_DOMAIN: usize = 253;
 /// Longest DNS label (RFC 1035 §2.3.4).
 const MAX_LABEL: usize = 63;
-/// Longest host name the panel stores (`[A-Za-z0-9_.-]{1,64}`).
-const MAX_HOST_NAME: usize = 64;
 
 /// A site that passed every rule: safe to write into an nginx file as is.
 #[derive(Clone, Debug)]
@@ -31,7 +30,7 @@ pub fn check_site(site: &ProxySite, scope: &HostScope) -> Result<CheckedSite, Pl
     check_host_name(&scope.name)?;
     check_domain(&site.domain)?;
     let ip = check_backend_addr(&site.backend_addr)?;
-    check_backend_in_networks(ip, &scope.vm_networks)?;
+    check_backend_in_networks(ip, scope)?;
     check_backend_port(site.backend_port)?;
     let tls = site.tls.as_ref().map(tls::check_pair).transpose()?;
     Ok(CheckedSite {
@@ -119,8 +118,8 @@ fn check_backend_addr(address: &str) -> Result<IpAddr, PluginError> {
 
 /// Prevents a plugin from proxying to the host's own services (or anywhere
 /// else): backends live inside the host's VM networks only.
-fn check_backend_in_networks(ip: IpAddr, networks: &[(IpAddr, u8)]) -> Result<(), PluginError> {
-    if !crate::caps::in_networks(ip, networks) {
+fn check_backend_in_networks(ip: IpAddr, scope: &HostScope) -> Result<(), PluginError> {
+    if !scope.in_vm_networks(ip) {
         return Err(PluginError::Denied(format!(
             "backend {ip} is outside the host's VM networks"
         )));
@@ -141,11 +140,7 @@ fn check_backend_port(port: u16) -> Result<(), PluginError> {
 /// Prevents a host name that would break out of the comment recording the
 /// file's owner (the panel stores `[A-Za-z0-9_.-]{1,64}`; this is its guard).
 pub fn check_host_name(name: &str) -> Result<(), PluginError> {
-    let valid = (1..=MAX_HOST_NAME).contains(&name.len())
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'));
-    if !valid {
+    if !rules::is_name(name) {
         return Err(PluginError::Failed(format!(
             "host name {} cannot be recorded in a proxy file",
             shown(name)

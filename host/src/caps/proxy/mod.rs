@@ -39,7 +39,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{HostScope, no_host};
+use super::{CapError, HostScope, no_host};
 use crate::config::ProxyConfig;
 use crate::plugin::bindings::openidcs::engine::proxy::Host;
 use crate::plugin::bindings::{PluginError, ProxySite, describe_error};
@@ -124,12 +124,14 @@ impl From<ProxyError> for Refusal {
     }
 }
 
-impl Refusal {
-    fn into_plugin_error(self) -> PluginError {
-        match self {
+/// Both reach the engine as the WIT `error`: a fault of nginx or of the
+/// files is the engine's `failed`, not a trap (the call itself went fine).
+impl From<Refusal> for CapError {
+    fn from(refusal: Refusal) -> CapError {
+        CapError::Refused(match refusal {
             Refusal::Rule(error) => error,
             Refusal::Fault(error) => error.into_plugin_error(),
-        }
+        })
     }
 }
 
@@ -578,22 +580,14 @@ impl ProxyCall {
     }
 }
 
-type Answer<T> = wasmtime::Result<Result<T, PluginError>>;
+type Answer<T> = Result<T, CapError>;
 
 impl Host for ProxyCall {
     async fn put_site(&mut self, site: ProxySite) -> Answer<()> {
-        Ok(self
-            .service
-            .put(self.host.clone(), site)
-            .await
-            .map_err(Refusal::into_plugin_error))
+        Ok(self.service.put(self.host.clone(), site).await?)
     }
 
     async fn remove_site(&mut self, id: u64) -> Answer<()> {
-        Ok(self
-            .service
-            .remove(self.host.clone(), id)
-            .await
-            .map_err(Refusal::into_plugin_error))
+        Ok(self.service.remove(self.host.clone(), id).await?)
     }
 }

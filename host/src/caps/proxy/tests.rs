@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::caps::NoTrap;
 use crate::plugin::bindings::TlsPair;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -57,8 +58,8 @@ fn scope_named(name: &str) -> Arc<HostScope> {
         storage_dir: String::new(),
         ports: 20000..=20100,
         vm_networks: vec![
-            (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
-            (IpAddr::V6("fd00::".parse().expect("fd00::")), 64),
+            "127.0.0.0/8".parse().expect("literal"),
+            "fd00::/64".parse().expect("literal"),
         ],
         public_addr: None,
         name_prefix: "oid-".to_owned(),
@@ -90,11 +91,11 @@ fn call(service: &Arc<ProxyService>, host: &Arc<HostScope>) -> ProxyCall {
 }
 
 async fn put(call: &mut ProxyCall, site: ProxySite) -> Result<(), PluginError> {
-    call.put_site(site).await.expect("put_site trapped")
+    call.put_site(site).await.no_trap()
 }
 
 async fn remove(call: &mut ProxyCall, id: u64) -> Result<(), PluginError> {
-    call.remove_site(id).await.expect("remove_site trapped")
+    call.remove_site(id).await.no_trap()
 }
 
 /// Names and contents of every file under `dir`, for before/after equality.
@@ -868,8 +869,9 @@ async fn unconfigured_answers_unsupported_and_writes_nothing() {
     assert!(matches!(
         no_host
             .put_site(site(1, "a.example", nowhere(), None))
-            .await,
-        Ok(Err(PluginError::Unsupported(_)))
+            .await
+            .no_trap(),
+        Err(PluginError::Unsupported(_))
     ));
     assert!(matches!(
         service
@@ -888,12 +890,12 @@ async fn a_call_without_a_host_is_denied() {
     let answer = call
         .put_site(site(1, "a.example", nowhere(), None))
         .await
-        .expect("no trap");
+        .no_trap();
     assert_eq!(
         format!("{answer:?}"),
         format!("{:?}", Err::<(), _>(no_host()))
     );
-    let answer = call.remove_site(1).await.expect("no trap");
+    let answer = call.remove_site(1).await.no_trap();
     assert_eq!(
         format!("{answer:?}"),
         format!("{:?}", Err::<(), _>(no_host()))
