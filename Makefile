@@ -75,6 +75,8 @@ run: build
 test: build
 	@tests/scripts/libvirt-daemons.sh start
 	@$(CARGO) test --release --no-fail-fast $(HOST_PACKAGES); status=$$?; tests/scripts/libvirt-daemons.sh stop; exit $$status
+	@# The engine's operations against its in-memory fake host, natively.
+	@$(CARGO) test --release $(PLUGINS)
 	@# Every operation of /api/openapi.json against the live server (fixed seed and count).
 	@tests/schemathesis/run.sh
 

@@ -47,6 +47,104 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 /// Kilobytes per second in one Mbit/s (libvirt's `<bandwidth>` unit).
 pub const KBYTES_PER_MBIT: u64 = 125;
 
+/// The CPU a KVM guest is given, as a `<cpu>` element.
+///
+/// Hosts differ in what QEMU can run: on AMD EPYC with nested KVM both
+/// `host-passthrough` and `host-model` abort with "failed to set MSR 0x10a"
+/// (IA32_ARCH_CAPABILITIES), while passthrough with that one feature
+/// disabled, or a named model, start. No vendor is assumed: an engine writes
+/// the first of [`CpuModel::FALLBACK`] and, when a start fails, tries the
+/// next ones until the host runs one ([`DomainDocument::set_cpu`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuModel {
+    /// The host's CPU as it is (fastest; what most hosts run).
+    Passthrough,
+    /// The host's CPU without `arch-capabilities` (AMD with nested KVM).
+    PassthroughWithoutArchCapabilities,
+    /// libvirt's nearest named model to the host's CPU.
+    HostModel,
+    /// QEMU's baseline `qemu64` model, without checking host features.
+    Baseline,
+}
+
+impl CpuModel {
+    /// The order in which an engine tries CPU models, best first.
+    pub const FALLBACK: [CpuModel; 4] = [
+        CpuModel::Passthrough,
+        CpuModel::PassthroughWithoutArchCapabilities,
+        CpuModel::HostModel,
+        CpuModel::Baseline,
+    ];
+
+    /// The name shown in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CpuModel::Passthrough => "host-passthrough",
+            CpuModel::PassthroughWithoutArchCapabilities => {
+                "host-passthrough without arch-capabilities"
+            }
+            CpuModel::HostModel => "host-model",
+            CpuModel::Baseline => "qemu64",
+        }
+    }
+
+    /// The `<cpu>` element of this model.
+    pub fn to_element(self) -> Element {
+        let cpu = Element::new("cpu");
+        match self {
+            CpuModel::Passthrough => cpu
+                .with_attr("mode", "host-passthrough")
+                .with_attr("check", "none"),
+            CpuModel::PassthroughWithoutArchCapabilities => cpu
+                .with_attr("mode", "host-passthrough")
+                .with_attr("check", "none")
+                .with_child(
+                    Element::new("feature")
+                        .with_attr("policy", "disable")
+                        .with_attr("name", "arch-capabilities"),
+                ),
+            CpuModel::HostModel => cpu.with_attr("mode", "host-model"),
+            CpuModel::Baseline => cpu
+                .with_attr("mode", "custom")
+                .with_attr("match", "exact")
+                .with_attr("check", "none")
+                .with_child(
+                    Element::new("model")
+                        .with_attr("fallback", "allow")
+                        .with_text("qemu64"),
+                ),
+        }
+    }
+
+    /// Which of these models a `<cpu>` element is; `None` for any other
+    /// (an operator's own choice, which an engine leaves alone).
+    pub fn of(cpu: &Element) -> Option<CpuModel> {
+        let disabled_arch_capabilities = cpu.children_named("feature").any(|feature| {
+            feature.attr("policy") == Some("disable")
+                && feature.attr("name") == Some("arch-capabilities")
+        });
+        let n_features = cpu.children_named("feature").count();
+        let model = cpu.child("model").map(Element::text);
+        match (cpu.attr("mode"), n_features, model.as_deref()) {
+            (Some("host-passthrough"), 0, None) => Some(CpuModel::Passthrough),
+            (Some("host-passthrough"), 1, None) if disabled_arch_capabilities => {
+                Some(CpuModel::PassthroughWithoutArchCapabilities)
+            }
+            (Some("host-model"), 0, _) => Some(CpuModel::HostModel),
+            (Some("custom"), 0, Some("qemu64")) => Some(CpuModel::Baseline),
+            _ => None,
+        }
+    }
+
+    /// The models to try after this one, in order.
+    pub fn next_ones(self) -> impl Iterator<Item = CpuModel> {
+        CpuModel::FALLBACK
+            .into_iter()
+            .skip_while(move |model| *model != self)
+            .skip(1)
+    }
+}
+
 /// Which libvirt domain type to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DomainType {
@@ -467,11 +565,7 @@ impl DomainXml {
             );
         }
         if kind == DomainType::Kvm {
-            domain.push(
-                Element::new("cpu")
-                    .with_attr("mode", "host-passthrough")
-                    .with_attr("check", "none"),
-            );
+            domain.push(CpuModel::FALLBACK[0].to_element());
         }
         if kind != DomainType::Lxc {
             domain.push(Element::new("clock").with_attr("offset", "utc"));
@@ -874,6 +968,18 @@ impl DomainDocument {
     /// The document as XML text, for `define-domain`.
     pub fn to_xml(&self) -> String {
         self.root.to_xml()
+    }
+
+    /// The CPU model of a KVM domain, when it is one of [`CpuModel`]'s.
+    pub fn cpu(&self) -> Option<CpuModel> {
+        self.root.child("cpu").and_then(CpuModel::of)
+    }
+
+    /// Replace the `<cpu>` element (or add it) with `model`'s.
+    pub fn set_cpu(&mut self, model: CpuModel) {
+        // libvirt reads a domain's elements in any order.
+        self.root.remove_children("cpu");
+        self.root.push(model.to_element());
     }
 
     /// Replace the openidcs metadata only (`None` removes it). Use this, not

@@ -8,8 +8,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use openidcs_sdk::domain::DomainXml;
 use openidcs_sdk::domain::xmltree::{self, Element};
+use openidcs_sdk::domain::{CpuModel, DomainDocument, DomainXml};
 use openidcs_sdk::libvirt::{Domain, DomainStats, LifecycleOp, NodeSummary};
 use openidcs_sdk::{Error, PortForward, PowerState, ProxySite, Result};
 
@@ -46,6 +46,9 @@ pub struct State {
     pub logs: Vec<String>,
     /// Operations to fail on their next call.
     pub failures: Vec<(String, Error)>,
+    /// CPU models this host's "QEMU" cannot run: starting a domain with one
+    /// fails as QEMU does on AMD with nested KVM.
+    pub unrunnable_cpus: Vec<CpuModel>,
     next_uuid: u32,
 }
 
@@ -294,11 +297,23 @@ impl Capabilities for Fake {
             operation.trim_start_matches("LifecycleOp::")
         ))?;
         let mut state = self.state.borrow_mut();
+        let unrunnable_cpus = state.unrunnable_cpus.clone();
         let domain = state
             .domains
             .get_mut(name)
             .ok_or_else(|| not_found("domain"))?;
         use PowerState::{Paused, Running, Stopped};
+        if op == LifecycleOp::Start && domain.state == Stopped {
+            let cpu = DomainDocument::parse(&domain.xml)
+                .ok()
+                .and_then(|document| document.cpu());
+            if let Some(cpu) = cpu.filter(|cpu| unrunnable_cpus.contains(cpu)) {
+                return Err(Error::Failed(format!(
+                    "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69 ({})",
+                    cpu.as_str()
+                )));
+            }
+        }
         let next = match (op, domain.state) {
             (LifecycleOp::Start, Stopped) => Running,
             (LifecycleOp::Shutdown | LifecycleOp::Destroy, Running | Paused) => Stopped,

@@ -350,8 +350,56 @@ pub fn vm_power<C: Capabilities>(caps: &C, vm: &str, action: PowerAction) -> Res
         PowerAction::Pause => "pausing",
         PowerAction::Resume => "resuming",
     };
-    caps.lifecycle(vm, convert::lifecycle_for(action))
-        .context(|| format!("{doing} vm {vm}"))
+    let result = match action {
+        PowerAction::Start => start(caps, vm),
+        _ => caps.lifecycle(vm, convert::lifecycle_for(action)),
+    };
+    result.context(|| format!("{doing} vm {vm}"))
+}
+
+/// Start a VM; when QEMU cannot run the domain's CPU model on this host,
+/// redefine it with the next models of
+/// [`CpuModel::FALLBACK`](openidcs_sdk::domain::CpuModel::FALLBACK) until one
+/// starts. The model that started stays in the definition, so the search
+/// happens once per VM; when none starts, the definition is put back and
+/// the first error answered.
+fn start<C: Capabilities>(caps: &C, vm: &str) -> Result<PowerState> {
+    let first_error = match caps.lifecycle(vm, LifecycleOp::Start) {
+        Ok(state) => return Ok(state),
+        // QEMU failing to start is `failed`; a wrong state or a missing
+        // domain is not a CPU question.
+        Err(error @ Error::Failed(_)) => error,
+        Err(error) => return Err(error),
+    };
+    let mut document = read_document(caps, vm)?;
+    let Some(tried) = document.cpu() else {
+        // Not a KVM domain, or a CPU the operator chose: left alone.
+        return Err(first_error);
+    };
+    let original = document.to_xml();
+    for model in tried.next_ones() {
+        document.set_cpu(model);
+        caps.define_domain(&document.to_xml())
+            .context(|| format!("redefining vm {vm} with CPU model {}", model.as_str()))?;
+        if let Ok(state) = caps.lifecycle(vm, LifecycleOp::Start) {
+            caps.log(
+                Level::Warn,
+                &format!(
+                    "vm {vm} did not start with CPU model {} ({}); it runs with {} from now on",
+                    tried.as_str(),
+                    message_of(&first_error),
+                    model.as_str()
+                ),
+            );
+            return Ok(state);
+        }
+    }
+    warn_on_error(
+        caps,
+        &format!("restoring the definition of vm {vm}"),
+        caps.define_domain(&original).map(|_| ()),
+    );
+    Err(first_error)
 }
 
 /// One `all-domain-stats` call for every managed VM of the host.

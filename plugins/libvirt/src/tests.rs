@@ -2,7 +2,7 @@
 //! what each `engine` function calls, what it answers, and what it leaves
 //! behind when a step fails.
 
-use openidcs_sdk::domain::DomainXml;
+use openidcs_sdk::domain::{CpuModel, DomainDocument, DomainXml};
 use openidcs_sdk::{
     Disk, Error, HostConfig, Nic, NicKind, PortForward, PowerAction, PowerState, Protocol,
     ProxySite, VmSpec,
@@ -580,6 +580,71 @@ fn power_actions_map_to_libvirt_operations() {
         convert::message_of(&error),
         "resuming vm web1: domain is not running"
     );
+}
+
+fn cpu_of(fake: &Fake, vm: &str) -> Option<CpuModel> {
+    let xml = fake.state.borrow().domains[vm].xml.clone();
+    DomainDocument::parse(&xml).expect("parses").cpu()
+}
+
+#[test]
+fn start_falls_back_to_a_cpu_model_the_host_runs_and_keeps_it() {
+    let fake = Fake::new();
+    created(&fake);
+    assert_eq!(cpu_of(&fake, "web1"), Some(CpuModel::Passthrough));
+    // As on AMD EPYC with nested KVM: only passthrough without
+    // arch-capabilities, and the baseline model, start.
+    fake.state.borrow_mut().unrunnable_cpus = vec![CpuModel::Passthrough, CpuModel::HostModel];
+    let state = ops::vm_power(&fake, "web1", PowerAction::Start).expect("starts");
+    assert_eq!(state, PowerState::Running);
+    assert_eq!(
+        cpu_of(&fake, "web1"),
+        Some(CpuModel::PassthroughWithoutArchCapabilities)
+    );
+    assert!(
+        fake.state
+            .borrow()
+            .logs
+            .iter()
+            .any(|line| line.contains("runs with host-passthrough without arch-capabilities")),
+        "{:?}",
+        fake.state.borrow().logs
+    );
+    // The next start uses the model that ran: no search, no redefinition.
+    ops::vm_power(&fake, "web1", PowerAction::HardStop).expect("stops");
+    let defines = fake.count("define_domain");
+    ops::vm_power(&fake, "web1", PowerAction::Start).expect("starts again");
+    assert_eq!(fake.count("define_domain"), defines);
+}
+
+#[test]
+fn start_restores_the_definition_when_no_cpu_model_runs() {
+    let fake = Fake::new();
+    created(&fake);
+    let before = fake.state.borrow().domains["web1"].xml.clone();
+    fake.state.borrow_mut().unrunnable_cpus = CpuModel::FALLBACK.to_vec();
+    let error = ops::vm_power(&fake, "web1", PowerAction::Start).expect_err("nothing runs");
+    assert!(
+        convert::message_of(&error)
+            .starts_with("starting vm web1: qemu-system-x86_64: error: failed to set MSR"),
+        "{error:?}"
+    );
+    assert_eq!(fake.state.borrow().domains["web1"].xml, before);
+    assert_eq!(fake.count("lifecycle Start"), CpuModel::FALLBACK.len());
+}
+
+#[test]
+fn start_leaves_a_cpu_the_operator_chose_alone() {
+    let fake = Fake::new();
+    fake.insert_domain(
+        "<domain type='kvm'><name>web7</name><cpu mode='custom'><model>EPYC</model></cpu></domain>",
+        PowerState::Stopped,
+    );
+    fake.fail_next("lifecycle Start", Error::Failed("no such CPU".to_owned()));
+    let defines = fake.count("define_domain");
+    ops::vm_power(&fake, "web7", PowerAction::Start).expect_err("fails");
+    assert_eq!(fake.count("define_domain"), defines);
+    assert_eq!(fake.count("lifecycle Start"), 1);
 }
 
 #[test]
