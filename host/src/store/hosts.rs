@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use crate::model::{HostSettings, HostStatus};
 
-use super::{Store, StoreError, StoreResult, now_ms};
+use super::{Store, StoreError, StoreResult, now_ms, off_reactor};
 
 #[derive(Clone, Debug)]
 pub struct HostRecord {
@@ -56,32 +56,38 @@ fn decode_host(
 
 impl Store {
     pub fn host_list(&self) -> StoreResult<Vec<HostRecord>> {
-        let connection = self.reader();
-        let mut statement = connection
-            .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name"))?;
-        let rows = statement
-            .query_map([], host_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter().map(decode_host).collect()
+        off_reactor(|| {
+            let connection = self.reader();
+            let mut statement = connection
+                .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name"))?;
+            let rows = statement
+                .query_map([], host_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(decode_host).collect()
+        })
     }
 
     pub fn host_get(&self, name: &str) -> StoreResult<HostRecord> {
-        let row = self
-            .reader()
-            .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = ?1"))?
-            .query_row([name], host_from_row)
-            .optional()?;
-        match row {
-            Some(row) => decode_host(row),
-            None => Err(StoreError::NotFound(format!("host {name:?} not found"))),
-        }
+        off_reactor(|| {
+            let row = self
+                .reader()
+                .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = ?1"))?
+                .query_row([name], host_from_row)
+                .optional()?;
+            match row {
+                Some(row) => decode_host(row),
+                None => Err(StoreError::NotFound(format!("host {name:?} not found"))),
+            }
+        })
     }
 
     pub fn host_count(&self) -> StoreResult<u64> {
-        Ok(self
-            .reader()
-            .prepare_cached("SELECT COUNT(*) FROM hosts")?
-            .query_row([], |row| row.get(0))?)
+        off_reactor(|| {
+            Ok(self
+                .reader()
+                .prepare_cached("SELECT COUNT(*) FROM hosts")?
+                .query_row([], |row| row.get(0))?)
+        })
     }
 
     /// Insert a host; `Conflict` when the name is taken.
@@ -91,18 +97,20 @@ impl Store {
         engine: &str,
         config: &HostSettings,
     ) -> StoreResult<HostRecord> {
-        let now = now_ms();
-        let inserted = self.connection().execute(
-            "INSERT INTO hosts (name, engine, config, enabled, created_at, updated_at)
+        off_reactor(|| {
+            let now = now_ms();
+            let inserted = self.connection().execute(
+                "INSERT INTO hosts (name, engine, config, enabled, created_at, updated_at)
              VALUES (?1, ?2, ?3, 1, ?4, ?4) ON CONFLICT (name) DO NOTHING",
-            params![name, engine, serde_json::to_string(config)?, now],
-        )?;
-        if inserted == 0 {
-            return Err(StoreError::Conflict(format!(
-                "host {name:?} already exists"
-            )));
-        }
-        self.host_get(name)
+                params![name, engine, serde_json::to_string(config)?, now],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "host {name:?} already exists"
+                )));
+            }
+            self.host_get(name)
+        })
     }
 
     /// Replace a host's config (and engine, when given).
@@ -112,52 +120,62 @@ impl Store {
         engine: Option<&str>,
         config: &HostSettings,
     ) -> StoreResult<HostRecord> {
-        let updated = self.connection().execute(
+        off_reactor(|| {
+            let updated = self.connection().execute(
             "UPDATE hosts SET config = ?2, engine = COALESCE(?3, engine), updated_at = ?4 WHERE name = ?1",
             params![name, serde_json::to_string(config)?, engine, now_ms()],
         )?;
-        if updated == 0 {
-            return Err(StoreError::NotFound(format!("host {name:?} not found")));
-        }
-        self.host_get(name)
+            if updated == 0 {
+                return Err(StoreError::NotFound(format!("host {name:?} not found")));
+            }
+            self.host_get(name)
+        })
     }
 
     pub fn host_set_enabled(&self, name: &str, enabled: bool) -> StoreResult<HostRecord> {
-        let updated = self.connection().execute(
-            "UPDATE hosts SET enabled = ?2, updated_at = ?3 WHERE name = ?1",
-            params![name, enabled, now_ms()],
-        )?;
-        if updated == 0 {
-            return Err(StoreError::NotFound(format!("host {name:?} not found")));
-        }
-        self.host_get(name)
+        off_reactor(|| {
+            let updated = self.connection().execute(
+                "UPDATE hosts SET enabled = ?2, updated_at = ?3 WHERE name = ?1",
+                params![name, enabled, now_ms()],
+            )?;
+            if updated == 0 {
+                return Err(StoreError::NotFound(format!("host {name:?} not found")));
+            }
+            self.host_get(name)
+        })
     }
 
     pub fn host_set_status(&self, name: &str, status: &HostStatus) -> StoreResult<()> {
-        self.connection().execute(
-            "UPDATE hosts SET status = ?2, status_at = ?3 WHERE name = ?1",
-            params![name, serde_json::to_string(status)?, now_ms()],
-        )?;
-        Ok(())
+        off_reactor(|| {
+            self.connection().execute(
+                "UPDATE hosts SET status = ?2, status_at = ?3 WHERE name = ?1",
+                params![name, serde_json::to_string(status)?, now_ms()],
+            )?;
+            Ok(())
+        })
     }
 
     /// Record that the host answered the poller now.
     pub fn host_touch(&self, name: &str) -> StoreResult<()> {
-        self.connection().execute(
-            "UPDATE hosts SET polled_at = ?2 WHERE name = ?1",
-            params![name, now_ms()],
-        )?;
-        Ok(())
+        off_reactor(|| {
+            self.connection().execute(
+                "UPDATE hosts SET polled_at = ?2 WHERE name = ?1",
+                params![name, now_ms()],
+            )?;
+            Ok(())
+        })
     }
 
     /// Delete a host and, through the foreign keys, everything of its VMs.
     pub fn host_delete(&self, name: &str) -> StoreResult<()> {
-        let deleted = self
-            .connection()
-            .execute("DELETE FROM hosts WHERE name = ?1", [name])?;
-        if deleted == 0 {
-            return Err(StoreError::NotFound(format!("host {name:?} not found")));
-        }
-        Ok(())
+        off_reactor(|| {
+            let deleted = self
+                .connection()
+                .execute("DELETE FROM hosts WHERE name = ?1", [name])?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound(format!("host {name:?} not found")));
+            }
+            Ok(())
+        })
     }
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::{Row, params};
 
-use super::{Store, StoreResult, now_ms};
+use super::{Store, StoreResult, now_ms, off_reactor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
@@ -102,39 +102,43 @@ fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogRecord> {
 
 impl Store {
     pub fn log_insert(&self, log: &NewLog) -> StoreResult<i64> {
-        let connection = self.connection();
-        connection
-            .prepare_cached(
-                "INSERT INTO logs (level, host, vm_uuid, actions, message, success, created_at)
+        off_reactor(|| {
+            let connection = self.connection();
+            connection
+                .prepare_cached(
+                    "INSERT INTO logs (level, host, vm_uuid, actions, message, success, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                log.level.as_str(),
-                log.host,
-                log.vm_uuid,
-                log.actions,
-                log.message,
-                log.success,
-                now_ms()
-            ])?;
-        Ok(connection.last_insert_rowid())
+                )?
+                .execute(params![
+                    log.level.as_str(),
+                    log.host,
+                    log.vm_uuid,
+                    log.actions,
+                    log.message,
+                    log.success,
+                    now_ms()
+                ])?;
+            Ok(connection.last_insert_rowid())
+        })
     }
 
     /// Newest first, filtered and paged.
     pub fn log_list(&self, filter: &LogFilter) -> StoreResult<Vec<LogRecord>> {
-        let connection = self.reader();
-        let where_clause = "WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR level = ?2)";
-        let level = filter.level.map(LogLevel::as_str);
-        let mut statement = connection.prepare_cached(&format!(
-            "SELECT id, level, host, vm_uuid, actions, message, success, created_at
+        off_reactor(|| {
+            let connection = self.reader();
+            let where_clause = "WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR level = ?2)";
+            let level = filter.level.map(LogLevel::as_str);
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT id, level, host, vm_uuid, actions, message, success, created_at
              FROM logs {where_clause} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
-        ))?;
-        let logs = statement
-            .query_map(
-                params![filter.host, level, filter.limit, filter.offset],
-                log_from_row,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(logs)
+            ))?;
+            let logs = statement
+                .query_map(
+                    params![filter.host, level, filter.limit, filter.offset],
+                    log_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(logs)
+        })
     }
 }

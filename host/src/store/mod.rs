@@ -8,6 +8,9 @@
 //! readers. Every use of the writer bumps the store's generation after its
 //! commit; answers derived from the database are cached by generation
 //! (`statistics` here, listup answers in the service layer).
+//!
+//! Every method that touches SQLite runs its work through [`off_reactor`],
+//! so no tokio worker blocks on the database.
 
 mod hosts;
 mod logs;
@@ -187,16 +190,18 @@ impl Store {
     }
 
     fn count_statistics(&self) -> StoreResult<[u64; 4]> {
-        Ok(self
-            .reader()
-            .prepare_cached(
-                "SELECT (SELECT COUNT(*) FROM hosts), (SELECT COUNT(*) FROM vms),
+        off_reactor(|| {
+            Ok(self
+                .reader()
+                .prepare_cached(
+                    "SELECT (SELECT COUNT(*) FROM hosts), (SELECT COUNT(*) FROM vms),
                     (SELECT COUNT(*) FROM vms WHERE power_status = 'running'),
                     (SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'running'))",
-            )?
-            .query_row([], |row| {
-                Ok([row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?])
-            })?)
+                )?
+                .query_row([], |row| {
+                    Ok([row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?])
+                })?)
+        })
     }
 
     /// A reader connection: the first free one from a rotating start, else
@@ -216,22 +221,43 @@ impl Store {
     /// Write a consistent copy of the whole database to `target` (which must
     /// not exist) and answer its size in bytes.
     pub fn snapshot(&self, target: &Path) -> StoreResult<u64> {
-        let target_text = target.to_str().ok_or_else(|| {
-            StoreError::Invalid(format!("snapshot path {} is not UTF-8", target.display()))
-        })?;
-        self.connection().execute("VACUUM INTO ?1", [target_text])?;
-        let metadata = std::fs::metadata(target).map_err(|source| StoreError::Io {
-            context: format!("reading {}", target.display()),
-            source,
-        })?;
-        Ok(metadata.len())
+        off_reactor(|| {
+            let target_text = target.to_str().ok_or_else(|| {
+                StoreError::Invalid(format!("snapshot path {} is not UTF-8", target.display()))
+            })?;
+            self.connection().execute("VACUUM INTO ?1", [target_text])?;
+            let metadata = std::fs::metadata(target).map_err(|source| StoreError::Io {
+                context: format!("reading {}", target.display()),
+                source,
+            })?;
+            Ok(metadata.len())
+        })
     }
 
     /// `PRAGMA integrity_check` answers `ok` on a sound file.
     pub fn integrity_check(&self) -> StoreResult<String> {
-        Ok(self
-            .connection()
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))?)
+        off_reactor(|| {
+            Ok(self
+                .connection()
+                .query_row("PRAGMA integrity_check", [], |row| row.get(0))?)
+        })
+    }
+}
+
+/// Run SQLite work (a query, a commit, the wait for the writer) without
+/// stalling the async runtime: on a tokio worker, `block_in_place` first
+/// hands the worker's other tasks to another thread, so requests keep being
+/// served while this one waits for the disk. It keeps the store's plain
+/// `&self` API (callers lend their arguments; nothing is copied into a
+/// `'static` closure for `spawn_blocking`). Outside a multi-thread runtime
+/// (the CLI, current-thread tests, a `spawn_blocking` thread) the work just
+/// runs, as blocking there stalls nobody.
+fn off_reactor<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use rusqlite::{Row, params};
 
-use super::{Store, StoreError, StoreResult, now_ms};
+use super::{Store, StoreError, StoreResult, now_ms, off_reactor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskState {
@@ -82,77 +82,89 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
 
 impl Store {
     pub fn task_insert(&self, task: &NewTask) -> StoreResult<i64> {
-        let connection = self.connection();
-        connection.execute(
+        off_reactor(|| {
+            let connection = self.connection();
+            connection.execute(
             "INSERT INTO tasks (actions, host, vm_uuid, state, created_at) VALUES (?1, ?2, ?3, 'queued', ?4)",
             params![task.actions, task.host, task.vm_uuid, now_ms()],
         )?;
-        Ok(connection.last_insert_rowid())
+            Ok(connection.last_insert_rowid())
+        })
     }
 
     pub fn task_start(&self, id: i64) -> StoreResult<()> {
-        self.connection().execute(
-            "UPDATE tasks SET state = 'running', progress = 10, started_at = ?2 WHERE id = ?1",
-            params![id, now_ms()],
-        )?;
-        Ok(())
+        off_reactor(|| {
+            self.connection().execute(
+                "UPDATE tasks SET state = 'running', progress = 10, started_at = ?2 WHERE id = ?1",
+                params![id, now_ms()],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn task_finish(&self, id: i64, success: bool, message: &str) -> StoreResult<()> {
-        let state = if success {
-            TaskState::Done
-        } else {
-            TaskState::Failed
-        };
-        self.connection().execute(
+        off_reactor(|| {
+            let state = if success {
+                TaskState::Done
+            } else {
+                TaskState::Failed
+            };
+            self.connection().execute(
             "UPDATE tasks SET state = ?2, progress = 100, success = ?3, message = ?4, finished_at = ?5
              WHERE id = ?1",
             params![id, state.as_str(), success, message, now_ms()],
         )?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Tasks a previous run left unfinished (the process died): they failed.
     pub fn task_fail_unfinished(&self) -> StoreResult<usize> {
-        Ok(self.connection().execute(
-            "UPDATE tasks SET state = 'failed', success = 0, finished_at = ?1,
+        off_reactor(|| {
+            Ok(self.connection().execute(
+                "UPDATE tasks SET state = 'failed', success = 0, finished_at = ?1,
                 message = 'interrupted: the server stopped before the task ended'
              WHERE state IN ('queued', 'running')",
-            [now_ms()],
-        )?)
+                [now_ms()],
+            )?)
+        })
     }
 
     pub fn task_get(&self, id: i64) -> StoreResult<TaskRecord> {
-        self.reader()
-            .prepare_cached(
-                "SELECT id, actions, host, vm_uuid, state, progress, success, message,
+        off_reactor(|| {
+            self.reader()
+                .prepare_cached(
+                    "SELECT id, actions, host, vm_uuid, state, progress, success, message,
                         created_at, started_at, finished_at FROM tasks WHERE id = ?1",
-            )?
-            .query_row([id], task_from_row)
-            .map_err(|error| match error {
-                rusqlite::Error::QueryReturnedNoRows => {
-                    StoreError::NotFound(format!("task {id} not found"))
-                }
-                other => other.into(),
-            })
+                )?
+                .query_row([id], task_from_row)
+                .map_err(|error| match error {
+                    rusqlite::Error::QueryReturnedNoRows => {
+                        StoreError::NotFound(format!("task {id} not found"))
+                    }
+                    other => other.into(),
+                })
+        })
     }
 
     /// Newest first, filtered and paged.
     pub fn task_list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
-        let connection = self.reader();
-        let where_clause = "WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR state = ?2)";
-        let state = filter.state.map(TaskState::as_str);
-        let mut statement = connection.prepare_cached(&format!(
-            "SELECT id, actions, host, vm_uuid, state, progress, success, message,
+        off_reactor(|| {
+            let connection = self.reader();
+            let where_clause = "WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR state = ?2)";
+            let state = filter.state.map(TaskState::as_str);
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT id, actions, host, vm_uuid, state, progress, success, message,
                     created_at, started_at, finished_at
              FROM tasks {where_clause} ORDER BY id DESC LIMIT ?3 OFFSET ?4"
-        ))?;
-        let tasks = statement
-            .query_map(
-                params![filter.host, state, filter.limit, filter.offset],
-                task_from_row,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(tasks)
+            ))?;
+            let tasks = statement
+                .query_map(
+                    params![filter.host, state, filter.limit, filter.offset],
+                    task_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(tasks)
+        })
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::VmSettings;
 
-use super::{Store, StoreError, StoreResult, now_ms};
+use super::{Store, StoreError, StoreResult, now_ms, off_reactor};
 
 #[derive(Clone, Debug)]
 pub struct VmRecord {
@@ -82,61 +82,71 @@ fn not_found(host: &str, vm_uuid: &str) -> StoreError {
 
 impl Store {
     pub fn vm_list(&self, host: &str) -> StoreResult<Vec<VmRecord>> {
-        let connection = self.reader();
-        let mut statement = connection.prepare_cached(&format!(
-            "SELECT {VM_COLUMNS} FROM vms WHERE host = ?1 ORDER BY created_at, vm_uuid"
-        ))?;
-        let rows = statement
-            .query_map([host], vm_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter().map(decode_vm).collect()
+        off_reactor(|| {
+            let connection = self.reader();
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {VM_COLUMNS} FROM vms WHERE host = ?1 ORDER BY created_at, vm_uuid"
+            ))?;
+            let rows = statement
+                .query_map([host], vm_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(decode_vm).collect()
+        })
     }
 
     pub fn vm_get(&self, host: &str, vm_uuid: &str) -> StoreResult<VmRecord> {
-        let row = self
-            .reader()
-            .prepare_cached(&format!(
-                "SELECT {VM_COLUMNS} FROM vms WHERE host = ?1 AND vm_uuid = ?2"
-            ))?
-            .query_row([host, vm_uuid], vm_from_row)
-            .optional()?;
-        row.map(decode_vm)
-            .unwrap_or_else(|| Err(not_found(host, vm_uuid)))
+        off_reactor(|| {
+            let row = self
+                .reader()
+                .prepare_cached(&format!(
+                    "SELECT {VM_COLUMNS} FROM vms WHERE host = ?1 AND vm_uuid = ?2"
+                ))?
+                .query_row([host, vm_uuid], vm_from_row)
+                .optional()?;
+            row.map(decode_vm)
+                .unwrap_or_else(|| Err(not_found(host, vm_uuid)))
+        })
     }
 
     pub fn vm_by_upload_key(&self, upload_key: &str) -> StoreResult<Option<VmRecord>> {
-        let row = self
-            .reader()
-            .prepare_cached(&format!(
-                "SELECT {VM_COLUMNS} FROM vms WHERE upload_key = ?1"
-            ))?
-            .query_row([upload_key], vm_from_row)
-            .optional()?;
-        row.map(decode_vm).transpose()
+        off_reactor(|| {
+            let row = self
+                .reader()
+                .prepare_cached(&format!(
+                    "SELECT {VM_COLUMNS} FROM vms WHERE upload_key = ?1"
+                ))?
+                .query_row([upload_key], vm_from_row)
+                .optional()?;
+            row.map(decode_vm).transpose()
+        })
     }
 
     /// Number of VMs, on one host or on all.
     pub fn vm_count(&self, host: Option<&str>) -> StoreResult<u64> {
-        let connection = self.reader();
-        Ok(match host {
-            Some(host) => connection
-                .prepare_cached("SELECT COUNT(*) FROM vms WHERE host = ?1")?
-                .query_row([host], |row| row.get(0))?,
-            None => connection
-                .prepare_cached("SELECT COUNT(*) FROM vms")?
-                .query_row([], |row| row.get(0))?,
+        off_reactor(|| {
+            let connection = self.reader();
+            Ok(match host {
+                Some(host) => connection
+                    .prepare_cached("SELECT COUNT(*) FROM vms WHERE host = ?1")?
+                    .query_row([host], |row| row.get(0))?,
+                None => connection
+                    .prepare_cached("SELECT COUNT(*) FROM vms")?
+                    .query_row([], |row| row.get(0))?,
+            })
         })
     }
 
     /// Number of VMs of each host that has any.
     pub fn vm_count_by_host(&self) -> StoreResult<std::collections::HashMap<String, u64>> {
-        let connection = self.reader();
-        let mut statement =
-            connection.prepare_cached("SELECT host, COUNT(*) FROM vms GROUP BY host")?;
-        let counts = statement
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(counts)
+        off_reactor(|| {
+            let connection = self.reader();
+            let mut statement =
+                connection.prepare_cached("SELECT host, COUNT(*) FROM vms GROUP BY host")?;
+            let counts = statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(counts)
+        })
     }
 
     /// Insert a VM; `Conflict` when the key is taken on that host, or when
@@ -151,40 +161,42 @@ impl Store {
         upload_key: &str,
         limit: u64,
     ) -> StoreResult<VmRecord> {
-        {
-            let mut connection = self.connection();
-            let transaction =
-                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let count: u64 = transaction.query_row(
-                "SELECT COUNT(*) FROM vms WHERE host = ?1",
-                [host],
-                |row| row.get(0),
-            )?;
-            if limit > 0 && count >= limit {
-                return Err(StoreError::Conflict(format!(
-                    "host {host:?} is at its limit of {limit} VMs (limits_nums)"
-                )));
-            }
-            let now = now_ms();
-            let inserted = transaction.execute(
-                "INSERT INTO vms (host, vm_uuid, config, upload_key, created_at, updated_at)
+        off_reactor(|| {
+            {
+                let mut connection = self.connection();
+                let transaction = connection
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let count: u64 = transaction.query_row(
+                    "SELECT COUNT(*) FROM vms WHERE host = ?1",
+                    [host],
+                    |row| row.get(0),
+                )?;
+                if limit > 0 && count >= limit {
+                    return Err(StoreError::Conflict(format!(
+                        "host {host:?} is at its limit of {limit} VMs (limits_nums)"
+                    )));
+                }
+                let now = now_ms();
+                let inserted = transaction.execute(
+                    "INSERT INTO vms (host, vm_uuid, config, upload_key, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (host, vm_uuid) DO NOTHING",
-                params![
-                    host,
-                    vm_uuid,
-                    encode_config(config, domain_uuid)?,
-                    upload_key,
-                    now
-                ],
-            )?;
-            if inserted == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "vm {vm_uuid:?} already exists on host {host:?}"
-                )));
+                    params![
+                        host,
+                        vm_uuid,
+                        encode_config(config, domain_uuid)?,
+                        upload_key,
+                        now
+                    ],
+                )?;
+                if inserted == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "vm {vm_uuid:?} already exists on host {host:?}"
+                    )));
+                }
+                transaction.commit()?;
             }
-            transaction.commit()?;
-        }
-        self.vm_get(host, vm_uuid)
+            self.vm_get(host, vm_uuid)
+        })
     }
 
     pub fn vm_update_config(
@@ -194,34 +206,40 @@ impl Store {
         config: &VmSettings,
         domain_uuid: &str,
     ) -> StoreResult<VmRecord> {
-        let updated = self.connection().execute(
-            "UPDATE vms SET config = ?3, updated_at = ?4 WHERE host = ?1 AND vm_uuid = ?2",
-            params![host, vm_uuid, encode_config(config, domain_uuid)?, now_ms()],
-        )?;
-        if updated == 0 {
-            return Err(not_found(host, vm_uuid));
-        }
-        self.vm_get(host, vm_uuid)
+        off_reactor(|| {
+            let updated = self.connection().execute(
+                "UPDATE vms SET config = ?3, updated_at = ?4 WHERE host = ?1 AND vm_uuid = ?2",
+                params![host, vm_uuid, encode_config(config, domain_uuid)?, now_ms()],
+            )?;
+            if updated == 0 {
+                return Err(not_found(host, vm_uuid));
+            }
+            self.vm_get(host, vm_uuid)
+        })
     }
 
     pub fn vm_set_power(&self, host: &str, vm_uuid: &str, power_status: &str) -> StoreResult<()> {
-        self.connection().execute(
-            "UPDATE vms SET power_status = ?3 WHERE host = ?1 AND vm_uuid = ?2",
-            params![host, vm_uuid, power_status],
-        )?;
-        Ok(())
+        off_reactor(|| {
+            self.connection().execute(
+                "UPDATE vms SET power_status = ?3 WHERE host = ?1 AND vm_uuid = ?2",
+                params![host, vm_uuid, power_status],
+            )?;
+            Ok(())
+        })
     }
 
     /// Delete a VM and, through the foreign keys, its NAT rules, IPs and proxies.
     pub fn vm_delete(&self, host: &str, vm_uuid: &str) -> StoreResult<()> {
-        let deleted = self.connection().execute(
-            "DELETE FROM vms WHERE host = ?1 AND vm_uuid = ?2",
-            [host, vm_uuid],
-        )?;
-        if deleted == 0 {
-            return Err(not_found(host, vm_uuid));
-        }
-        Ok(())
+        off_reactor(|| {
+            let deleted = self.connection().execute(
+                "DELETE FROM vms WHERE host = ?1 AND vm_uuid = ?2",
+                [host, vm_uuid],
+            )?;
+            if deleted == 0 {
+                return Err(not_found(host, vm_uuid));
+            }
+            Ok(())
+        })
     }
 }
 
@@ -237,48 +255,52 @@ impl Store {
         vm_uuid: &str,
         change: impl FnOnce(&mut VmSettings, &[VmSettings]) -> Result<T, StoreError>,
     ) -> StoreResult<T> {
-        let mut connection = self.connection();
-        let transaction =
-            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut config: Option<StoredConfig> = None;
-        let mut others = Vec::new();
-        {
-            let mut statement =
-                transaction.prepare("SELECT vm_uuid, config FROM vms WHERE host = ?1")?;
-            let rows = statement.query_map([host], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })?;
-            for row in rows {
-                let (uuid, text) = row?;
-                let decoded = decode_config(&text)?;
-                if uuid == vm_uuid {
-                    config = Some(decoded);
-                } else {
-                    others.push(decoded.settings);
+        off_reactor(|| {
+            let mut connection = self.connection();
+            let transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut config: Option<StoredConfig> = None;
+            let mut others = Vec::new();
+            {
+                let mut statement =
+                    transaction.prepare("SELECT vm_uuid, config FROM vms WHERE host = ?1")?;
+                let rows = statement.query_map([host], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })?;
+                for row in rows {
+                    let (uuid, text) = row?;
+                    let decoded = decode_config(&text)?;
+                    if uuid == vm_uuid {
+                        config = Some(decoded);
+                    } else {
+                        others.push(decoded.settings);
+                    }
                 }
             }
-        }
-        let mut config = config.ok_or_else(|| not_found(host, vm_uuid))?;
-        let answer = change(&mut config.settings, &others)?;
-        transaction.execute(
-            "UPDATE vms SET config = ?3, updated_at = ?4 WHERE host = ?1 AND vm_uuid = ?2",
-            params![
-                host,
-                vm_uuid,
-                encode_config(&config.settings, &config.domain_uuid)?,
-                now_ms()
-            ],
-        )?;
-        transaction.commit()?;
-        Ok(answer)
+            let mut config = config.ok_or_else(|| not_found(host, vm_uuid))?;
+            let answer = change(&mut config.settings, &others)?;
+            transaction.execute(
+                "UPDATE vms SET config = ?3, updated_at = ?4 WHERE host = ?1 AND vm_uuid = ?2",
+                params![
+                    host,
+                    vm_uuid,
+                    encode_config(&config.settings, &config.domain_uuid)?,
+                    now_ms()
+                ],
+            )?;
+            transaction.commit()?;
+            Ok(answer)
+        })
     }
 
     /// Add an uploaded sample's traffic to the VM's counter.
     pub fn vm_add_traffic(&self, host: &str, vm_uuid: &str, megabytes: f64) -> StoreResult<()> {
-        self.connection().execute(
-            "UPDATE vms SET flu_usage = flu_usage + ?3 WHERE host = ?1 AND vm_uuid = ?2",
-            params![host, vm_uuid, megabytes],
-        )?;
-        Ok(())
+        off_reactor(|| {
+            self.connection().execute(
+                "UPDATE vms SET flu_usage = flu_usage + ?3 WHERE host = ?1 AND vm_uuid = ?2",
+                params![host, vm_uuid, megabytes],
+            )?;
+            Ok(())
+        })
     }
 }
