@@ -23,8 +23,8 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, Fault};
+use crate::service;
 use crate::state::AppState;
-use crate::store::{LogLevel, NewLog};
 
 /// Largest request body; `upload` has its own, smaller limit.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -257,23 +257,13 @@ async fn finish_response(
         let worth_logging = fault.status.is_server_error()
             || (is_mutation && fault.status != StatusCode::TOO_MANY_REQUESTS);
         if worth_logging && !fault.logged {
-            let level = if fault.status.is_server_error() {
-                LogLevel::Error
-            } else {
-                LogLevel::Warn
-            };
-            // `/api/<group>/<option>/<hs_name>/<vm_uuid>/...`
-            let segments: Vec<&str> = path.split('/').collect();
-            let record = NewLog::new(
-                level,
-                format!("{method} {path}"),
-                format!("{}: {}", fault.status.as_u16(), fault.message),
-            )
-            .host(segments.get(4).copied().unwrap_or_default())
-            .vm(segments.get(5).copied().unwrap_or_default());
-            if let Err(error) = state.store.log_insert(&record) {
-                tracing::error!("cannot store a log record: {error}");
-            }
+            service::system::log_request_failure(
+                &state,
+                method.as_str(),
+                &path,
+                fault.status.as_u16(),
+                &fault.message,
+            );
         }
         if fault.status.is_server_error() {
             tracing::error!("{method} {path}: {}", fault.message);

@@ -6,26 +6,16 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use serde::Deserialize;
 
 use super::auth::Authenticated;
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, ApiQuery, AsyncFlag};
 use crate::model::{
-    EngineView, Envelope, Invalid, LogEntry, Mutation, ReloadAnswer, SnapshotAnswer, Statistics,
-    TaskEntry, TokenAnswer, TokenInput,
+    EngineView, Envelope, LogEntry, LogQuery, Mutation, ReloadAnswer, SnapshotAnswer, Statistics,
+    TaskEntry, TaskQuery, TokenAnswer, TokenInput,
 };
 use crate::service::system as service;
 use crate::state::AppState;
-use crate::store::{LogFilter, LogLevel, NewTask, TaskFilter, TaskState};
-
-fn system_task(actions: &str) -> NewTask {
-    NewTask {
-        actions: actions.to_owned(),
-        host: String::new(),
-        vm_uuid: String::new(),
-    }
-}
 
 #[utoipa::path(
     post,
@@ -43,7 +33,7 @@ pub async fn treset(
 ) -> ApiResult<Mutation<TokenAnswer>> {
     let task_state = state.clone();
     let work = async move { service::reset_token(&task_state) };
-    let outcome = state.tasks.run(system_task("treset"), flag.detach, work);
+    let outcome = state.tasks.run(service::task("treset"), flag.detach, work);
     Ok(ApiOk(outcome.await?.answer()))
 }
 
@@ -66,7 +56,7 @@ pub async fn tsetup(
     service::check_token(&body.token)?;
     let task_state = state.clone();
     let work = async move { service::set_token(&task_state, body.token) };
-    let outcome = state.tasks.run(system_task("tsetup"), flag.detach, work);
+    let outcome = state.tasks.run(service::task("tsetup"), flag.detach, work);
     Ok(ApiOk(outcome.await?.answer()))
 }
 
@@ -100,7 +90,7 @@ pub async fn saving(
 ) -> ApiResult<Mutation<SnapshotAnswer>> {
     let task_state = state.clone();
     let work = async move { service::snapshot(&task_state).await };
-    let outcome = state.tasks.run(system_task("saving"), flag.detach, work);
+    let outcome = state.tasks.run(service::task("saving"), flag.detach, work);
     Ok(ApiOk(outcome.await?.answer()))
 }
 
@@ -119,7 +109,7 @@ pub async fn loader(
 ) -> ApiResult<Mutation<ReloadAnswer>> {
     let task_state = state.clone();
     let work = async move { service::reload(&task_state).await };
-    let outcome = state.tasks.run(system_task("loader"), flag.detach, work);
+    let outcome = state.tasks.run(service::task("loader"), flag.detach, work);
     Ok(ApiOk(outcome.await?.answer()))
 }
 
@@ -147,44 +137,6 @@ pub async fn engine(State(state): State<Arc<AppState>>) -> ApiResult<BTreeMap<St
     Ok(ApiOk(service::engines(&state)))
 }
 
-const MAX_PAGE: u32 = 1000;
-
-fn default_limit() -> u32 {
-    100
-}
-
-fn check_page(limit: u32) -> Result<(), Invalid> {
-    if (1..=MAX_PAGE).contains(&limit) {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            "limit",
-            format!("must be 1..={MAX_PAGE}, got {limit}"),
-        ))
-    }
-}
-
-/// An empty `hs_name=` means no filter.
-fn host_filter(hs_name: Option<String>) -> Option<String> {
-    hs_name.filter(|name| !name.is_empty())
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LogQuery {
-    /// Only this host's records (empty: all).
-    hs_name: Option<String>,
-    /// debug, info, warn or error (empty: all).
-    #[serde(default)]
-    level: String,
-    /// 1..=1000, default 100.
-    #[serde(default = "default_limit")]
-    #[param(minimum = 1, maximum = 1000)]
-    limit: u32,
-    #[serde(default)]
-    offset: u32,
-}
-
 #[utoipa::path(
     get,
     path = "/api/system/logget",
@@ -198,39 +150,7 @@ pub async fn logget(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> ApiResult<Vec<LogEntry>> {
-    check_page(query.limit)?;
-    let level = match query.level.as_str() {
-        "" => None,
-        text => Some(LogLevel::parse(text).ok_or_else(|| {
-            Invalid::new(
-                "level",
-                format!("{text:?} must be one of debug, info, warn, error"),
-            )
-        })?),
-    };
-    let filter = LogFilter {
-        host: host_filter(query.hs_name),
-        level,
-        limit: query.limit,
-        offset: query.offset,
-    };
-    Ok(ApiOk(service::logs(&state, &filter)?))
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct TaskQuery {
-    /// Only this host's tasks (empty: all).
-    hs_name: Option<String>,
-    /// queued, running, done or failed (empty: all).
-    #[serde(default)]
-    state: String,
-    /// 1..=1000, default 100.
-    #[serde(default = "default_limit")]
-    #[param(minimum = 1, maximum = 1000)]
-    limit: u32,
-    #[serde(default)]
-    offset: u32,
+    Ok(ApiOk(service::logs(&state, &query)?))
 }
 
 #[utoipa::path(
@@ -246,21 +166,5 @@ pub async fn tasget(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<TaskQuery>,
 ) -> ApiResult<Vec<TaskEntry>> {
-    check_page(query.limit)?;
-    let task_state = match query.state.as_str() {
-        "" => None,
-        text => Some(TaskState::parse(text).ok_or_else(|| {
-            Invalid::new(
-                "state",
-                format!("{text:?} must be one of queued, running, done, failed"),
-            )
-        })?),
-    };
-    let filter = TaskFilter {
-        host: host_filter(query.hs_name),
-        state: task_state,
-        limit: query.limit,
-        offset: query.offset,
-    };
-    Ok(ApiOk(service::tasks(&state, &filter)?))
+    Ok(ApiOk(service::tasks(&state, &query)?))
 }

@@ -21,8 +21,9 @@ pub use host::{
 pub use network::{IpAddInput, NatAddInput, NatRule, NicView, ProxyAddInput, ProxyView};
 pub use rules::Invalid;
 pub use system::{
-    EngineView, LogEntry, NatReconciled, ProxyReconciled, Reconciled, ReloadAnswer, ReloadedPlugin,
-    SnapshotAnswer, Statistics, TaskEntry, TokenAnswer, TokenInput,
+    EngineView, LogEntry, LogQuery, MAX_PAGE, NatReconciled, ProxyReconciled, Reconciled,
+    ReloadAnswer, ReloadedPlugin, SnapshotAnswer, Statistics, TaskEntry, TaskQuery, TokenAnswer,
+    TokenInput,
 };
 pub use task::{Finished, Mutation, Removal, TaskRunning};
 pub use vm::{

@@ -145,3 +145,44 @@ pub struct TaskEntry {
     #[schema(required)]
     pub finished_at: Option<String>,
 }
+
+/// Largest page of `logget` and `tasget`.
+pub const MAX_PAGE: u32 = 1000;
+
+fn default_limit() -> u32 {
+    100
+}
+
+/// `system/logget` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// Only this host's records (empty: all).
+    pub hs_name: Option<String>,
+    /// debug, info, warn or error (empty: all).
+    #[serde(default)]
+    pub level: String,
+    /// 1..=1000, default 100.
+    #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: u32,
+    #[serde(default)]
+    pub offset: u32,
+}
+
+/// `system/tasget` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TaskQuery {
+    /// Only this host's tasks (empty: all).
+    pub hs_name: Option<String>,
+    /// queued, running, done or failed (empty: all).
+    #[serde(default)]
+    pub state: String,
+    /// 1..=1000, default 100.
+    #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: u32,
+    #[serde(default)]
+    pub offset: u32,
+}

@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use super::error::{ServiceError, ServiceResult};
 use crate::config::Config;
 use crate::model::{
-    EngineView, LogEntry, ReloadAnswer, ReloadedPlugin, SnapshotAnswer, Statistics, TaskEntry,
-    TokenAnswer,
+    EngineView, Invalid, LogEntry, LogQuery, MAX_PAGE, ReloadAnswer, ReloadedPlugin,
+    SnapshotAnswer, Statistics, TaskEntry, TaskQuery, TokenAnswer,
 };
 use crate::state::AppState;
-use crate::store::{LogFilter, LogLevel, NewLog, StoreError, TaskFilter, format_ms};
+use crate::store::{
+    LogFilter, LogLevel, NewLog, NewTask, StoreError, TaskFilter, TaskState, format_ms,
+};
 
 /// Write a consistent copy of the database under `<data_dir>/backups/`.
 pub async fn snapshot(state: &AppState) -> ServiceResult<SnapshotAnswer> {
@@ -149,10 +151,27 @@ pub fn engines(state: &AppState) -> BTreeMap<String, EngineView> {
         .collect()
 }
 
-pub fn logs(state: &AppState, filter: &LogFilter) -> ServiceResult<Vec<LogEntry>> {
+/// A page of log records, newest first.
+pub fn logs(state: &AppState, query: &LogQuery) -> ServiceResult<Vec<LogEntry>> {
+    check_page(query.limit)?;
+    let level = match query.level.as_str() {
+        "" => None,
+        text => Some(LogLevel::parse(text).ok_or_else(|| {
+            Invalid::new(
+                "level",
+                format!("{text:?} must be one of debug, info, warn, error"),
+            )
+        })?),
+    };
+    let filter = LogFilter {
+        host: host_filter(&query.hs_name),
+        level,
+        limit: query.limit,
+        offset: query.offset,
+    };
     Ok(state
         .store
-        .log_list(filter)?
+        .log_list(&filter)?
         .into_iter()
         .map(|log| LogEntry {
             id: log.id,
@@ -167,10 +186,27 @@ pub fn logs(state: &AppState, filter: &LogFilter) -> ServiceResult<Vec<LogEntry>
         .collect())
 }
 
-pub fn tasks(state: &AppState, filter: &TaskFilter) -> ServiceResult<Vec<TaskEntry>> {
+/// A page of task records, newest first.
+pub fn tasks(state: &AppState, query: &TaskQuery) -> ServiceResult<Vec<TaskEntry>> {
+    check_page(query.limit)?;
+    let task_state = match query.state.as_str() {
+        "" => None,
+        text => Some(TaskState::parse(text).ok_or_else(|| {
+            Invalid::new(
+                "state",
+                format!("{text:?} must be one of queued, running, done, failed"),
+            )
+        })?),
+    };
+    let filter = TaskFilter {
+        host: host_filter(&query.hs_name),
+        state: task_state,
+        limit: query.limit,
+        offset: query.offset,
+    };
     Ok(state
         .store
-        .task_list(filter)?
+        .task_list(&filter)?
         .into_iter()
         .map(|task| TaskEntry {
             id: task.id,
@@ -206,4 +242,51 @@ pub fn set_token(state: &AppState, token: String) -> ServiceResult<TokenAnswer> 
         .store
         .set_token_hash(&crate::auth::hash_token(&token))?;
     Ok(TokenAnswer { token })
+}
+
+fn check_page(limit: u32) -> Result<(), Invalid> {
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            "limit",
+            format!("must be 1..={MAX_PAGE}, got {limit}"),
+        ))
+    }
+}
+
+/// An empty `hs_name=` means no filter.
+fn host_filter(hs_name: &Option<String>) -> Option<String> {
+    hs_name.clone().filter(|name| !name.is_empty())
+}
+
+/// The task record of a system mutation (no host, no VM).
+pub fn task(actions: &str) -> NewTask {
+    NewTask {
+        actions: actions.to_owned(),
+        host: String::new(),
+        vm_uuid: String::new(),
+    }
+}
+
+/// Record a request that failed (a fault, or a refused mutation) with its
+/// method, path and status; the host and VM come from the path
+/// (`/api/<group>/<option>/<hs_name>/<vm_uuid>/...`).
+pub fn log_request_failure(state: &AppState, method: &str, path: &str, status: u16, message: &str) {
+    let level = if status >= 500 {
+        LogLevel::Error
+    } else {
+        LogLevel::Warn
+    };
+    let segments: Vec<&str> = path.split('/').collect();
+    let record = NewLog::new(
+        level,
+        format!("{method} {path}"),
+        format!("{status}: {message}"),
+    )
+    .host(segments.get(4).copied().unwrap_or_default())
+    .vm(segments.get(5).copied().unwrap_or_default());
+    if let Err(error) = state.store.log_insert(&record) {
+        tracing::error!("cannot store a log record: {error}");
+    }
 }
