@@ -31,6 +31,9 @@ pub struct Config {
     pub proxy: Option<ProxyConfig>,
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
+    /// What a host's `server_addr` may use beyond the base allow-list.
+    #[serde(default)]
+    pub libvirt: crate::model::rules::UriPolicy,
     /// Hosts created at start when the database does not know them yet.
     #[serde(default, rename = "host")]
     pub hosts: Vec<SeedHost>,

@@ -119,6 +119,8 @@ def main():
             hosts += (f'[[host]]\nname = "bench{n}"\ntype = "libvirt"\n[host.config]\n'
                       f'server_addr = "test://{work}/node{n}.xml"\nfilter_name = "bench-"\n\n')
         config = (f'[server]\nlisten = "127.0.0.1:18091"\ndata_dir = "data"\n[poller]\ninterval_s = 3600\n'
+                  # The generated hosts are libvirt test-driver files.
+                  f'[libvirt]\ntest_files = true\n'
                   f'[[plugin]]\nname = "libvirt"\npath = "{PLUGIN}"\ngrants = ["libvirt", "nat", "proxy", "log"]\n\n{hosts}')
         server = Server(work, config)
         cold = server.start()

@@ -71,7 +71,7 @@ pub async fn create(
 ) -> ApiResult<Mutation<HostView>> {
     rules::check_name("name", &body.name)?;
     service::check_engine(&state, &body.engine)?;
-    let settings = service::checked(body.config)?;
+    let settings = service::checked(&state, body.config)?;
     let task_state = state.clone();
     let task = service::task("server-create", &body.name);
     let work = async move { service::create(&task_state, &body.name, &body.engine, &settings) };
@@ -100,7 +100,7 @@ pub async fn update(
     if let Some(engine) = &body.engine {
         service::check_engine(&state, engine)?;
     }
-    let settings = service::merged(&host, body.config)?;
+    let settings = service::merged(&state, &host, body.config)?;
     let task_state = state.clone();
     let task = service::task("server-update", &hs_name);
     let work =

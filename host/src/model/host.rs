@@ -9,13 +9,12 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::rules::{self, Invalid, check_name};
+use super::rules::{self, Invalid, UriPolicy, check_host_uri, check_name};
 
 /// What the API shows instead of a stored password.
 pub const MASKED: &str = "******";
 
 /// URI schemes the libvirt capability will open.
-pub const LIBVIRT_SCHEMES: &[&str] = &["test", "qemu", "qemu+ssh", "qemu+tls", "lxc"];
 
 /// The `config` of a host. Unknown keys are ignored; every key is optional.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, ToSchema)]
@@ -106,28 +105,9 @@ fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Stri
 
 impl HostSettings {
     /// Check every rule; errors name `config.<field>`.
-    pub fn check(&self) -> Result<(), Invalid> {
+    pub fn check(&self, uri_policy: &UriPolicy) -> Result<(), Invalid> {
         if !self.server_addr.is_empty() {
-            let scheme = self.server_addr.split("://").next().unwrap_or_default();
-            if !self.server_addr.contains("://") || !LIBVIRT_SCHEMES.contains(&scheme) {
-                return Err(Invalid::new(
-                    "config.server_addr",
-                    format!(
-                        "{:?} must be a URI with scheme one of {LIBVIRT_SCHEMES:?}",
-                        self.server_addr
-                    ),
-                ));
-            }
-            if self
-                .server_addr
-                .chars()
-                .any(|character| character.is_whitespace() || character.is_control())
-            {
-                return Err(Invalid::new(
-                    "config.server_addr",
-                    "must not contain spaces or control characters",
-                ));
-            }
+            check_host_uri("config.server_addr", &self.server_addr, uri_policy)?;
         }
         if !self.filter_name.is_empty() {
             check_name("config.filter_name", &self.filter_name)?;

@@ -205,3 +205,225 @@ mod tests {
         assert!(check_domain("domain", "-a.example.com").is_err());
     }
 }
+
+/// The libvirt URI schemes a host may use: local QEMU/KVM and LXC, QEMU
+/// over SSH or TLS, and libvirt's in-process test driver.
+pub const LIBVIRT_SCHEMES: &[&str] = &["test", "qemu", "qemu+ssh", "qemu+tls", "lxc"];
+
+/// What a host URI may use beyond the base allow-list. Only the config file
+/// sets it (`[libvirt]`), never the API: a leaked API token must not be able
+/// to make the server run a program or read a file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UriPolicy {
+    /// libvirt URI query parameters allowed (none by default). libvirt's
+    /// `command`, `netcat`, `socket`, `keyfile`, `no_verify`, `pkipath`, …
+    /// run programs, read files or skip host-key checks.
+    #[serde(default)]
+    pub uri_params: Vec<String>,
+    /// `test:///<absolute path>.xml` driver files (benchmarks); otherwise
+    /// only `test:///default`. A driver file's content shows in errors.
+    #[serde(default)]
+    pub test_files: bool,
+}
+
+/// A host's `server_addr`: a libvirt URI of an allowed form.
+///
+/// - `test:///default` (or a `.xml` driver file when the policy allows);
+/// - `qemu:///system`, `lxc:///`;
+/// - `qemu+ssh://[user@]host[:port]/system` and `qemu+tls://host[:port]/system`
+///   (ssh checks the host key against known_hosts: `no_verify` is a
+///   parameter, refused unless allowed);
+/// - query parameters only those the policy names; no percent-encoding
+///   (it would hide a parameter's name from this check).
+pub fn check_host_uri(field: &str, uri: &str, policy: &UriPolicy) -> Result<(), Invalid> {
+    let refuse = |rule: String| Err(Invalid::new(field, rule));
+    if uri
+        .chars()
+        .any(|character| character.is_whitespace() || character.is_control() || character == '%')
+    {
+        return refuse("must not contain spaces, control characters or %-encoding".to_owned());
+    }
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return refuse(format!(
+            "{uri:?} must be a URI with scheme one of {LIBVIRT_SCHEMES:?}"
+        ));
+    };
+    if !LIBVIRT_SCHEMES.contains(&scheme) {
+        return refuse(format!(
+            "{uri:?} must be a URI with scheme one of {LIBVIRT_SCHEMES:?}"
+        ));
+    }
+    let (location, query) = match rest.split_once('?') {
+        Some((location, query)) => (location, Some(query)),
+        None => (rest, None),
+    };
+    let (authority, path) = match location.find('/') {
+        Some(slash) => location.split_at(slash),
+        None => (location, ""),
+    };
+    let remote = matches!(scheme, "qemu+ssh" | "qemu+tls");
+    if remote {
+        check_uri_authority(field, authority, scheme == "qemu+ssh")?;
+    } else if !authority.is_empty() {
+        return refuse(format!(
+            "{scheme}:// names no host (write {scheme}:///...), got {authority:?}"
+        ));
+    }
+    let path_allowed = match scheme {
+        "test" => {
+            path == "/default"
+                || (policy.test_files
+                    && path.ends_with(".xml")
+                    && !path.split('/').any(|part| part == ".." || part == "."))
+        }
+        "lxc" => path.is_empty() || path == "/",
+        _ => path == "/system",
+    };
+    if !path_allowed {
+        let allowed = match scheme {
+            "test" if policy.test_files => "/default or an absolute .xml driver file",
+            "test" => "/default (driver files only when [libvirt] test_files is set)",
+            "lxc" => "/",
+            _ => "/system",
+        };
+        return refuse(format!("{scheme} URI path must be {allowed}, got {path:?}"));
+    }
+    for parameter in query.into_iter().flat_map(|query| query.split('&')) {
+        let name = parameter.split('=').next().unwrap_or_default();
+        let allowed = policy
+            .uri_params
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(name));
+        if !allowed {
+            return refuse(format!(
+                "URI parameter {name:?} is not allowed (the config file's [libvirt] \
+                 uri_params lists those allowed: {:?})",
+                policy.uri_params
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[user@]host[:port]` of a remote libvirt URI. Nothing may start with
+/// `-`: ssh would read a host or user like `-oProxyCommand=...` as an option.
+fn check_uri_authority(field: &str, authority: &str, user_allowed: bool) -> Result<(), Invalid> {
+    let refuse = |rule: String| Err(Invalid::new(field, rule));
+    let (user, host_port) = match authority.rsplit_once('@') {
+        Some((user, host_port)) => (Some(user), host_port),
+        None => (None, authority),
+    };
+    if let Some(user) = user {
+        let valid = user_allowed
+            && !user.starts_with('-')
+            && (1..=32).contains(&user.len())
+            && user
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'));
+        if !valid {
+            return refuse(format!(
+                "URI user {user:?} must match [A-Za-z0-9_.-]{{1,32}}"
+            ));
+        }
+    }
+    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let Some((address, after)) = bracketed.split_once(']') else {
+            return refuse(format!("URI host {host_port:?} has an unclosed ["));
+        };
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return refuse(format!("URI host [{address}] is not an IPv6 address"));
+        }
+        (address, after.strip_prefix(':'))
+    } else {
+        match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    let host_valid = host.parse::<std::net::Ipv6Addr>().is_ok()
+        || ((1..=253).contains(&host.len())
+            && !host.starts_with(['-', '.'])
+            && host
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-')));
+    if !host_valid {
+        return refuse(format!(
+            "URI host {host:?} must be a host name or an address"
+        ));
+    }
+    if let Some(port) = port
+        && !port.parse::<u16>().is_ok_and(|port| port > 0)
+    {
+        return refuse(format!("URI port {port:?} must be 1..=65535"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod uri_tests {
+    use super::{UriPolicy, check_host_uri};
+
+    #[track_caller]
+    fn check(uri: &str, policy: &UriPolicy, allowed: bool) {
+        let answer = check_host_uri("server_addr", uri, policy);
+        assert_eq!(answer.is_ok(), allowed, "{uri}: {answer:?}");
+    }
+
+    #[test]
+    fn only_the_allow_listed_forms_pass() {
+        let strict = UriPolicy::default();
+        for uri in [
+            "test:///default",
+            "qemu:///system",
+            "lxc:///",
+            "qemu+ssh://root@10.0.0.2/system",
+            "qemu+ssh://hv-1.example.net:2222/system",
+            "qemu+ssh://[2001:db8::1]/system",
+            "qemu+tls://hv1/system",
+        ] {
+            check(uri, &strict, true);
+        }
+        for uri in [
+            "qemu+ssh://h/system?command=/tmp/x",
+            "qemu+ssh://h/system?Command=/tmp/x",
+            "qemu+ssh://h/system?comm%61nd=/tmp/x",
+            "qemu+ssh://h/system?netcat=nc",
+            "qemu+ssh://h/system?no_verify=1",
+            "qemu+ssh://h/system?keyfile=/root/.ssh/id",
+            "qemu:///system?socket=/tmp/s",
+            "qemu+ext:///system",
+            "qemu+unix:///system",
+            "qemu+tcp://h/system",
+            "qemu+ssh://-oProxyCommand=x/system",
+            "qemu+ssh://-o@h/system",
+            "qemu+ssh://h:99999/system",
+            "qemu+ssh://h/session",
+            "qemu+tls://user@h/system",
+            "qemu://h/system",
+            "test:///etc/passwd",
+            "test:///tmp/node.xml",
+            "test://h/default",
+            "lxc:///etc",
+            "qemu:///system x",
+            "http://evil/",
+            "qemu",
+        ] {
+            check(uri, &strict, false);
+        }
+    }
+
+    #[test]
+    fn the_config_file_widens_the_list() {
+        let policy = UriPolicy {
+            uri_params: vec!["keyfile".to_owned()],
+            test_files: true,
+        };
+        check("qemu+ssh://h/system?keyfile=/root/.ssh/id", &policy, true);
+        check("qemu+ssh://h/system?KEYFILE=/root/.ssh/id", &policy, true);
+        check("qemu+ssh://h/system?command=/tmp/x", &policy, false);
+        check("test:///tmp/node.xml", &policy, true);
+        check("test:///tmp/../etc/node.xml", &policy, false);
+        check("test:///etc/passwd", &policy, false);
+    }
+}

@@ -96,8 +96,8 @@ pub fn check_engine(state: &AppState, engine: &str) -> ServiceResult<()> {
 }
 
 /// Check settings for a host; errors name `config.<field>`.
-pub fn checked(settings: HostSettings) -> ServiceResult<HostSettings> {
-    settings.check()?;
+pub fn checked(state: &AppState, settings: HostSettings) -> ServiceResult<HostSettings> {
+    settings.check(&state.config().libvirt)?;
     Ok(settings)
 }
 
@@ -231,11 +231,11 @@ pub fn create(
 
 /// Settings after an update: keys present replace, others stay; the
 /// masked password keeps the stored one.
-pub fn merged(host: &Host, changes: Patch) -> ServiceResult<HostSettings> {
+pub fn merged(state: &AppState, host: &Host, changes: Patch) -> ServiceResult<HostSettings> {
     let settings = changes.apply(&host.config, "config", |key, value| {
         !(key == "server_pass" && value.as_str() == Some(MASKED))
     })?;
-    checked(settings)
+    checked(state, settings)
 }
 
 pub fn update(

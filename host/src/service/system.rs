@@ -80,14 +80,15 @@ pub async fn reload(state: &AppState) -> ServiceResult<ReloadAnswer> {
 /// Create the `[[host]]` entries of the config that the database lacks.
 /// Existing hosts are never overwritten: the API owns them once created.
 pub fn seed_hosts(state: &AppState) -> ServiceResult<()> {
-    for seed in &state.config().hosts {
+    let config = state.config();
+    for seed in &config.hosts {
         match state.store.host_get(&seed.name) {
             Ok(_) => continue,
             Err(StoreError::NotFound(_)) => {}
             Err(other) => return Err(other.into()),
         }
         seed.config
-            .check()
+            .check(&config.libvirt)
             .map_err(|invalid| invalid.within(&format!("config file host {:?}: ", seed.name)))?;
         state
             .store

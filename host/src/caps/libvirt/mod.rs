@@ -39,6 +39,7 @@ use virt::storage_vol::StorageVol;
 use virt::sys;
 
 use super::{CapError, HostScope, no_host};
+use crate::model::rules::LIBVIRT_SCHEMES;
 use crate::plugin::bindings::PluginError;
 use crate::plugin::bindings::PowerState;
 use crate::plugin::bindings::openidcs::engine::libvirt::{
@@ -49,7 +50,6 @@ use xml_check::{check_name, clean_absolute, shown, valid_name};
 
 /// URI schemes a host may use; anything else (`xen`, `vbox`, `esx`, custom
 /// transports with `command=`-style escapes on other drivers) is refused.
-const ALLOWED_SCHEMES: &[&str] = &["test", "qemu", "qemu+ssh", "qemu+tls", "lxc"];
 const MIB: u64 = 1024 * 1024;
 /// The bulk statistics all-domain-stats asks for, in its one call.
 const DOMAIN_STATS: u32 = sys::VIR_DOMAIN_STATS_STATE
@@ -190,11 +190,11 @@ fn check_uri(uri: &str) -> Result<(), PluginError> {
         return Err(PluginError::Denied("host has no server_addr".to_owned()));
     }
     let scheme = uri.split_once("://").map(|(scheme, _)| scheme);
-    if uri.contains('\0') || !scheme.is_some_and(|scheme| ALLOWED_SCHEMES.contains(&scheme)) {
+    if uri.contains('\0') || !scheme.is_some_and(|scheme| LIBVIRT_SCHEMES.contains(&scheme)) {
         return Err(PluginError::Denied(format!(
             "libvirt URI {} is not allowed; schemes: {}",
             shown(uri),
-            ALLOWED_SCHEMES.join(", ")
+            LIBVIRT_SCHEMES.join(", ")
         )));
     }
     Ok(())
