@@ -14,8 +14,6 @@ use super::rules::{self, Invalid, UriPolicy, check_host_uri, check_name};
 /// What the API shows instead of a stored password.
 pub const MASKED: &str = "******";
 
-/// URI schemes the libvirt capability will open.
-
 /// The `config` of a host. Unknown keys are ignored; every key is optional.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(default)]
