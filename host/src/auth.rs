@@ -92,17 +92,10 @@ impl AuthGuard {
     }
 
     /// Check `presented` against the stored hash. The stored hash is read on
-    /// every request so a `token reset` from the CLI applies at once.
+    /// every request so a `token reset` from the CLI applies at once. The
+    /// right token is accepted even from an address that is throttled: the
+    /// limiter slows wrong guesses, it must not lock the admin out.
     pub fn verify(&self, store: &Store, client: IpAddr, presented: &str) -> StoreResult<Verdict> {
-        let now = Instant::now();
-        let failures = self.failures.lock();
-        if let Some((since, count)) = failures.get(&client)
-            && now.duration_since(*since) < self.window
-            && *count >= self.max_failures
-        {
-            return Ok(Verdict::Throttled);
-        }
-        drop(failures);
         let accepted = match store.token_hash_cached()? {
             Some(stored) => bool::from(stored.as_slice().ct_eq(&hash_token(presented))),
             None => false,
@@ -110,7 +103,14 @@ impl AuthGuard {
         if accepted {
             return Ok(Verdict::Accepted);
         }
+        let now = Instant::now();
         let mut failures = self.failures.lock();
+        if let Some((since, count)) = failures.get(&client)
+            && now.duration_since(*since) < self.window
+            && *count >= self.max_failures
+        {
+            return Ok(Verdict::Throttled);
+        }
         // Forget stale windows so the map cannot grow without bound.
         if failures.len() > 10_000 {
             failures.retain(|_, (since, _)| now.duration_since(*since) < self.window);

@@ -23,6 +23,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     #[serde(default)]
     pub poller: PollerConfig,
+    #[serde(default)]
+    pub logs: LogsConfig,
     /// Port forwarding; absent: the nat capability answers `unsupported`.
     #[serde(default)]
     pub nat: Option<NatConfig>,
@@ -52,6 +54,9 @@ pub struct ServerConfig {
     /// Base URL of this server as browsers reach it (console links).
     #[serde(default)]
     pub public_url: Option<String>,
+    /// `system/saving` keeps this many snapshots; older ones are removed.
+    #[serde(default = "default_snapshots_kept")]
+    pub snapshots_kept: u32,
 }
 
 impl Default for ServerConfig {
@@ -61,8 +66,53 @@ impl Default for ServerConfig {
             data_dir: default_data_dir(),
             always_http_200: false,
             public_url: None,
+            snapshots_kept: default_snapshots_kept(),
         }
     }
+}
+
+fn default_snapshots_kept() -> u32 {
+    10
+}
+
+/// Log retention, and how refused requests are recorded: nothing an
+/// unauthenticated caller sends may grow the database without bound.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Records older than this are removed by the poller.
+    #[serde(default = "default_log_max_age_days")]
+    pub max_age_days: u64,
+    /// At most this many records are kept (the newest).
+    #[serde(default = "default_log_max_rows")]
+    pub max_rows: u64,
+    /// Requests refused without a valid credential, or to unknown routes,
+    /// are counted and written as one summary record per this many seconds,
+    /// not one record each.
+    #[serde(default = "default_refusal_summary_s")]
+    pub refusal_summary_s: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            max_age_days: default_log_max_age_days(),
+            max_rows: default_log_max_rows(),
+            refusal_summary_s: default_refusal_summary_s(),
+        }
+    }
+}
+
+fn default_log_max_age_days() -> u64 {
+    30
+}
+
+fn default_log_max_rows() -> u64 {
+    100_000
+}
+
+fn default_refusal_summary_s() -> u64 {
+    60
 }
 
 fn default_listen() -> SocketAddr {

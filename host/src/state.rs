@@ -15,6 +15,7 @@ use crate::plugin::PluginRuntime;
 use crate::service::console::ConsoleTickets;
 use crate::service::hosts::HostListCache;
 use crate::service::listup::ListupCache;
+use crate::service::system::RefusalTally;
 use crate::store::{LogLevel, NewLog, Store};
 use crate::tasks::Tasks;
 
@@ -30,6 +31,8 @@ pub struct AppState {
     pub tasks: Tasks,
     pub auth: AuthGuard,
     pub consoles: ConsoleTickets,
+    /// Refused unauthenticated requests, counted (see `service::system`).
+    pub refusals: RefusalTally,
     pub listups: ListupCache,
     /// The `server/listup` answer, kept until the next write.
     pub host_list: HostListCache,
@@ -77,6 +80,7 @@ impl AppState {
                 Duration::from_secs(config.auth.failure_window_s),
             ),
             consoles: ConsoleTickets::new(Duration::from_secs(config.console.ticket_ttl_s)),
+            refusals: RefusalTally::default(),
             listups: ListupCache::default(),
             host_list: HostListCache::default(),
             config: RwLock::new(Arc::new(config)),

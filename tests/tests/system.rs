@@ -130,6 +130,26 @@ async fn saving_writes_a_consistent_snapshot() {
 }
 
 #[tokio::test]
+async fn saving_keeps_only_the_newest_snapshots() {
+    // Lines before any table header belong to the harness's [server].
+    let server = Server::start(&format!("snapshots_kept = 2\n\n{}", config()));
+    let mut paths = Vec::new();
+    for _ in 0..4 {
+        let data = server.ok("POST", "/api/system/saving", None).await;
+        paths.push(data["path"].as_str().expect("path").to_owned());
+    }
+    let kept: Vec<String> = std::fs::read_dir(server.data_dir().join("backups"))
+        .expect("backups")
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path().display().to_string())
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for newest in &paths[2..] {
+        assert!(kept.contains(newest), "{newest} kept: {kept:?}");
+    }
+}
+
+#[tokio::test]
 async fn loader_reloads_the_config_file() {
     let server = Server::start(&config());
     let engines = server.ok("GET", "/api/system/engine", None).await;

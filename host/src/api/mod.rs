@@ -13,17 +13,18 @@ pub mod system;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{MethodRouter, delete, get, post};
+use axum::{Extension, Router};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, Fault};
 use crate::service;
+use crate::service::system::Refusal;
 use crate::state::AppState;
 
 /// Largest request body; `upload` has its own, smaller limit.
@@ -233,17 +234,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn unknown_route(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+/// Marks an answer of the fallbacks: no route was matched, so nothing was
+/// authenticated either.
+#[derive(Clone, Copy)]
+struct Unrouted;
+
+async fn unknown_route(method: Method, uri: axum::http::Uri) -> (Extension<Unrouted>, ApiError) {
+    (
+        Extension(Unrouted),
+        ApiError::NotFound(format!("no route for {method} {}", uri.path())),
+    )
 }
 
-async fn wrong_method() -> ApiError {
-    ApiError::MethodNotAllowed
+async fn wrong_method() -> (Extension<Unrouted>, ApiError) {
+    (Extension(Unrouted), ApiError::MethodNotAllowed)
 }
 
 /// Outermost layer: writes one log record per failed mutation or fault
-/// (errors the task runner already logged carry `Fault::logged`), and applies
-/// `always_http_200`.
+/// (errors the task runner already logged carry `Fault::logged`), counts
+/// the refusals of unauthenticated and unrouted requests instead of logging
+/// each (anyone can send those), and applies `always_http_200`.
 async fn finish_response(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -256,7 +266,16 @@ async fn finish_response(
         let is_mutation = method != Method::GET && method != Method::HEAD;
         let worth_logging = fault.status.is_server_error()
             || (is_mutation && fault.status != StatusCode::TOO_MANY_REQUESTS);
-        if worth_logging && !fault.logged {
+        let refusal = if fault.status == StatusCode::UNAUTHORIZED {
+            Some(Refusal::Unauthenticated)
+        } else if response.extensions().get::<Unrouted>().is_some() {
+            Some(Refusal::Unrouted)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            service::system::tally_refusal(&state, refusal);
+        } else if worth_logging && !fault.logged {
             service::system::log_request_failure(
                 &state,
                 method.as_str(),

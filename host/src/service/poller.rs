@@ -35,6 +35,16 @@ pub async fn run(state: Arc<AppState>) {
         if let Err(error) = pruned {
             tracing::error!("sample retention failed: {error}");
         }
+        let logs = state.config().logs.clone();
+        let pruned = state.store.log_prune(
+            logs.max_age_days
+                .saturating_mul(86_400_000)
+                .min(i64::MAX as u64) as i64,
+            logs.max_rows,
+        );
+        if let Err(error) = pruned {
+            tracing::error!("log retention failed: {error}");
+        }
     }
 }
 

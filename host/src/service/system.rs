@@ -34,6 +34,13 @@ pub async fn snapshot(state: &AppState) -> ServiceResult<SnapshotAnswer> {
     let bytes = tokio::task::spawn_blocking(move || store.snapshot(&path))
         .await
         .map_err(|error| ServiceError::Internal(format!("snapshot task failed: {error}")))??;
+    let keep = state.config().server.snapshots_kept.max(1) as usize;
+    prune_snapshots(&directory, keep).map_err(|error| {
+        ServiceError::Internal(format!(
+            "removing old snapshots in {}: {error}",
+            directory.display()
+        ))
+    })?;
     Ok(SnapshotAnswer {
         path: target.display().to_string(),
         bytes,
@@ -290,4 +297,77 @@ pub fn log_request_failure(state: &AppState, method: &str, path: &str, status: u
     if let Err(error) = state.store.log_insert(&record) {
         tracing::error!("cannot store a log record: {error}");
     }
+}
+
+/// What a refused request was, for [`RefusalTally`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credential, or a wrong one (401).
+    Unauthenticated,
+    /// No such route, or not with this method (404, 405).
+    Unrouted,
+}
+
+/// Requests refused before anything was authenticated, counted rather than
+/// logged one by one: an outsider can send them as fast as the network
+/// goes, and one record each would fill the disk. The counts become one
+/// summary record per `[logs] refusal_summary_s`.
+#[derive(Default)]
+pub struct RefusalTally {
+    unauthenticated: std::sync::atomic::AtomicU64,
+    unrouted: std::sync::atomic::AtomicU64,
+    /// When the last summary was written (None: never).
+    last_summary: parking_lot::Mutex<Option<std::time::Instant>>,
+}
+
+/// Count a refused request; write the summary when it is due.
+pub fn tally_refusal(state: &AppState, refusal: Refusal) {
+    use std::sync::atomic::Ordering;
+    let tally = &state.refusals;
+    match refusal {
+        Refusal::Unauthenticated => tally.unauthenticated.fetch_add(1, Ordering::Relaxed),
+        Refusal::Unrouted => tally.unrouted.fetch_add(1, Ordering::Relaxed),
+    };
+    let interval = std::time::Duration::from_secs(state.config().logs.refusal_summary_s);
+    let now = std::time::Instant::now();
+    {
+        let mut last = tally.last_summary.lock();
+        match *last {
+            Some(at) if now.duration_since(at) < interval => return,
+            _ => *last = Some(now),
+        }
+    }
+    let unauthenticated = tally.unauthenticated.swap(0, Ordering::Relaxed);
+    let unrouted = tally.unrouted.swap(0, Ordering::Relaxed);
+    let record = NewLog::new(
+        LogLevel::Warn,
+        "refused-requests",
+        format!(
+            "{unauthenticated} requests without a valid credential and {unrouted} to unknown \
+             routes since the last summary (one summary per {}s at most)",
+            interval.as_secs()
+        ),
+    );
+    if let Err(error) = state.store.log_insert(&record) {
+        tracing::error!("cannot store a log record: {error}");
+    }
+}
+
+/// Remove all but the newest `keep` snapshots of `directory` (their names
+/// sort by time); answers how many were removed.
+fn prune_snapshots(directory: &std::path::Path, keep: usize) -> std::io::Result<usize> {
+    let mut snapshots: Vec<std::path::PathBuf> = std::fs::read_dir(directory)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("openidcs-") && name.ends_with(".db"))
+        })
+        .collect();
+    snapshots.sort();
+    let excess = snapshots.len().saturating_sub(keep);
+    for old in &snapshots[..excess] {
+        std::fs::remove_file(old)?;
+    }
+    Ok(excess)
 }

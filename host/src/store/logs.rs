@@ -100,7 +100,24 @@ fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogRecord> {
     })
 }
 
+/// Longest message a record keeps, in characters; longer ones are cut
+/// (a request path or an engine's answer must not fill the disk).
+pub const MAX_LOG_MESSAGE: usize = 2_000;
+/// Longest `actions` (a method and path, a task name), in characters.
+pub const MAX_LOG_ACTIONS: usize = 200;
+/// Longest host or VM name kept (names are at most 64; paths may say more).
+const MAX_LOG_NAME: usize = 64;
+
+/// `text` cut to at most `max` characters, marked when cut.
+fn capped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => text.into(),
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+    }
+}
+
 impl Store {
+    /// Store a record, its texts capped ([`MAX_LOG_MESSAGE`], [`MAX_LOG_ACTIONS`]).
     pub fn log_insert(&self, log: &NewLog) -> StoreResult<i64> {
         off_reactor(|| {
             let connection = self.connection();
@@ -111,14 +128,31 @@ impl Store {
                 )?
                 .execute(params![
                     log.level.as_str(),
-                    log.host,
-                    log.vm_uuid,
-                    log.actions,
-                    log.message,
+                    capped(&log.host, MAX_LOG_NAME),
+                    capped(&log.vm_uuid, MAX_LOG_NAME),
+                    capped(&log.actions, MAX_LOG_ACTIONS),
+                    capped(&log.message, MAX_LOG_MESSAGE),
                     log.success,
                     now_ms()
                 ])?;
             Ok(connection.last_insert_rowid())
+        })
+    }
+
+    /// Drop records older than `max_age_ms`, then all but the newest
+    /// `max_rows`; answers how many went.
+    pub fn log_prune(&self, max_age_ms: i64, max_rows: u64) -> StoreResult<usize> {
+        off_reactor(|| {
+            let connection = self.connection();
+            let by_age = connection.execute(
+                "DELETE FROM logs WHERE created_at < ?1",
+                [now_ms() - max_age_ms],
+            )?;
+            let by_count = connection.execute(
+                "DELETE FROM logs WHERE id <= (SELECT id FROM logs ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                [max_rows as i64],
+            )?;
+            Ok(by_age + by_count)
         })
     }
 
@@ -140,5 +174,70 @@ impl Store {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(logs)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&directory.path().join("test.db")).expect("opens");
+        (directory, store)
+    }
+
+    #[test]
+    fn long_texts_are_capped() {
+        let (_directory, store) = store();
+        let id = store
+            .log_insert(
+                &NewLog::new(LogLevel::Warn, "p".repeat(5_000), "m".repeat(50_000))
+                    .host("h".repeat(300)),
+            )
+            .expect("inserts");
+        let filter = LogFilter {
+            host: None,
+            level: None,
+            limit: 10,
+            offset: 0,
+        };
+        let records = store.log_list(&filter).expect("lists");
+        let record = records
+            .iter()
+            .find(|record| record.id == id)
+            .expect("stored");
+        assert_eq!(record.message.chars().count(), MAX_LOG_MESSAGE + 1);
+        assert_eq!(record.actions.chars().count(), MAX_LOG_ACTIONS + 1);
+        assert_eq!(record.host.chars().count(), MAX_LOG_NAME + 1);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_rows_and_drops_old_ones() {
+        let (_directory, store) = store();
+        for number in 0..30 {
+            store
+                .log_insert(&NewLog::new(
+                    LogLevel::Info,
+                    "test",
+                    format!("record {number}"),
+                ))
+                .expect("inserts");
+        }
+        let pruned = store.log_prune(i64::MAX / 2, 10).expect("prunes");
+        assert_eq!(pruned, 20);
+        let filter = LogFilter {
+            host: None,
+            level: None,
+            limit: 100,
+            offset: 0,
+        };
+        let records = store.log_list(&filter).expect("lists");
+        assert_eq!(records.len(), 10);
+        assert_eq!(records[0].message, "record 29", "newest first, kept");
+        // Everything is older than a zero maximum age.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store.log_prune(0, 1_000).expect("prunes");
+        assert!(store.log_list(&filter).expect("lists").is_empty());
     }
 }
