@@ -121,6 +121,7 @@ impl From<ServiceError> for ApiError {
             ErrorKind::Forbidden => ApiError::Forbidden(message),
             ErrorKind::NotFound => ApiError::NotFound(message),
             ErrorKind::Conflict => ApiError::Conflict(message),
+            ErrorKind::Limited => ApiError::TooManyRequests(message),
             ErrorKind::Fault => ApiError::Internal(message),
         }
     }

@@ -1,6 +1,7 @@
-//! The web console: noVNC's page, the ticket redemption and the
+//! The web console's routes: noVNC's page, the ticket redemption and the
 //! websocket-to-VNC proxy. These routes take no admin token: the one-time
-//! secrets are the credential.
+//! secrets are the credential. The handlers are thin; the secrets, limits
+//! and the byte pump are `service::console`.
 //!
 //! # URL scheme, and where the VNC password travels
 //!
@@ -22,51 +23,35 @@
 //!    stored with the ticket and proxies bytes both ways. Nothing else the
 //!    browser sends chooses the host, VM or port: unknown query parameters
 //!    or body fields are refused with 400.
-//! 4. noVNC (Debian's `novnc` package, `[console] novnc_dir`) is read from
-//!    disk at request time under `/console/core/` and `/console/vendor/`.
+//! 4. noVNC (Debian's `novnc` package, `[console] novnc_dir`) is served from
+//!    disk at request time under `/console/core/` and `/console/vendor/`
+//!    (`api::files`).
 //!
-//! A session ends when either side closes (a VM that stops closes its VNC
-//! socket), on a protocol error, or after `idle_timeout_s` without a byte
-//! either way. Each session is one log record (`actions = "console"`): who
-//! issued the ticket, the browser's address, start, duration and bytes.
 //! `GET /api/system/consoles` (admin token) shows the counters.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
 
-use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::connect_info::ConnectInfo;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Request, State};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
 };
 use axum::http::{Extensions, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::files;
 use crate::api::envelope::{ApiOk, ApiResult};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::error::ApiError;
-use crate::service::console::{ConsoleSlot, ConsoleTicket};
+use crate::model::{ConsoleCounters, ConsoleSessionInput, ConsoleWsQuery};
+use crate::service::console as consoles;
 use crate::state::AppState;
-use crate::store::{LogLevel, NewLog};
 
-/// How long the proxy waits for the VNC server to accept.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// One read from the VNC socket, forwarded as one binary message.
-const READ_CHUNK: usize = 64 << 10;
 /// Largest message the browser may send (noVNC sends small ones).
 const MAX_BROWSER_MESSAGE: usize = 1 << 20;
-/// The noVNC subtrees the page needs; nothing else of the package is served.
-const SERVED_DIRS: [&str; 2] = ["core", "vendor"];
 
 const PAGE: &str = r#"<!DOCTYPE html>
 <html lang="en">
@@ -203,114 +188,29 @@ pub async fn script() -> Response {
         .into_response()
 }
 
-/// `GET /console/{*path}`: a file of noVNC's `core/` or `vendor/`.
+/// `GET /console/{*path}`: a file of noVNC's `core/` or `vendor/`
+/// (`Cache-Control` and `nosniff` are layers on the route).
 pub async fn asset(
     State(state): State<Arc<AppState>>,
     ApiPath(path): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no console file {path:?}"));
-    let (relative, content_type) = asset_path(&path).ok_or_else(not_found)?;
+    request: Request,
+) -> Response {
+    let missing = ApiError::NotFound(format!("no console file {path:?}"));
+    let Some((relative, content_type)) = files::novnc_file(&path) else {
+        return missing.into_response();
+    };
     let root = state.config().console.novnc_dir.clone();
-    let file = root.join(&relative);
-    // Symbolic links inside the package must not lead out of it.
-    let (Ok(canonical_root), Ok(canonical_file)) = (
-        tokio::fs::canonicalize(&root).await,
-        tokio::fs::canonicalize(&file).await,
-    ) else {
-        return Err(not_found());
-    };
-    if !canonical_file.starts_with(&canonical_root) {
-        return Err(not_found());
-    }
-    let bytes = tokio::fs::read(&canonical_file)
-        .await
-        .map_err(|_| not_found())?;
-    Ok((
-        [
-            (CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (
-                CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=300"),
-            ),
-            (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-        ],
-        bytes,
-    )
-        .into_response())
-}
-
-/// The file under the noVNC directory a request path names, with its
-/// content type; `None` for anything outside [`SERVED_DIRS`], any segment
-/// that is empty, `.`, `..`, hidden or has other than `[A-Za-z0-9._-]`, and
-/// unknown extensions.
-fn asset_path(path: &str) -> Option<(PathBuf, &'static str)> {
-    let segments: Vec<&str> = path.split('/').collect();
-    if segments.len() < 2 || !SERVED_DIRS.contains(&segments[0]) {
-        return None;
-    }
-    let valid = |segment: &&str| {
-        !segment.is_empty()
-            && !segment.starts_with('.')
-            && segment
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
-    };
-    if !segments.iter().all(valid) {
-        return None;
-    }
-    let extension = Path::new(segments[segments.len() - 1])
-        .extension()?
-        .to_str()?;
-    let content_type = match extension {
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "json" => "application/json",
-        "css" => "text/css; charset=utf-8",
-        "png" => "image/png",
-        "svg" => "image/svg+xml",
-        "wasm" => "application/wasm",
-        _ => return None,
-    };
-    Some((segments.iter().collect(), content_type))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionBody {
-    #[serde(default)]
-    ticket: String,
+    files::serve(&root, relative, content_type, request, missing).await
 }
 
 /// `POST /console/session`: redeem a ticket; answers the VNC password and
 /// the websocket token.
 pub async fn session(
     State(state): State<Arc<AppState>>,
-    ApiJson(body): ApiJson<SessionBody>,
+    ApiJson(body): ApiJson<ConsoleSessionInput>,
 ) -> Result<Response, ApiError> {
-    if body.ticket.is_empty() {
-        state.consoles.stats.refused.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError::Unauthorized(
-            "ticket: missing; open the console through vncons".to_owned(),
-        ));
-    }
-    let ticket = state.consoles.redeem(&body.ticket).ok_or_else(|| {
-        ApiError::Unauthorized("ticket: unknown, already used or expired".to_owned())
-    })?;
-    let ws_token = state.consoles.issue_ws_token(&ticket);
-    let answer = ApiOk(json!({
-        "ws_token": ws_token,
-        "password": ticket.endpoint.password,
-        "hs_name": ticket.host,
-        "vm_uuid": ticket.vm_uuid,
-        "expires_in": state.consoles.lifetime().as_secs(),
-    }));
-    Ok((no_store_headers(), answer).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WsQuery {
-    #[serde(default)]
-    token: String,
+    let answer = consoles::session(&state, &body.ticket)?;
+    Ok((no_store_headers(), ApiOk(answer)).into_response())
 }
 
 /// `GET /console/ws?token=`: redeem the websocket token, take a slot, and
@@ -318,7 +218,7 @@ pub struct WsQuery {
 pub async fn websocket(
     State(state): State<Arc<AppState>>,
     extensions: Extensions,
-    ApiQuery(query): ApiQuery<WsQuery>,
+    ApiQuery(query): ApiQuery<ConsoleWsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade.map_err(|rejection| {
@@ -327,48 +227,10 @@ pub async fn websocket(
             rejection.body_text()
         ))
     })?;
-    let refused = || state.consoles.stats.refused.fetch_add(1, Ordering::Relaxed);
-    if query.token.is_empty() {
-        refused();
-        return Err(ApiError::Unauthorized(
-            "token: missing; redeem a ticket at /console/session".to_owned(),
-        ));
-    }
-    let ticket = state
-        .consoles
-        .redeem_ws_token(&query.token)
-        .ok_or_else(|| {
-            ApiError::Unauthorized("token: unknown, already used or expired".to_owned())
-        })?;
-    if ticket.endpoint.protocol != "vnc" {
-        refused();
-        return Err(ApiError::BadRequest(format!(
-            "console protocol {:?} is not supported (vnc only)",
-            ticket.endpoint.protocol
-        )));
-    }
-    let config = state.config();
-    let slot = state
-        .consoles
-        .acquire(
-            &ticket.host,
-            &ticket.vm_uuid,
-            config.console.max_per_vm,
-            config.console.max_total,
-        )
-        .map_err(|exceeded| ApiError::TooManyRequests(exceeded.to_string()))?;
     let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip().to_string())
-        .unwrap_or_else(|| "an unknown address".to_owned());
-    let idle = Duration::from_secs(config.console.idle_timeout_s);
-    let session = Session {
-        state: state.clone(),
-        ticket,
-        slot,
-        peer,
-        idle,
-    };
+        .map(|ConnectInfo(address)| address.ip());
+    let session = consoles::websocket(&state, &query.token, peer)?;
     Ok(upgrade
         .max_message_size(MAX_BROWSER_MESSAGE)
         .max_frame_size(MAX_BROWSER_MESSAGE)
@@ -381,230 +243,9 @@ pub async fn websocket(
     path = "/api/system/consoles",
     tag = "system",
     summary = "Web console counters and limits",
-    responses((status = 200, description = "Console counters", body = crate::model::Envelope<Object>)),
+    responses((status = 200, description = "Console counters", body = crate::model::Envelope<ConsoleCounters>)),
     security(("bearer" = []))
 )]
-pub async fn stats(State(state): State<Arc<AppState>>) -> ApiResult<Value> {
-    let config = state.config();
-    let mut answer = state.consoles.snapshot();
-    answer["limits"] = json!({
-        "max_per_vm": config.console.max_per_vm,
-        "max_total": config.console.max_total,
-        "idle_timeout_s": config.console.idle_timeout_s,
-        "ticket_ttl_s": state.consoles.lifetime().as_secs(),
-    });
-    Ok(ApiOk(answer))
-}
-
-/// One accepted console, between the upgrade and its log record.
-struct Session {
-    state: Arc<AppState>,
-    ticket: ConsoleTicket,
-    /// Held for the session's whole life; dropping it frees the place.
-    slot: ConsoleSlot,
-    peer: String,
-    idle: Duration,
-}
-
-/// Bytes moved by one session, and why it ended.
-struct Outcome {
-    to_vm: u64,
-    to_browser: u64,
-    ended: String,
-    failed: bool,
-}
-
-impl Session {
-    async fn run(self, mut socket: WebSocket) {
-        let started = SystemTime::now();
-        let clock = tokio::time::Instant::now();
-        let endpoint = &self.ticket.endpoint;
-        tracing::info!(
-            "console of vm {} on host {} opened from {}",
-            self.ticket.vm_uuid,
-            self.ticket.host,
-            self.peer
-        );
-        self.slot
-            .stats()
-            .tcp_connects
-            .fetch_add(1, Ordering::Relaxed);
-        let connected = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
-        )
-        .await;
-        let outcome = match connected {
-            Ok(Ok(tcp)) => {
-                let _ = tcp.set_nodelay(true);
-                self.proxy(&mut socket, tcp).await
-            }
-            Ok(Err(error)) => self.unreachable(&mut socket, &error.to_string()).await,
-            Err(_) => {
-                let waited = format!("no answer within {} s", CONNECT_TIMEOUT.as_secs());
-                self.unreachable(&mut socket, &waited).await
-            }
-        };
-        self.record(started, clock.elapsed(), &outcome);
-    }
-
-    async fn unreachable(&self, socket: &mut WebSocket, error: &str) -> Outcome {
-        close(socket, 1011, "the VM's console cannot be reached").await;
-        Outcome {
-            to_vm: 0,
-            to_browser: 0,
-            ended: format!(
-                "cannot connect to the VNC server {}:{}: {error}",
-                self.ticket.endpoint.host, self.ticket.endpoint.port
-            ),
-            failed: true,
-        }
-    }
-
-    /// Move bytes both ways until one side closes or the session idles.
-    /// Every write is awaited before the next read from the other side, so
-    /// a slow reader slows its writer down and nothing buffers without bound.
-    async fn proxy(&self, socket: &mut WebSocket, mut tcp: TcpStream) -> Outcome {
-        let stats = self.slot.stats();
-        let mut outcome = Outcome {
-            to_vm: 0,
-            to_browser: 0,
-            ended: String::new(),
-            failed: false,
-        };
-        let mut buffer = vec![0_u8; READ_CHUNK];
-        let idle = tokio::time::sleep(self.idle);
-        tokio::pin!(idle);
-        loop {
-            tokio::select! {
-                message = socket.recv() => match message {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        if let Err(error) = tcp.write_all(&bytes).await {
-                            outcome.ended = format!("the VNC server stopped reading: {error}");
-                            close(socket, 1011, "the VM's console closed").await;
-                            break;
-                        }
-                        let count = bytes.len() as u64;
-                        outcome.to_vm += count;
-                        stats.bytes_to_vm.fetch_add(count, Ordering::Relaxed);
-                        idle.as_mut().reset(tokio::time::Instant::now() + self.idle);
-                    }
-                    Some(Ok(Message::Text(_))) => {
-                        outcome.ended = "the browser sent text; VNC is binary".to_owned();
-                        outcome.failed = true;
-                        close(socket, 1003, "binary messages only").await;
-                        break;
-                    }
-                    // Pings are answered by the websocket layer.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => {
-                        outcome.ended = "the browser closed the console".to_owned();
-                        break;
-                    }
-                    Some(Err(error)) => {
-                        outcome.ended = format!("the browser's websocket failed: {error}");
-                        break;
-                    }
-                },
-                read = tcp.read(&mut buffer) => match read {
-                    Ok(0) => {
-                        outcome.ended = "the VM's console closed (VM stopped?)".to_owned();
-                        close(socket, 1000, "the VM's console closed").await;
-                        break;
-                    }
-                    Ok(count) => {
-                        let message = Message::Binary(Bytes::copy_from_slice(&buffer[..count]));
-                        if let Err(error) = socket.send(message).await {
-                            outcome.ended = format!("the browser stopped reading: {error}");
-                            break;
-                        }
-                        outcome.to_browser += count as u64;
-                        stats.bytes_to_browser.fetch_add(count as u64, Ordering::Relaxed);
-                        idle.as_mut().reset(tokio::time::Instant::now() + self.idle);
-                    }
-                    Err(error) => {
-                        outcome.ended = format!("the VNC connection failed: {error}");
-                        close(socket, 1011, "the VM's console failed").await;
-                        break;
-                    }
-                },
-                () = &mut idle => {
-                    outcome.ended = format!("idle for {} s", self.idle.as_secs());
-                    close(socket, 1000, "idle timeout").await;
-                    break;
-                }
-            }
-        }
-        let _ = tcp.shutdown().await;
-        outcome
-    }
-
-    fn record(&self, started: SystemTime, duration: Duration, outcome: &Outcome) {
-        let ticket = &self.ticket;
-        let message = format!(
-            "console of vm {} on host {} opened by {} from {} at {}, {:.1} s, \
-             {} bytes to the VM, {} bytes to the browser; ended: {}",
-            ticket.vm_uuid,
-            ticket.host,
-            ticket.issued_by,
-            self.peer,
-            humantime::format_rfc3339_seconds(started),
-            duration.as_secs_f64(),
-            outcome.to_vm,
-            outcome.to_browser,
-            outcome.ended
-        );
-        tracing::info!("{message}");
-        let level = if outcome.failed {
-            LogLevel::Warn
-        } else {
-            LogLevel::Info
-        };
-        let log = NewLog::new(level, "console", message)
-            .host(&ticket.host)
-            .vm(&ticket.vm_uuid);
-        if let Err(error) = self.state.store.log_insert(&log) {
-            tracing::error!("cannot store a log record: {error}");
-        }
-    }
-}
-
-/// Send a close frame, bounded in time: a browser that reads nothing must
-/// not keep the session alive.
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }));
-    let _ = tokio::time::timeout(Duration::from_secs(5), socket.send(frame)).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::asset_path;
-
-    #[test]
-    fn only_plain_paths_under_core_and_vendor_are_served() {
-        let (path, kind) = asset_path("core/rfb.js").expect("rfb.js");
-        assert_eq!(path, std::path::Path::new("core/rfb.js"));
-        assert!(kind.starts_with("text/javascript"));
-        assert!(asset_path("vendor/pako/lib/zlib/inflate.js").is_some());
-        for refused in [
-            "core/../../etc/passwd.js",
-            "core/./rfb.js",
-            "core//rfb.js",
-            "core/.hidden.js",
-            "app/ui.js",
-            "vnc.html",
-            "core",
-            "core/rfb",
-            "core/rfb.sh",
-            "core/%2e%2e/x.js",
-            "core\\..\\x.js",
-            "/etc/passwd",
-            "core/rfb.js/",
-        ] {
-            assert!(asset_path(refused).is_none(), "{refused}");
-        }
-    }
+pub async fn stats(State(state): State<Arc<AppState>>) -> ApiResult<ConsoleCounters> {
+    Ok(ApiOk(consoles::counters(&state)))
 }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod console;
 pub mod envelope;
 pub mod extract;
+pub mod files;
 pub mod openapi;
 pub mod server;
 pub mod system;
@@ -180,7 +181,7 @@ fn public_routes() -> Routes {
     OpenApiRouter::new()
         .routes(routes!(openapi::spec))
         .routes(routes!(openapi::docs))
-        .routes(routes!(openapi::docs_asset))
+        .routes(routes!(openapi::docs_asset).layer(files::file_headers("public, max-age=3600")))
         .routes(routes!(client::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
 }
 
@@ -191,7 +192,10 @@ fn console_routes() -> Router<Arc<AppState>> {
         .route("/console/console.js", get(console::script))
         .route("/console/session", post(console::session))
         .route("/console/ws", get(console::websocket))
-        .route("/console/{*path}", get(console::asset))
+        .route(
+            "/console/{*path}",
+            get(console::asset).layer(files::file_headers("public, max-age=300")),
+        )
 }
 
 /// Every documented route, without state or layers: the router's and the

@@ -9,13 +9,15 @@
 //!
 //! `GET /api/openapi.json` serves it (no token); `GET /api/docs` is Swagger
 //! UI, whose files come from npm's `swagger-ui-dist` (installed by `make
-//! setup` into `host/swagger-ui/node_modules`) and are read from disk.
+//! setup` into `host/swagger-ui/node_modules`) and are served from disk
+//! (`api::files`; only the files of `UI_FILES`).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -353,27 +355,14 @@ pub async fn docs() -> Result<Response, ApiError> {
         (status = 404, description = "No such file, or swagger-ui-dist is not installed", body = Failure),
     )
 )]
-pub async fn docs_asset(ApiPath(file): ApiPath<String>) -> Result<Response, ApiError> {
-    let (name, content_type) = UI_FILES
-        .iter()
-        .find(|(name, _)| *name == file)
-        .ok_or_else(|| ApiError::NotFound(format!("no API browser file {file:?}")))?;
-    let directory = ui_dir().ok_or_else(ui_missing)?;
-    let bytes = tokio::fs::read(directory.join(name))
-        .await
-        .map_err(|_| ui_missing())?;
-    Ok((
-        [
-            (CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (
-                CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=3600"),
-            ),
-            (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-        ],
-        bytes,
-    )
-        .into_response())
+pub async fn docs_asset(ApiPath(file): ApiPath<String>, request: Request) -> Response {
+    let Some(&(name, content_type)) = UI_FILES.iter().find(|(name, _)| *name == file) else {
+        return ApiError::NotFound(format!("no API browser file {file:?}")).into_response();
+    };
+    let Some(directory) = ui_dir() else {
+        return ui_missing().into_response();
+    };
+    super::files::serve(&directory, name, content_type, request, ui_missing()).await
 }
 
 #[cfg(test)]
@@ -466,6 +455,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The console counters are a typed body, not a bare object.
+    #[test]
+    fn console_counters_are_a_named_schema() {
+        let document = serde_json::to_value(crate::api::document()).expect("document as JSON");
+        let answer =
+            document["paths"]["/api/system/consoles"]["get"]["responses"]["200"].to_string();
+        assert!(
+            answer.contains("#/components/schemas/Envelope_ConsoleCounters"),
+            "{answer}"
+        );
+        let schemas = &document["components"]["schemas"];
+        // The generic envelope inlines its `data`.
+        let data = &schemas["Envelope_ConsoleCounters"]["properties"]["data"];
+        assert!(data["properties"]["tcp_connects"].is_object(), "{data}");
+        assert_eq!(
+            data["properties"]["limits"]["$ref"], "#/components/schemas/ConsoleLimits",
+            "{data}"
+        );
+        assert!(schemas["ConsoleLimits"]["properties"]["ticket_ttl_s"].is_object());
     }
 
     /// The body types accept the original server's names (documented in

@@ -4,6 +4,7 @@
 //! lives once in [`rules`]. This module depends on nothing of the server's
 //! own: every layer above imports it.
 
+pub mod console;
 pub mod host;
 pub mod network;
 pub mod rules;
@@ -14,6 +15,9 @@ pub mod vm;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use console::{
+    ConsoleCounters, ConsoleLimits, ConsoleSessionAnswer, ConsoleSessionInput, ConsoleWsQuery,
+};
 pub use host::{
     CpuCounters, HostCreate, HostDetail, HostPowers, HostSettings, HostState, HostStatus,
     HostStatusAnswer, HostUpdate, HostView, IpPool, MASKED, StatusSource,

@@ -1,25 +1,52 @@
-//! Web consoles: one-time secrets, session limits and counters.
+//! Web consoles: one-time secrets, session limits, counters, and the
+//! sessions themselves (the websocket-to-VNC byte pump and its log record).
 //!
 //! `vncons` binds a short-lived random *ticket* to a VM's console endpoint
 //! (the engine's answer: VNC host, port and password). The console page
-//! redeems the ticket once (`POST /console/session`) and gets the VNC
-//! password and a second one-time secret, the *websocket token*, bound to
-//! the same endpoint; the websocket (`GET /console/ws?token=`) redeems that
-//! token once. Both secrets are taken out of their map on first use, so a
-//! second use, or one after expiry, finds nothing. Nothing the browser sends
-//! besides the secret chooses the endpoint.
+//! redeems the ticket once ([`session`], `POST /console/session`) and gets
+//! the VNC password and a second one-time secret, the *websocket token*,
+//! bound to the same endpoint; the websocket ([`websocket`],
+//! `GET /console/ws?token=`) redeems that token once. Both secrets are taken
+//! out of their map on first use, so a second use, or one after expiry,
+//! finds nothing. Nothing the browser sends besides the secret chooses the
+//! endpoint.
 //!
 //! [`ConsoleSlot`] counts a live session against the per-VM and total limits
 //! and releases it when dropped, whatever ended the session.
+//!
+//! A [`Session`] ends when either side closes (a VM that stops closes its
+//! VNC socket), on a protocol error, or after `idle_timeout_s` without a
+//! byte either way. Each session is one log record (`actions = "console"`):
+//! who issued the ticket, the browser's address, start, duration and bytes.
+//!
+//! The one piece of HTTP here is axum's [`WebSocket`], which the pump takes
+//! as it is: see [`Session::run`] for why.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
+use super::{ServiceError, ServiceResult};
+use crate::model::{ConsoleCounters, ConsoleLimits, ConsoleSessionAnswer};
 use crate::plugin::bindings::ConsoleEndpoint;
+use crate::state::AppState;
+use crate::store::{LogLevel, NewLog, Store};
+
+/// How long the proxy waits for the VNC server to accept.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One read from the VNC socket, forwarded as one binary message.
+const READ_CHUNK: usize = 64 << 10;
+/// How long a close frame may take to leave: a browser that reads nothing
+/// must not keep the session alive.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who a ticket was issued to. The API has one admin token, so its holder
 /// is `admin`.
@@ -76,6 +103,8 @@ impl std::fmt::Display for LimitExceeded {
         }
     }
 }
+
+impl std::error::Error for LimitExceeded {}
 
 /// One kind of one-time secret: secret → ticket, taken on redemption.
 struct Secrets(Mutex<HashMap<String, ConsoleTicket>>);
@@ -210,19 +239,6 @@ impl ConsoleTickets {
             key,
         })
     }
-
-    /// The counters as JSON-ready numbers.
-    pub fn snapshot(&self) -> serde_json::Value {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        serde_json::json!({
-            "active": read(&self.stats.active),
-            "sessions": read(&self.stats.sessions),
-            "tcp_connects": read(&self.stats.tcp_connects),
-            "refused": read(&self.stats.refused),
-            "bytes_to_vm": read(&self.stats.bytes_to_vm),
-            "bytes_to_browser": read(&self.stats.bytes_to_browser),
-        })
-    }
 }
 
 type OpenSessions = Mutex<HashMap<(String, String), u32>>;
@@ -255,6 +271,283 @@ impl Drop for ConsoleSlot {
         }
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// `POST /console/session`: redeem a ticket. The answer carries the VNC
+/// password and the websocket token.
+pub fn session(state: &AppState, ticket: &str) -> ServiceResult<ConsoleSessionAnswer> {
+    let consoles = &state.consoles;
+    if ticket.is_empty() {
+        consoles.stats.refused.fetch_add(1, Ordering::Relaxed);
+        return Err(ServiceError::Unauthorized(
+            "ticket: missing; open the console through vncons".to_owned(),
+        ));
+    }
+    let ticket = consoles.redeem(ticket).ok_or_else(|| {
+        ServiceError::Unauthorized("ticket: unknown, already used or expired".to_owned())
+    })?;
+    Ok(ConsoleSessionAnswer {
+        ws_token: consoles.issue_ws_token(&ticket),
+        password: ticket.endpoint.password,
+        hs_name: ticket.host,
+        vm_uuid: ticket.vm_uuid,
+        expires_in: consoles.lifetime().as_secs(),
+    })
+}
+
+/// `GET /console/ws?token=`: redeem the websocket token and take a slot,
+/// before the upgrade is answered and before any TCP connection. `peer` is
+/// the browser's address (for the log record).
+pub fn websocket(state: &AppState, token: &str, peer: Option<IpAddr>) -> ServiceResult<Session> {
+    let consoles = &state.consoles;
+    let refused = || consoles.stats.refused.fetch_add(1, Ordering::Relaxed);
+    if token.is_empty() {
+        refused();
+        return Err(ServiceError::Unauthorized(
+            "token: missing; redeem a ticket at /console/session".to_owned(),
+        ));
+    }
+    let ticket = consoles.redeem_ws_token(token).ok_or_else(|| {
+        ServiceError::Unauthorized("token: unknown, already used or expired".to_owned())
+    })?;
+    if ticket.endpoint.protocol != "vnc" {
+        refused();
+        return Err(ServiceError::Unsupported(format!(
+            "console protocol {:?} is not supported (vnc only)",
+            ticket.endpoint.protocol
+        )));
+    }
+    let config = state.config();
+    let slot = consoles.acquire(
+        &ticket.host,
+        &ticket.vm_uuid,
+        config.console.max_per_vm,
+        config.console.max_total,
+    )?;
+    Ok(Session {
+        store: state.store.clone(),
+        ticket,
+        slot,
+        peer: peer.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string()),
+        idle: Duration::from_secs(config.console.idle_timeout_s),
+    })
+}
+
+/// `GET /api/system/consoles`: the proxy's counters and the limits in force.
+pub fn counters(state: &AppState) -> ConsoleCounters {
+    let config = state.config();
+    let stats = &state.consoles.stats;
+    let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    ConsoleCounters {
+        active: read(&stats.active),
+        sessions: read(&stats.sessions),
+        tcp_connects: read(&stats.tcp_connects),
+        refused: read(&stats.refused),
+        bytes_to_vm: read(&stats.bytes_to_vm),
+        bytes_to_browser: read(&stats.bytes_to_browser),
+        limits: ConsoleLimits {
+            max_per_vm: config.console.max_per_vm,
+            max_total: config.console.max_total,
+            idle_timeout_s: config.console.idle_timeout_s,
+            ticket_ttl_s: state.consoles.lifetime().as_secs(),
+        },
+    }
+}
+
+/// One accepted console, between the upgrade and its log record.
+pub struct Session {
+    store: Arc<Store>,
+    ticket: ConsoleTicket,
+    /// Held for the session's whole life; dropping it frees the place.
+    slot: ConsoleSlot,
+    peer: String,
+    idle: Duration,
+}
+
+/// Bytes moved by one session, and why it ended.
+struct Outcome {
+    to_vm: u64,
+    to_browser: u64,
+    ended: String,
+    failed: bool,
+}
+
+impl Session {
+    /// Connect to the VNC endpoint, pump bytes until the session ends, and
+    /// write its log record.
+    ///
+    /// This takes axum's `WebSocket` rather than a trait of our own: the
+    /// pump needs the message kinds (binary, text, ping, close with a code
+    /// and reason) and the socket's awaited sends for back-pressure, so an
+    /// abstraction would restate axum's `Message` and `Sink`/`Stream` for
+    /// one caller, while the upgrade that yields the socket is axum's anyway.
+    pub async fn run(self, mut socket: WebSocket) {
+        let started = SystemTime::now();
+        let clock = tokio::time::Instant::now();
+        let endpoint = &self.ticket.endpoint;
+        tracing::info!(
+            "console of vm {} on host {} opened from {}",
+            self.ticket.vm_uuid,
+            self.ticket.host,
+            self.peer
+        );
+        self.slot
+            .stats()
+            .tcp_connects
+            .fetch_add(1, Ordering::Relaxed);
+        let connected = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
+        )
+        .await;
+        let outcome = match connected {
+            Ok(Ok(tcp)) => {
+                // Keystrokes and pointer moves are tiny; do not batch them.
+                let _ = tcp.set_nodelay(true);
+                self.proxy(&mut socket, tcp).await
+            }
+            Ok(Err(error)) => self.unreachable(&mut socket, &error.to_string()).await,
+            Err(_) => {
+                let waited = format!("no answer within {} s", CONNECT_TIMEOUT.as_secs());
+                self.unreachable(&mut socket, &waited).await
+            }
+        };
+        self.record(started, clock.elapsed(), &outcome).await;
+    }
+
+    async fn unreachable(&self, socket: &mut WebSocket, error: &str) -> Outcome {
+        close(socket, 1011, "the VM's console cannot be reached").await;
+        Outcome {
+            to_vm: 0,
+            to_browser: 0,
+            ended: format!(
+                "cannot connect to the VNC server {}:{}: {error}",
+                self.ticket.endpoint.host, self.ticket.endpoint.port
+            ),
+            failed: true,
+        }
+    }
+
+    /// Move bytes both ways until one side closes or the session idles.
+    /// Every write is awaited before the next read from the other side, so
+    /// a slow reader slows its writer down and nothing buffers without bound.
+    async fn proxy(&self, socket: &mut WebSocket, mut tcp: TcpStream) -> Outcome {
+        let stats = self.slot.stats();
+        let mut outcome = Outcome {
+            to_vm: 0,
+            to_browser: 0,
+            ended: String::new(),
+            failed: false,
+        };
+        let mut buffer = vec![0_u8; READ_CHUNK];
+        let idle = tokio::time::sleep(self.idle);
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                message = socket.recv() => match message {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if let Err(error) = tcp.write_all(&bytes).await {
+                            outcome.ended = format!("the VNC server stopped reading: {error}");
+                            close(socket, 1011, "the VM's console closed").await;
+                            break;
+                        }
+                        let count = bytes.len() as u64;
+                        outcome.to_vm += count;
+                        stats.bytes_to_vm.fetch_add(count, Ordering::Relaxed);
+                        idle.as_mut().reset(tokio::time::Instant::now() + self.idle);
+                    }
+                    Some(Ok(Message::Text(_))) => {
+                        outcome.ended = "the browser sent text; VNC is binary".to_owned();
+                        outcome.failed = true;
+                        close(socket, 1003, "binary messages only").await;
+                        break;
+                    }
+                    // Pings are answered by the websocket layer.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => {
+                        outcome.ended = "the browser closed the console".to_owned();
+                        break;
+                    }
+                    Some(Err(error)) => {
+                        outcome.ended = format!("the browser's websocket failed: {error}");
+                        break;
+                    }
+                },
+                read = tcp.read(&mut buffer) => match read {
+                    Ok(0) => {
+                        outcome.ended = "the VM's console closed (VM stopped?)".to_owned();
+                        close(socket, 1000, "the VM's console closed").await;
+                        break;
+                    }
+                    Ok(count) => {
+                        let message = Message::Binary(Bytes::copy_from_slice(&buffer[..count]));
+                        if let Err(error) = socket.send(message).await {
+                            outcome.ended = format!("the browser stopped reading: {error}");
+                            break;
+                        }
+                        outcome.to_browser += count as u64;
+                        stats.bytes_to_browser.fetch_add(count as u64, Ordering::Relaxed);
+                        idle.as_mut().reset(tokio::time::Instant::now() + self.idle);
+                    }
+                    Err(error) => {
+                        outcome.ended = format!("the VNC connection failed: {error}");
+                        close(socket, 1011, "the VM's console failed").await;
+                        break;
+                    }
+                },
+                () = &mut idle => {
+                    outcome.ended = format!("idle for {} s", self.idle.as_secs());
+                    close(socket, 1000, "idle timeout").await;
+                    break;
+                }
+            }
+        }
+        let _ = tcp.shutdown().await;
+        outcome
+    }
+
+    /// The session's one log record. The store is SQLite, a blocking call:
+    /// it runs on the blocking pool, never on a runtime worker.
+    async fn record(&self, started: SystemTime, duration: Duration, outcome: &Outcome) {
+        let ticket = &self.ticket;
+        let message = format!(
+            "console of vm {} on host {} opened by {} from {} at {}, {:.1} s, \
+             {} bytes to the VM, {} bytes to the browser; ended: {}",
+            ticket.vm_uuid,
+            ticket.host,
+            ticket.issued_by,
+            self.peer,
+            humantime::format_rfc3339_seconds(started),
+            duration.as_secs_f64(),
+            outcome.to_vm,
+            outcome.to_browser,
+            outcome.ended
+        );
+        tracing::info!("{message}");
+        let level = if outcome.failed {
+            LogLevel::Warn
+        } else {
+            LogLevel::Info
+        };
+        let log = NewLog::new(level, "console", message)
+            .host(&ticket.host)
+            .vm(&ticket.vm_uuid);
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.log_insert(&log)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!("cannot store a log record: {error}"),
+            Err(error) => tracing::error!("cannot store a log record: {error}"),
+        }
+    }
+}
+
+/// Send a close frame, bounded in time by [`CLOSE_TIMEOUT`].
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(frame)).await;
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use crate::model::Invalid;
 use crate::plugin::EngineError;
 use crate::plugin::bindings::PluginError;
+use crate::service::console::LimitExceeded;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,13 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A request the server does not serve (say, a console protocol other
+    /// than VNC); unlike [`Invalid`], the message is not `field: rule`.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A limit on open sessions is reached: try again later.
+    #[error(transparent)]
+    Limit(#[from] LimitExceeded),
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]
@@ -36,6 +44,8 @@ pub enum ErrorKind {
     Forbidden,
     NotFound,
     Conflict,
+    /// A limit on concurrent use is reached; nothing is wrong with the input.
+    Limited,
     /// The server's or an engine's fault; logged as an error.
     Fault,
 }
@@ -48,6 +58,8 @@ impl ServiceError {
             ServiceError::Forbidden(_) => ErrorKind::Forbidden,
             ServiceError::NotFound(_) => ErrorKind::NotFound,
             ServiceError::Conflict(_) => ErrorKind::Conflict,
+            ServiceError::Unsupported(_) => ErrorKind::Invalid,
+            ServiceError::Limit(_) => ErrorKind::Limited,
             ServiceError::Internal(_) => ErrorKind::Fault,
             ServiceError::Store(error) => match error {
                 StoreError::NotFound(_) => ErrorKind::NotFound,
