@@ -288,6 +288,8 @@ async fn proxies_on_a_real_nginx() {
         "a/b.example",
         long.as_str(),
         "-a.example",
+        "10.0.0.5",
+        "127.0.0.2",
     ] {
         let (status, envelope) = server
             .call(

@@ -33,6 +33,18 @@ async fn token_endpoints() {
         .await;
     assert_eq!(status, 401);
     server.token = new;
+    // `async=true` (panels send it) still answers the new token: a detached
+    // reset would lock the admin out.
+    let data = server
+        .ok("POST", "/api/system/treset?async=true", None)
+        .await;
+    let new = data["token"]
+        .as_str()
+        .expect("token with async=true")
+        .to_owned();
+    assert_ne!(new, server.token);
+    server.token = new;
+    server.ok("GET", "/api/system/statis", None).await;
 
     // tsetup: a chosen token, with its rules.
     for (body, field_rule) in [

@@ -113,6 +113,14 @@ async fn samples_with_the_vm_key_are_stored_and_shown() {
     )
     .await;
     assert_eq!(status, 400);
+    // An empty sample would be stored as zeros: refused, nothing stored.
+    for empty in ["{}", ""] {
+        let (status, envelope) =
+            upload(&server, &format!("?nic={MAC}"), Some(&key), empty.into()).await;
+        assert_eq!(status, 400, "{empty:?}: {envelope}");
+    }
+    let status = server.ok("GET", "/api/client/status/local/up1", None).await;
+    assert_eq!(status["history"].as_array().map(Vec::len), Some(2));
     let huge = format!("{{\"ac_status\": \"{}\"}}", "x".repeat(1 << 20));
     let (status, envelope) = upload(&server, &format!("?nic={MAC}"), Some(&key), huge.into()).await;
     assert_eq!(status, 413, "{envelope}");

@@ -256,6 +256,14 @@ async fn vm_lifecycle_on_the_test_driver() {
             json!({ "vm_uuid": "x1", "nic_all": { "nic0": { "nic_type": "nat", "mac_addr": "zz" } } }),
             "mac_addr",
         ),
+        (
+            json!({ "vm_uuid": "x1", "nic_all": { "nic0": { "nic_type": "nat", "nic_mask": "255.0.255.0" } } }),
+            "nic_all.nic0.nic_mask",
+        ),
+        (
+            json!({ "vm_uuid": "x1", "nic_all": { "nic0": { "nic_type": "nat", "nic_mask": "33" } } }),
+            "nic_all.nic0.nic_mask",
+        ),
     ] {
         let (status, envelope) = server
             .call("POST", "/api/client/create/local", Some(body.clone()))
@@ -287,6 +295,16 @@ async fn vm_lifecycle_on_the_test_driver() {
         )
         .await;
     assert_eq!(by_uuid["uuid"], "web1", "the libvirt UUID is accepted too");
+    // So no new VM may take another VM's libvirt UUID as its key.
+    let (status, envelope) = server
+        .call(
+            "POST",
+            "/api/client/create/local",
+            Some(json!({ "vm_uuid": domain_uuid, "mem_num": 64, "hdd_num": 0 })),
+        )
+        .await;
+    assert_eq!(status, 409, "{envelope}");
+    assert!(message(&envelope).contains("libvirt UUID of vm \"web1\""), "{envelope}");
     let (status, _) = server
         .call("GET", "/api/client/detail/local/nope", None)
         .await;

@@ -22,18 +22,16 @@ use crate::state::AppState;
     path = "/api/system/treset",
     tag = "system",
     summary = "Replace the admin token with a new random one",
-    description = "The old token stops working at once.",
-    params(AsyncFlag),
+    description = "The old token stops working at once. Always answers with the new token: \
+                   `async` is ignored, as the token exists only in this answer.",
     responses((status = 200, description = "The new token", body = Envelope<Mutation<TokenAnswer>>)),
     security(("bearer" = []))
 )]
-pub async fn treset(
-    State(state): State<Arc<AppState>>,
-    ApiQuery(flag): ApiQuery<AsyncFlag>,
-) -> ApiResult<Mutation<TokenAnswer>> {
+pub async fn treset(State(state): State<Arc<AppState>>) -> ApiResult<Mutation<TokenAnswer>> {
     let task_state = state.clone();
     let work = async move { service::reset_token(&task_state) };
-    let outcome = state.tasks.run(service::task("treset"), flag.detach, work);
+    // Never detached: a detached reset would lock the admin out.
+    let outcome = state.tasks.run(service::task("treset"), false, work);
     Ok(ApiOk(outcome.await?.answer()))
 }
 

@@ -104,6 +104,14 @@ pub fn check_domain(field: &str, domain: &str) -> Result<(), Invalid> {
     if labels.len() < 2 {
         return bad("must have at least two labels");
     }
+    // An all-digit top label makes an address (`10.0.0.1`), not a name: a
+    // proxy site for an IP literal would catch requests for the address.
+    if labels
+        .last()
+        .is_some_and(|top| top.bytes().all(|byte| byte.is_ascii_digit()))
+    {
+        return bad("is an IP address, not a domain name");
+    }
     for label in labels {
         let valid = (1..=63).contains(&label.len())
             && label

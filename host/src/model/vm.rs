@@ -185,6 +185,19 @@ impl NicSettings {
         rules::check_optional_address("ip4_addr", &self.ip4_addr)?;
         rules::check_optional_address("ip6_addr", &self.ip6_addr)?;
         rules::check_optional_address("nic_gate", &self.nic_gate)?;
+        // A mask reaches the guest's network configuration and the
+        // engine's DHCP binding; an IPv4 NIC takes a dotted mask or a
+        // prefix length, an IPv6-only NIC a prefix length.
+        let is_v6 = self.ip4_addr.is_empty() && !self.ip6_addr.is_empty();
+        if !self.nic_mask.is_empty() && rules::prefix_length(&self.nic_mask, is_v6).is_none() {
+            return Err(Invalid::new(
+                "nic_mask",
+                format!(
+                    "{:?} must be a network mask (255.255.255.0) or a prefix length (24)",
+                    self.nic_mask
+                ),
+            ));
+        }
         for (position, address) in self.dns_addr.iter().enumerate() {
             rules::parse_address(&format!("dns_addr[{position}]"), address)?;
         }
@@ -386,6 +399,16 @@ pub const MAX_SAMPLE_VALUE: f64 = 1e12;
 
 impl Sample {
     pub fn check(&self) -> Result<(), Invalid> {
+        // An empty body would be stored as a sample of zeros, hiding the
+        // VM's real usage in the history.
+        if self == &Sample::default() {
+            return Err(Invalid::new(
+                "body",
+                "the sample is empty: send at least one of ac_status, cpu_total, cpu_usage, \
+                 mem_total, mem_usage, hdd_total, hdd_usage, flu_usage, network_u, network_d, \
+                 on_update",
+            ));
+        }
         for (field, value) in [
             ("cpu_usage", self.cpu_usage),
             ("mem_usage", self.mem_usage),

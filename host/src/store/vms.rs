@@ -176,6 +176,21 @@ impl Store {
                         "host {host:?} is at its limit of {limit} VMs (limits_nums)"
                     )));
                 }
+                // Paths name a VM by its key or its libvirt UUID: a key equal
+                // to another VM's UUID would make them ambiguous.
+                let shadowed: Option<String> = transaction
+                    .query_row(
+                        "SELECT vm_uuid FROM vms WHERE host = ?1
+                         AND json_extract(config, '$.domain_uuid') = ?2",
+                        [host, vm_uuid],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                if let Some(owner) = shadowed {
+                    return Err(StoreError::Conflict(format!(
+                        "vm_uuid {vm_uuid:?} is the libvirt UUID of vm {owner:?} on host {host:?}"
+                    )));
+                }
                 let now = now_ms();
                 let inserted = transaction.execute(
                     "INSERT INTO vms (host, vm_uuid, config, upload_key, created_at, updated_at)

@@ -11,11 +11,6 @@ use crate::caps::HostScope;
 use crate::model::rules;
 use crate::plugin::bindings::{PluginError, ProxySite};
 
-/// Longest host name DNS can carry (RFC 1035 §2.3.4, without the root dot).
-const MAX_DOMAIN: usize = 253;
-/// Longest DNS label (RFC 1035 §2.3.4).
-const MAX_LABEL: usize = 63;
-
 /// A site that passed every rule: safe to write into an nginx file as is.
 #[derive(Clone, Debug)]
 pub struct CheckedSite {
@@ -41,69 +36,12 @@ pub fn check_site(site: &ProxySite, scope: &HostScope) -> Result<CheckedSite, Pl
     })
 }
 
-/// A domain nginx reads as exactly one `server_name` word.
+/// A domain nginx reads as exactly one `server_name` word: the one domain
+/// rule of the model (RFC 1123 labels, at least two, no IP literal), so the
+/// API and this door cannot disagree.
 pub fn check_domain(domain: &str) -> Result<(), PluginError> {
-    check_domain_length(domain)?;
-    let name = domain.strip_prefix("*.").unwrap_or(domain);
-    check_label_count(domain, name)?;
-    for label in name.split('.') {
-        check_label_chars(domain, label)?;
-        check_label_hyphens(domain, label)?;
-    }
-    Ok(())
-}
-
-/// Prevents an empty `server_name` (nginx's catch-all) and names DNS cannot carry.
-fn check_domain_length(domain: &str) -> Result<(), PluginError> {
-    if domain.is_empty() || domain.len() > MAX_DOMAIN {
-        return Err(invalid_domain(
-            domain,
-            &format!("must be 1 to {MAX_DOMAIN} characters"),
-        ));
-    }
-    Ok(())
-}
-
-/// Prevents a bare top-level name (`com`, `*.com`) that would capture a whole TLD.
-fn check_label_count(domain: &str, name: &str) -> Result<(), PluginError> {
-    if name.split('.').count() < 2 {
-        return Err(invalid_domain(domain, "must have at least two labels"));
-    }
-    Ok(())
-}
-
-/// Prevents nginx syntax (`;` `{` `}` `$` quotes, spaces, newlines, `/`) and
-/// empty labels (`..`): only RFC 1123 characters reach the file.
-fn check_label_chars(domain: &str, label: &str) -> Result<(), PluginError> {
-    let valid = (1..=MAX_LABEL).contains(&label.len())
-        && label
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-');
-    if !valid {
-        return Err(invalid_domain(
-            domain,
-            &format!("has a label that is not 1 to {MAX_LABEL} letters, digits or hyphens"),
-        ));
-    }
-    Ok(())
-}
-
-/// Prevents names RFC 1123 forbids (`-a.com`), which DNS would never route here.
-fn check_label_hyphens(domain: &str, label: &str) -> Result<(), PluginError> {
-    if label.starts_with('-') || label.ends_with('-') {
-        return Err(invalid_domain(
-            domain,
-            "has a label that starts or ends with a hyphen",
-        ));
-    }
-    Ok(())
-}
-
-fn invalid_domain(domain: &str, rule: &str) -> PluginError {
-    PluginError::Invalid(format!(
-        "domain {} {rule} (RFC 1123 host name, optionally `*.`-prefixed)",
-        shown(domain)
-    ))
+    crate::model::rules::check_domain("domain", domain)
+        .map_err(|invalid| PluginError::Invalid(invalid.to_string()))
 }
 
 /// Prevents host names, which nginx would resolve to wherever DNS points.
