@@ -10,9 +10,7 @@ use crate::model::{
     SnapshotAnswer, Statistics, TaskEntry, TaskQuery, TokenAnswer,
 };
 use crate::state::AppState;
-use crate::store::{
-    LogFilter, LogLevel, NewLog, NewTask, StoreError, TaskFilter, TaskState, format_ms,
-};
+use crate::store::{LogFilter, LogLevel, NewLog, NewTask, StoreError, TaskFilter, TaskState};
 
 /// Write a consistent copy of the database under `<data_dir>/backups/`.
 pub async fn snapshot(state: &AppState) -> ServiceResult<SnapshotAnswer> {
@@ -161,75 +159,66 @@ pub fn engines(state: &AppState) -> BTreeMap<String, EngineView> {
 
 /// A page of log records, newest first.
 pub fn logs(state: &AppState, query: &LogQuery) -> ServiceResult<Vec<LogEntry>> {
-    check_page(query.limit)?;
-    let level = match query.level.as_str() {
-        "" => None,
-        text => Some(LogLevel::parse(text).ok_or_else(|| {
-            Invalid::new(
-                "level",
-                format!("{text:?} must be one of debug, info, warn, error"),
-            )
-        })?),
-    };
+    let (host, limit, offset) = page(&query.hs_name, query.limit, query.offset)?;
+    let level = filter_word(
+        "level",
+        &query.level,
+        LogLevel::parse,
+        "debug, info, warn, error",
+    )?;
     let filter = LogFilter {
-        host: host_filter(&query.hs_name),
+        host,
         level,
-        limit: query.limit,
-        offset: query.offset,
+        limit,
+        offset,
     };
-    Ok(state
-        .store
-        .log_list(&filter)?
-        .into_iter()
-        .map(|log| LogEntry {
-            id: log.id,
-            level: log.level,
-            host: log.host,
-            vm_uuid: log.vm_uuid,
-            actions: log.actions,
-            message: log.message,
-            success: log.success,
-            created_at: format_ms(log.created_at),
-        })
-        .collect())
+    Ok(state.store.log_list(&filter)?)
 }
 
 /// A page of task records, newest first.
 pub fn tasks(state: &AppState, query: &TaskQuery) -> ServiceResult<Vec<TaskEntry>> {
-    check_page(query.limit)?;
-    let task_state = match query.state.as_str() {
-        "" => None,
-        text => Some(TaskState::parse(text).ok_or_else(|| {
-            Invalid::new(
-                "state",
-                format!("{text:?} must be one of queued, running, done, failed"),
-            )
-        })?),
-    };
+    let (host, limit, offset) = page(&query.hs_name, query.limit, query.offset)?;
+    let words = "queued, running, done, failed";
+    let state_filter = filter_word("state", &query.state, TaskState::parse, words)?;
     let filter = TaskFilter {
-        host: host_filter(&query.hs_name),
-        state: task_state,
-        limit: query.limit,
-        offset: query.offset,
+        host,
+        state: state_filter,
+        limit,
+        offset,
     };
-    Ok(state
-        .store
-        .task_list(&filter)?
-        .into_iter()
-        .map(|task| TaskEntry {
-            id: task.id,
-            actions: task.actions,
-            host: task.host,
-            vm_uuid: task.vm_uuid,
-            state: task.state,
-            progress: task.progress,
-            success: task.success,
-            message: task.message,
-            created_at: format_ms(task.created_at),
-            started_at: task.started_at.map(format_ms),
-            finished_at: task.finished_at.map(format_ms),
-        })
-        .collect())
+    Ok(state.store.task_list(&filter)?)
+}
+
+/// The host filter (an empty `hs_name=` is none) and the page of a
+/// listing, checked.
+fn page(
+    hs_name: &Option<String>,
+    limit: u32,
+    offset: u32,
+) -> Result<(Option<String>, u32, u32), Invalid> {
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Invalid::new(
+            "limit",
+            format!("must be 1..={MAX_PAGE}, got {limit}"),
+        ));
+    }
+    let host = hs_name.clone().filter(|name| !name.is_empty());
+    Ok((host, limit, offset))
+}
+
+/// An optional filter word of a listing: empty is no filter.
+fn filter_word<T>(
+    field: &str,
+    text: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    choices: &str,
+) -> Result<Option<T>, Invalid> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse(text)
+        .map(Some)
+        .ok_or_else(|| Invalid::new(field, format!("{text:?} must be one of {choices}")))
 }
 
 /// Replace the admin token with a new random one.
@@ -250,22 +239,6 @@ pub fn set_token(state: &AppState, token: String) -> ServiceResult<TokenAnswer> 
         .store
         .set_token_hash(&crate::auth::hash_token(&token))?;
     Ok(TokenAnswer { token })
-}
-
-fn check_page(limit: u32) -> Result<(), Invalid> {
-    if (1..=MAX_PAGE).contains(&limit) {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            "limit",
-            format!("must be 1..={MAX_PAGE}, got {limit}"),
-        ))
-    }
-}
-
-/// An empty `hs_name=` means no filter.
-fn host_filter(hs_name: &Option<String>) -> Option<String> {
-    hs_name.clone().filter(|name| !name.is_empty())
 }
 
 /// The task record of a system mutation (no host, no VM).

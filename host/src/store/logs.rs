@@ -2,7 +2,8 @@
 
 use rusqlite::{Row, params};
 
-use super::{Store, StoreResult, now_ms, off_reactor};
+use super::{Store, StoreResult, format_ms, now_ms, off_reactor};
+use crate::model::LogEntry;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
@@ -67,18 +68,6 @@ impl NewLog {
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct LogRecord {
-    pub id: i64,
-    pub level: String,
-    pub host: String,
-    pub vm_uuid: String,
-    pub actions: String,
-    pub message: String,
-    pub success: bool,
-    pub created_at: i64,
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct LogFilter {
     pub host: Option<String>,
@@ -87,8 +76,9 @@ pub struct LogFilter {
     pub offset: u32,
 }
 
-fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogRecord> {
-    Ok(LogRecord {
+/// A row as the API shows it (the model's `LogEntry`).
+fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogEntry> {
+    Ok(LogEntry {
         id: row.get(0)?,
         level: row.get(1)?,
         host: row.get(2)?,
@@ -96,7 +86,7 @@ fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogRecord> {
         actions: row.get(4)?,
         message: row.get(5)?,
         success: row.get(6)?,
-        created_at: row.get(7)?,
+        created_at: format_ms(row.get(7)?),
     })
 }
 
@@ -157,7 +147,7 @@ impl Store {
     }
 
     /// Newest first, filtered and paged.
-    pub fn log_list(&self, filter: &LogFilter) -> StoreResult<Vec<LogRecord>> {
+    pub fn log_list(&self, filter: &LogFilter) -> StoreResult<Vec<LogEntry>> {
         off_reactor(|| {
             let connection = self.reader();
             let where_clause = "WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR level = ?2)";
@@ -197,10 +187,8 @@ mod tests {
             )
             .expect("inserts");
         let filter = LogFilter {
-            host: None,
-            level: None,
             limit: 10,
-            offset: 0,
+            ..LogFilter::default()
         };
         let records = store.log_list(&filter).expect("lists");
         let record = records
@@ -227,10 +215,8 @@ mod tests {
         let pruned = store.log_prune(i64::MAX / 2, 10).expect("prunes");
         assert_eq!(pruned, 20);
         let filter = LogFilter {
-            host: None,
-            level: None,
             limit: 100,
-            offset: 0,
+            ..LogFilter::default()
         };
         let records = store.log_list(&filter).expect("lists");
         assert_eq!(records.len(), 10);

@@ -31,10 +31,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 pub use hosts::HostRecord;
-pub use logs::{LogFilter, LogLevel, LogRecord, NewLog};
+pub use logs::{LogFilter, LogLevel, NewLog};
 pub use network::{NatRuleRecord, ProxyRecord};
 pub use samples::SampleRecord;
-pub use tasks::{NewTask, TaskFilter, TaskRecord, TaskState};
+pub use tasks::{NewTask, TaskFilter, TaskState};
 pub use vms::VmRecord;
 
 #[derive(Debug, thiserror::Error)]

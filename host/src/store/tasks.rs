@@ -2,7 +2,8 @@
 
 use rusqlite::{Row, params};
 
-use super::{Store, StoreError, StoreResult, now_ms, off_reactor};
+use super::{Store, StoreResult, format_ms, now_ms, off_reactor};
+use crate::model::TaskEntry;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskState {
@@ -41,21 +42,6 @@ pub struct NewTask {
     pub vm_uuid: String,
 }
 
-#[derive(Clone, Debug)]
-pub struct TaskRecord {
-    pub id: i64,
-    pub actions: String,
-    pub host: String,
-    pub vm_uuid: String,
-    pub state: String,
-    pub progress: i64,
-    pub success: Option<bool>,
-    pub message: String,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct TaskFilter {
     pub host: Option<String>,
@@ -64,8 +50,9 @@ pub struct TaskFilter {
     pub offset: u32,
 }
 
-fn task_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
-    Ok(TaskRecord {
+/// A row as the API shows it (the model's `TaskEntry`).
+fn task_from_row(row: &Row<'_>) -> rusqlite::Result<TaskEntry> {
+    Ok(TaskEntry {
         id: row.get(0)?,
         actions: row.get(1)?,
         host: row.get(2)?,
@@ -74,9 +61,9 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
         progress: row.get(5)?,
         success: row.get(6)?,
         message: row.get(7)?,
-        created_at: row.get(8)?,
-        started_at: row.get(9)?,
-        finished_at: row.get(10)?,
+        created_at: format_ms(row.get(8)?),
+        started_at: row.get::<_, Option<i64>>(9)?.map(format_ms),
+        finished_at: row.get::<_, Option<i64>>(10)?.map(format_ms),
     })
 }
 
@@ -130,25 +117,8 @@ impl Store {
         })
     }
 
-    pub fn task_get(&self, id: i64) -> StoreResult<TaskRecord> {
-        off_reactor(|| {
-            self.reader()
-                .prepare_cached(
-                    "SELECT id, actions, host, vm_uuid, state, progress, success, message,
-                        created_at, started_at, finished_at FROM tasks WHERE id = ?1",
-                )?
-                .query_row([id], task_from_row)
-                .map_err(|error| match error {
-                    rusqlite::Error::QueryReturnedNoRows => {
-                        StoreError::NotFound(format!("task {id} not found"))
-                    }
-                    other => other.into(),
-                })
-        })
-    }
-
     /// Newest first, filtered and paged.
-    pub fn task_list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+    pub fn task_list(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskEntry>> {
         off_reactor(|| {
             let connection = self.reader();
             let where_clause = "WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR state = ?2)";

@@ -177,15 +177,21 @@ impl Store {
                     )));
                 }
                 // Paths name a VM by its key or its libvirt UUID: a key equal
-                // to another VM's UUID would make them ambiguous.
-                let shadowed: Option<String> = transaction
-                    .query_row(
-                        "SELECT vm_uuid FROM vms WHERE host = ?1
-                         AND json_extract(config, '$.domain_uuid') = ?2",
-                        [host, vm_uuid],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
+                // to another VM's UUID would make them ambiguous. Only a
+                // UUID-shaped key can be one, and only such a key pays for
+                // reading the host's VMs (a scan imports thousands of keys).
+                let shadowed: Option<String> = if uuid::Uuid::try_parse(vm_uuid).is_ok() {
+                    transaction
+                        .query_row(
+                            "SELECT vm_uuid FROM vms WHERE host = ?1
+                             AND json_extract(config, '$.domain_uuid') = ?2",
+                            [host, vm_uuid],
+                            |row| row.get(0),
+                        )
+                        .optional()?
+                } else {
+                    None
+                };
                 if let Some(owner) = shadowed {
                     return Err(StoreError::Conflict(format!(
                         "vm_uuid {vm_uuid:?} is the libvirt UUID of vm {owner:?} on host {host:?}"
