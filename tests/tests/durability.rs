@@ -53,7 +53,7 @@ async fn acknowledged_mutations_survive_kill_9() {
             "/api/server/create",
             Some(json!({ "name": "edge", "type": "libvirt", "config": {
                 "server_addr": "test:///default", "public_addr": [PUBLIC_ADDRESS],
-                "ports_start": 20000, "ports_close": 20999,
+                "ports_start": 20000, "ports_close": 20999, "network_pub": "br-oidcs",
                 "ipaddr_maps": { "vms": { "from": "10.231.0.2", "mask": "24", "nums": 10 } } } })),
         )
         .await;
@@ -61,7 +61,8 @@ async fn acknowledged_mutations_survive_kill_9() {
         .ok(
             "POST",
             "/api/client/create/edge",
-            Some(json!({ "vm_uuid": "natvm", "mem_num": 64, "hdd_num": 0, "nat_num": 1000 })),
+            Some(json!({ "vm_uuid": "natvm", "mem_num": 64, "hdd_num": 0, "nat_num": 1000,
+                         "nic_all": { "nic0": { "nic_type": "pub", "ip4_addr": VM_ADDRESS } } })),
         )
         .await;
 

@@ -34,16 +34,23 @@ async fn prepare(server: &Server) {
             "/api/server/create",
             Some(json!({ "name": "edge", "type": "libvirt", "config": {
                 "server_addr": "test:///default", "public_addr": [PUBLIC_ADDRESS],
-                "ports_start": 20000, "ports_close": 20999,
+                "ports_start": 20000, "ports_close": 20999, "network_pub": "br-oidcs",
                 "ipaddr_maps": { "vms": { "vers": "ipv4", "type": "nat", "gate": "10.231.0.1",
                                           "mask": "255.255.255.0", "from": "10.231.0.2", "nums": 50 } } } })),
         )
         .await;
+    create_vm(server, "natvm", VM_ADDRESS).await;
+}
+
+/// A VM holding `address` on its NIC (a bridged NIC: the test driver needs
+/// no DHCP network for it), so forwards to `address` are its own.
+async fn create_vm(server: &Server, name: &str, address: &str) {
     server
         .ok(
             "POST",
             "/api/client/create/edge",
-            Some(json!({ "vm_uuid": "natvm", "mem_num": 64, "hdd_num": 0 })),
+            Some(json!({ "vm_uuid": name, "mem_num": 64, "hdd_num": 0,
+                         "nic_all": { "nic0": { "nic_type": "pub", "ip4_addr": address } } })),
         )
         .await;
 }
@@ -260,6 +267,23 @@ async fn concurrent_adds_pick_distinct_ports_and_bad_input_changes_nothing() {
         )
         .await;
     assert_eq!(status, 409);
+    // Targets outside the VM: the gateway (the host itself), the network's
+    // own and broadcast addresses, another VM's address, an unassigned one.
+    create_vm(&server, "othervm", "10.231.0.4").await;
+    for target in ["10.231.0.1", "10.231.0.0", "10.231.0.255", "10.231.0.4", "10.231.0.3"] {
+        let (status, envelope) = server
+            .call(
+                "POST",
+                "/api/client/natadd/edge/natvm",
+                Some(json!({ "wan_port": 20100, "lan_port": 22, "lan_addr": target })),
+            )
+            .await;
+        assert_eq!(status, 400, "{target}: {envelope}");
+        assert!(
+            envelope["msg"].as_str().unwrap_or_default().contains("lan_addr"),
+            "{target}: {envelope}"
+        );
+    }
     for body in [
         json!({ "wan_port": 0, "lan_port": 0, "lan_addr": VM_ADDRESS }),
         json!({ "wan_port": 65536, "lan_port": 22, "lan_addr": VM_ADDRESS }),

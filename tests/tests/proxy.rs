@@ -213,17 +213,21 @@ async fn proxies_on_a_real_nginx() {
             "POST",
             "/api/server/create",
             Some(json!({ "name": "web", "type": "libvirt", "config": {
-                "server_addr": "test:///default",
+                "server_addr": "test:///default", "network_pub": "br-oidcs",
                 "ipaddr_maps": { "lo": { "vers": "ipv4", "type": "nat", "from": "127.0.0.2", "mask": "255.0.0.0", "nums": 10 } } } })),
         )
         .await;
-    server
-        .ok(
-            "POST",
-            "/api/client/create/web",
-            Some(json!({ "vm_uuid": "site1", "mem_num": 64, "hdd_num": 0 })),
-        )
-        .await;
+    // site1 holds 127.0.0.2 (the backend runs there); site2 holds 127.0.0.3.
+    for (vm, address) in [("site1", "127.0.0.2"), ("site2", "127.0.0.3")] {
+        server
+            .ok(
+                "POST",
+                "/api/client/create/web",
+                Some(json!({ "vm_uuid": vm, "mem_num": 64, "hdd_num": 0,
+                             "nic_all": { "nic0": { "nic_type": "pub", "ip4_addr": address } } })),
+            )
+            .await;
+    }
     let http = format!("http://127.0.0.1:{}/", nginx.http_port);
     let served = |host: &str| curl(&["-H", &format!("Host: {host}"), &http]);
 
@@ -302,6 +306,12 @@ async fn proxies_on_a_real_nginx() {
     }
     for body in [
         json!({ "domain": "x.test.example", "backend_ip": "10.9.9.9" }),
+        // Not site1's: another VM's address, an unassigned one, the pool
+        // network's own and broadcast addresses.
+        json!({ "domain": "x.test.example", "backend_ip": "127.0.0.3" }),
+        json!({ "domain": "x.test.example", "backend_ip": "127.0.0.4" }),
+        json!({ "domain": "x.test.example", "backend_ip": "127.0.0.0" }),
+        json!({ "domain": "x.test.example", "backend_ip": "127.255.255.255" }),
         json!({ "domain": "x.test.example", "backend_ip": "127.0.0.2", "backend_port": 70000 }),
         json!({ "domain": "x.test.example", "backend_ip": "127.0.0.2", "ssl_enabled": true, "ssl_cert": "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n", "ssl_key": "junk" }),
     ] {

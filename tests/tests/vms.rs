@@ -304,7 +304,10 @@ async fn vm_lifecycle_on_the_test_driver() {
         )
         .await;
     assert_eq!(status, 409, "{envelope}");
-    assert!(message(&envelope).contains("libvirt UUID of vm \"web1\""), "{envelope}");
+    assert!(
+        message(&envelope).contains("libvirt UUID of vm \"web1\""),
+        "{envelope}"
+    );
     let (status, _) = server
         .call("GET", "/api/client/detail/local/nope", None)
         .await;

@@ -277,7 +277,7 @@ pub async fn natadd(
     ApiJson(body): ApiJson<NatAddInput>,
 ) -> ApiResult<Mutation<NatRule>> {
     let vm = path.resolve(&state)?;
-    let request = network::check_nat(&vm.host, body)?;
+    let request = network::check_nat(&vm, body)?;
     let task = vm.task("natadd");
     let work = network::natadd(state.clone(), vm, request);
     Ok(ApiOk(

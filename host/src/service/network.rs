@@ -49,17 +49,49 @@ pub struct NatRequest {
     nat_tips: String,
 }
 
-/// Is `address` inside one of the host's VM networks?
-fn check_in_vm_networks(host: &Host, field: &str, text: &str) -> Result<(), Invalid> {
+/// A NAT or proxy target must be one of the VM's own addresses: inside the
+/// host's VM networks, not a network's own, broadcast or gateway address,
+/// and assigned to one of this VM's NICs. Otherwise a caller could forward a
+/// public port to the hypervisor itself (the gateway), to another
+/// customer's VM, or to an address nobody holds yet.
+fn check_vm_target(vm: &VmRef, field: &str, text: &str) -> Result<(), Invalid> {
     let address = rules::parse_address(field, text)?;
-    if host.scope().in_vm_networks(address) {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            field,
-            format!("{address} is not inside the host's VM networks"),
-        ))
+    let refuse = |rule: String| Err(Invalid::new(field, format!("{address} {rule}")));
+    if !vm.host.scope().in_vm_networks(address) {
+        return refuse("is not inside the host's VM networks".to_owned());
     }
+    for pool in vm.host.config.ipaddr_maps.values() {
+        let Ok(network) = pool.network() else {
+            continue;
+        };
+        if !network.contains(&address) {
+            continue;
+        }
+        if address == network.network() || address == network.broadcast() {
+            return refuse(format!("is the own or broadcast address of {network}"));
+        }
+        if pool.gate.parse::<std::net::IpAddr>().ok() == Some(address) {
+            return refuse(format!("is the gateway of {network} (the host itself)"));
+        }
+    }
+    let assigned: Vec<&str> = vm
+        .record
+        .config
+        .nic_all
+        .values()
+        .flat_map(|nic| [nic.ip4_addr.as_str(), nic.ip6_addr.as_str()])
+        .filter(|assigned| !assigned.is_empty())
+        .collect();
+    let own = assigned
+        .iter()
+        .any(|assigned| assigned.parse::<std::net::IpAddr>().ok() == Some(address));
+    if !own {
+        return refuse(format!(
+            "is not an address of vm {:?} (its NICs hold {assigned:?})",
+            vm.key()
+        ));
+    }
+    Ok(())
 }
 
 /// A port of 1..=65535, or the rule it breaks.
@@ -70,7 +102,8 @@ fn check_port(field: &str, port: u32) -> Result<u16, Invalid> {
         .ok_or_else(|| Invalid::new(field, format!("must be 1..=65535, got {port}")))
 }
 
-pub fn check_nat(host: &Host, body: NatAddInput) -> ServiceResult<NatRequest> {
+pub fn check_nat(vm: &VmRef, body: NatAddInput) -> ServiceResult<NatRequest> {
+    let host = &vm.host;
     let protocol = match body.protocol.to_ascii_lowercase().as_str() {
         "tcp" | "" => "tcp",
         "udp" => "udp",
@@ -103,7 +136,7 @@ pub fn check_nat(host: &Host, body: NatAddInput) -> ServiceResult<NatRequest> {
     }
     let lan_port = check_port("lan_port", body.lan_port.unwrap_or(0))?;
     if !body.lan_addr.is_empty() {
-        check_in_vm_networks(host, "lan_addr", &body.lan_addr)?;
+        check_vm_target(vm, "lan_addr", &body.lan_addr)?;
     }
     rules::check_plain_text("nat_tips", &body.nat_tips, 200)?;
     Ok(NatRequest {
@@ -479,7 +512,7 @@ pub fn check_proxy(vm: &VmRef, body: ProxyAddInput) -> ServiceResult<ProxyReques
     rules::check_domain("domain", &domain)?;
     let backend_port = check_port("backend_port", body.backend_port.unwrap_or(80))?;
     if !body.backend_ip.is_empty() {
-        check_in_vm_networks(&vm.host, "backend_ip", &body.backend_ip)?;
+        check_vm_target(vm, "backend_ip", &body.backend_ip)?;
     }
     rules::check_plain_text("description", &body.description, 200)?;
     if body.ssl_enabled && (body.ssl_cert.is_empty() || body.ssl_key.is_empty()) {
