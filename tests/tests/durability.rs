@@ -61,8 +61,10 @@ async fn acknowledged_mutations_survive_kill_9() {
         .ok(
             "POST",
             "/api/client/create/edge",
-            Some(json!({ "vm_uuid": "natvm", "mem_num": 64, "hdd_num": 0, "nat_num": 1000,
-                         "nic_all": { "nic0": { "nic_type": "pub", "ip4_addr": VM_ADDRESS } } })),
+            Some(
+                json!({ "vm_uuid": "natvm", "mem_num": 64, "hdd_num": 0, "nat_num": 1000,
+                         "nic_all": { "nic0": { "nic_type": "pub", "ip4_addr": VM_ADDRESS } } }),
+            ),
         )
         .await;
 

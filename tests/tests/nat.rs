@@ -270,7 +270,13 @@ async fn concurrent_adds_pick_distinct_ports_and_bad_input_changes_nothing() {
     // Targets outside the VM: the gateway (the host itself), the network's
     // own and broadcast addresses, another VM's address, an unassigned one.
     create_vm(&server, "othervm", "10.231.0.4").await;
-    for target in ["10.231.0.1", "10.231.0.0", "10.231.0.255", "10.231.0.4", "10.231.0.3"] {
+    for target in [
+        "10.231.0.1",
+        "10.231.0.0",
+        "10.231.0.255",
+        "10.231.0.4",
+        "10.231.0.3",
+    ] {
         let (status, envelope) = server
             .call(
                 "POST",
@@ -280,7 +286,10 @@ async fn concurrent_adds_pick_distinct_ports_and_bad_input_changes_nothing() {
             .await;
         assert_eq!(status, 400, "{target}: {envelope}");
         assert!(
-            envelope["msg"].as_str().unwrap_or_default().contains("lan_addr"),
+            envelope["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("lan_addr"),
             "{target}: {envelope}"
         );
     }
@@ -323,4 +332,59 @@ async fn concurrent_adds_pick_distinct_ports_and_bad_input_changes_nothing() {
         )
         .await;
     assert_eq!(status, 409, "{envelope}");
+}
+
+#[tokio::test]
+async fn a_narrower_range_is_refused_and_a_deleted_host_takes_its_forwards_down() {
+    if !netns::require_root(
+        "a_narrower_range_is_refused_and_a_deleted_host_takes_its_forwards_down",
+    ) {
+        return;
+    }
+    let mut namespaces = Namespaces::create();
+    namespaces.start_echo_servers(22);
+    let server = Server::start(&config(&namespaces));
+    prepare(&server).await;
+    server
+        .ok(
+            "POST",
+            "/api/client/natadd/edge/natvm",
+            Some(json!({ "wan_port": 20022, "lan_port": 22, "lan_addr": VM_ADDRESS })),
+        )
+        .await;
+    assert_eq!(namespaces.echo("tcp", 20022, "up").as_deref(), Some("up"));
+
+    // A range that would strand the forward is refused, naming it.
+    let (status, envelope) = server
+        .call(
+            "PUT",
+            "/api/server/update/edge",
+            Some(json!({ "config": { "ports_start": 21000, "ports_close": 21999 } })),
+        )
+        .await;
+    assert_eq!(status, 409, "{envelope}");
+    assert!(
+        envelope["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("20022 of vm natvm"),
+        "{envelope}"
+    );
+    assert_eq!(listed_ports(&server).await, BTreeSet::from([20022]));
+    assert_eq!(forwarded_ports(&namespaces), BTreeSet::from([20022]));
+    // A range that still holds it is fine.
+    server
+        .ok(
+            "PUT",
+            "/api/server/update/edge",
+            Some(json!({ "config": { "ports_start": 20000, "ports_close": 20100 } })),
+        )
+        .await;
+
+    // Deleting the host (with its VMs) takes the rule down in the same task.
+    server
+        .ok("DELETE", "/api/server/delete/edge?force=true", None)
+        .await;
+    assert_eq!(forwarded_ports(&namespaces), BTreeSet::new());
+    assert_eq!(namespaces.echo("tcp", 20022, "gone"), None);
 }

@@ -139,7 +139,7 @@ pub async fn delete(
     service::get(&state, &hs_name)?;
     let task_state = state.clone();
     let task = service::task("server-delete", &hs_name);
-    let work = async move { service::delete(&task_state, &hs_name, query.force) };
+    let work = async move { service::delete(&task_state, &hs_name, query.force).await };
     Ok(ApiOk(
         state.tasks.run(task, query.detach, work).await?.removal(),
     ))

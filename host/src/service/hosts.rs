@@ -244,19 +244,41 @@ pub fn update(
     engine: Option<&str>,
     settings: &HostSettings,
 ) -> ServiceResult<HostView> {
+    // A forward outside a narrowed range would stay listed while the
+    // reconcile drops its rule: the operator moves or deletes it first.
+    let range = settings.port_range();
+    let stranded: Vec<String> = state
+        .store
+        .nat_list(name, None)?
+        .into_iter()
+        .filter(|rule| !range.contains(&rule.wan_port))
+        .map(|rule| format!("{} of vm {}", rule.wan_port, rule.vm_uuid))
+        .collect();
+    if !stranded.is_empty() {
+        return Err(ServiceError::Conflict(format!(
+            "config.ports_start/ports_close: the new range leaves forwards outside it ({}); \
+             delete them first (natdel)",
+            stranded.join(", ")
+        )));
+    }
     let record = state.store.host_update(name, engine, settings)?;
     let vm_count = state.store.vm_count(Some(name))?;
     Ok(record.view(vm_count))
 }
 
-pub fn delete(state: &AppState, name: &str, force: bool) -> ServiceResult<()> {
+/// Remove a host; with `force`, its VMs' records go too, and their NAT rules
+/// and proxy files are taken down in the same task (the reconcile after the
+/// delete finds them without rows and removes them).
+pub async fn delete(state: &AppState, name: &str, force: bool) -> ServiceResult<()> {
     let vm_count = state.store.vm_count(Some(name))?;
     if vm_count > 0 && !force {
         return Err(ServiceError::Conflict(format!(
             "host {name:?} still has {vm_count} VMs; delete them first or use ?force=true"
         )));
     }
-    Ok(state.store.host_delete(name)?)
+    state.store.host_delete(name)?;
+    super::network::reconcile(state).await;
+    Ok(())
 }
 
 pub fn set_enabled(state: &AppState, name: &str, enable: bool) -> ServiceResult<HostView> {
