@@ -94,6 +94,7 @@ impl AppState {
         });
         crate::service::system::seed_hosts(&state)?;
         // A reboot or a flushed ruleset loses nothing: the database is the truth.
+        crate::service::network::repair_half_done(&state);
         crate::service::network::reconcile(&state).await;
         Ok(state)
     }

@@ -188,3 +188,108 @@ async fn acknowledged_mutations_survive_kill_9() {
         .await;
     assert_eq!(running, json!([]));
 }
+
+/// A natadd or pxyadd killed between its row and the engine's answer leaves
+/// a row without a target, holding its port or domain. The next start
+/// removes such rows, logs each, and frees the port.
+#[tokio::test]
+async fn half_done_rows_are_repaired_at_start() {
+    if !netns::require_root("half_done_rows_are_repaired_at_start") {
+        return;
+    }
+    let namespaces = Namespaces::create();
+    let nft: Vec<String> = namespaces
+        .nft_command()
+        .iter()
+        .map(|part| format!("{part:?}"))
+        .collect();
+    let config = format!(
+        "[nat]\nnft_command = [{}]\n\n{}",
+        nft.join(", "),
+        plugin_toml(
+            "libvirt",
+            "openidcs_plugin_libvirt",
+            &["libvirt", "nat", "proxy", "log"],
+            ""
+        )
+    );
+    let mut server = Server::start(&config);
+    server
+        .ok(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "edge", "type": "libvirt", "config": {
+                "server_addr": "test:///default", "public_addr": [PUBLIC_ADDRESS],
+                "ports_start": 20000, "ports_close": 20999, "network_pub": "br-oidcs",
+                "ipaddr_maps": { "vms": { "from": "10.231.0.2", "mask": "24", "nums": 10 } } } })),
+        )
+        .await;
+    server
+        .ok(
+            "POST",
+            "/api/client/create/edge",
+            Some(json!({ "vm_uuid": "natvm", "mem_num": 64, "hdd_num": 0,
+                         "nic_all": { "nic0": { "nic_type": "pub", "ip4_addr": VM_ADDRESS } } })),
+        )
+        .await;
+    server
+        .ok(
+            "POST",
+            "/api/client/natadd/edge/natvm",
+            Some(json!({ "wan_port": 20022, "lan_port": 22, "lan_addr": VM_ADDRESS })),
+        )
+        .await;
+    server.stop(true);
+    {
+        let database = rusqlite::Connection::open(server.data_dir().join("openidcs.db"))
+            .expect("opening the database");
+        database
+            .execute(
+                "INSERT INTO nat_rules (host, vm_uuid, protocol, wan_port, lan_port, lan_addr, created_at)
+                 VALUES ('edge', 'natvm', 'tcp', 20050, 22, '', 0)",
+                [],
+            )
+            .expect("a half-done NAT row");
+        database
+            .execute(
+                "INSERT INTO proxies (host, vm_uuid, domain, backend_ip, backend_port, created_at)
+                 VALUES ('edge', 'natvm', 'half.test.example', '', 80, 0)",
+                [],
+            )
+            .expect("a half-done proxy row");
+    }
+    server.restart(false);
+    let rules = server
+        .ok("GET", "/api/client/natget/edge/natvm", None)
+        .await;
+    let ports: Vec<u64> = rules
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|rule| rule["wan_port"].as_u64())
+        .collect();
+    assert_eq!(ports, vec![20022], "{rules}");
+    assert_eq!(forwarded_ports(&namespaces), BTreeSet::from([20022]));
+    let proxies = server
+        .ok("GET", "/api/client/pxyget/edge/natvm", None)
+        .await;
+    assert_eq!(proxies.as_array().map(Vec::len), Some(0), "{proxies}");
+    let logs = server
+        .ok("GET", "/api/system/logget?level=warn&hs_name=edge", None)
+        .await;
+    let repairs = logs
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|record| record["actions"] == "startup-repair")
+        .count();
+    assert_eq!(repairs, 2, "{logs}");
+    // The port is free again.
+    server
+        .ok(
+            "POST",
+            "/api/client/natadd/edge/natvm",
+            Some(json!({ "wan_port": 20050, "lan_port": 22, "lan_addr": VM_ADDRESS })),
+        )
+        .await;
+}

@@ -203,6 +203,57 @@ pub async fn natdel(state: Arc<AppState>, vm: VmRef, index: usize) -> ServiceRes
     Ok(state.store.nat_delete(rule.id)?)
 }
 
+/// At start-up, remove the rows a killed `natadd` or `pxyadd` left behind:
+/// the row is written first (it arbitrates the port or domain) and gets
+/// its target when the engine answers, so a row without a target was cut
+/// in between and would hold its port or domain for ever. No call is in
+/// flight at start-up, so every such row is half-done. Each repair is a
+/// log record.
+pub fn repair_half_done(state: &AppState) {
+    let hosts = match state.store.host_list() {
+        Ok(hosts) => hosts,
+        Err(error) => {
+            tracing::error!("start-up repair cannot list hosts: {error}");
+            return;
+        }
+    };
+    let mut repairs = Vec::new();
+    for host in &hosts {
+        for rule in state.store.nat_list(&host.name, None).unwrap_or_default() {
+            if rule.lan_addr.is_empty() && state.store.nat_delete(rule.id).is_ok() {
+                repairs.push((
+                    host,
+                    rule.vm_uuid,
+                    format!(
+                        "NAT rule of public port {} ({})",
+                        rule.wan_port, rule.protocol
+                    ),
+                ));
+            }
+        }
+        for entry in state.store.proxy_list(&host.name, None).unwrap_or_default() {
+            if entry.backend_ip.is_empty() && state.store.proxy_delete(entry.id).is_ok() {
+                repairs.push((host, entry.vm_uuid, format!("proxy site {}", entry.domain)));
+            }
+        }
+    }
+    for (host, vm_uuid, what) in repairs {
+        let record = NewLog::new(
+            LogLevel::Warn,
+            "startup-repair",
+            format!(
+                "removed the half-done {what} of vm {vm_uuid:?}: the server stopped before \
+                 the engine answered its creation"
+            ),
+        )
+        .host(&host.name)
+        .vm(vm_uuid);
+        if let Err(error) = state.store.log_insert(&record) {
+            tracing::error!("cannot store a log record: {error}");
+        }
+    }
+}
+
 /// Rebuild the NAT table and the proxy files from the database (at start and
 /// on `loader`). Failures are logged, never fatal: the API keeps serving.
 /// Answers what was done, for `loader`'s answer.
