@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -125,14 +126,9 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> an
     println!("openidcs listening on http://{address}");
     tracing::info!("listening on http://{address}");
     tokio::spawn(crate::service::poller::run(state.clone()));
+    let header_read_timeout = Duration::from_secs(state.config().server.header_read_timeout_s);
     let router = crate::api::router(state);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving")?;
+    crate::http::serve(listener, router, header_read_timeout, shutdown_signal()).await;
     Ok(())
 }
 

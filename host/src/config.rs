@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// `system/saving` keeps this many snapshots; older ones are removed.
     #[serde(default = "default_snapshots_kept")]
     pub snapshots_kept: u32,
+    /// A client has this long to send a request's headers (slowloris).
+    #[serde(default = "default_header_read_timeout_s")]
+    pub header_read_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -67,8 +70,13 @@ impl Default for ServerConfig {
             always_http_200: false,
             public_url: None,
             snapshots_kept: default_snapshots_kept(),
+            header_read_timeout_s: default_header_read_timeout_s(),
         }
     }
+}
+
+fn default_header_read_timeout_s() -> u64 {
+    30
 }
 
 fn default_snapshots_kept() -> u32 {

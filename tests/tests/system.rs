@@ -413,3 +413,40 @@ async fn envelope_on_unknown_routes_methods_and_bad_json() {
         .await;
     assert_eq!(status, 413, "{envelope}");
 }
+
+/// A client that trickles its headers (slowloris) is cut off after
+/// `[server] header_read_timeout_s`, while a normal request on the next
+/// connection is served.
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Lines before any table header belong to the harness's [server].
+    let server = Server::start(&format!("header_read_timeout_s = 1\n\n{}", config()));
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connects");
+    slow.write_all(b"GET /api/system/statis HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("writes part of the headers");
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 1024];
+    // Never finishing the headers: the server must close the connection
+    // (EOF, an error, or a 408 and then EOF) well before 10 s.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match slow.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was still open after 10 s");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "closed only after the timeout: {:?}",
+        started.elapsed()
+    );
+    server.ok("GET", "/api/system/statis", None).await;
+}
