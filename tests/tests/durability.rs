@@ -25,12 +25,9 @@ fn forwarded_ports(namespaces: &Namespaces) -> BTreeSet<u64> {
         .collect()
 }
 
-#[tokio::test]
-async fn acknowledged_mutations_survive_kill_9() {
-    if !netns::require_root("acknowledged_mutations_survive_kill_9") {
-        return;
-    }
-    let namespaces = Namespaces::create();
+/// A server with NAT in `namespaces`, host `edge` and VM `natvm` holding
+/// `VM_ADDRESS` (its forwards' target).
+async fn edge_server(namespaces: &Namespaces) -> Server {
     let nft: Vec<String> = namespaces
         .nft_command()
         .iter()
@@ -67,6 +64,16 @@ async fn acknowledged_mutations_survive_kill_9() {
             ),
         )
         .await;
+    server
+}
+
+#[tokio::test]
+async fn acknowledged_mutations_survive_kill_9() {
+    if !netns::require_root("acknowledged_mutations_survive_kill_9") {
+        return;
+    }
+    let namespaces = Namespaces::create();
+    let server = edge_server(&namespaces).await;
 
     let server = Arc::new(tokio::sync::Mutex::new(server));
     let answered = Arc::new(AtomicUsize::new(0));
@@ -198,40 +205,7 @@ async fn half_done_rows_are_repaired_at_start() {
         return;
     }
     let namespaces = Namespaces::create();
-    let nft: Vec<String> = namespaces
-        .nft_command()
-        .iter()
-        .map(|part| format!("{part:?}"))
-        .collect();
-    let config = format!(
-        "[nat]\nnft_command = [{}]\n\n{}",
-        nft.join(", "),
-        plugin_toml(
-            "libvirt",
-            "openidcs_plugin_libvirt",
-            &["libvirt", "nat", "proxy", "log"],
-            ""
-        )
-    );
-    let mut server = Server::start(&config);
-    server
-        .ok(
-            "POST",
-            "/api/server/create",
-            Some(json!({ "name": "edge", "type": "libvirt", "config": {
-                "server_addr": "test:///default", "public_addr": [PUBLIC_ADDRESS],
-                "ports_start": 20000, "ports_close": 20999, "network_pub": "br-oidcs",
-                "ipaddr_maps": { "vms": { "from": "10.231.0.2", "mask": "24", "nums": 10 } } } })),
-        )
-        .await;
-    server
-        .ok(
-            "POST",
-            "/api/client/create/edge",
-            Some(json!({ "vm_uuid": "natvm", "mem_num": 64, "hdd_num": 0,
-                         "nic_all": { "nic0": { "nic_type": "pub", "ip4_addr": VM_ADDRESS } } })),
-        )
-        .await;
+    let mut server = edge_server(&namespaces).await;
     server
         .ok(
             "POST",
