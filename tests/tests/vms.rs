@@ -322,6 +322,9 @@ async fn vm_lifecycle_on_the_test_driver() {
         ("H_CLOSE", "stopped"),
         ("S_START", "running"),
         ("S_PAUSE", "paused"),
+        // Billing panels unsuspend with S_START: a paused VM resumes.
+        ("S_START", "running"),
+        ("S_PAUSE", "paused"),
         ("resume", "running"),
     ] {
         let data = server

@@ -43,11 +43,13 @@ pub struct HostSettings {
     /// Public IPs; [0] is used for NAT and console URLs. One string is accepted too.
     #[serde(deserialize_with = "string_or_list")]
     pub public_addr: Vec<String>,
+    #[serde(deserialize_with = "rules::map_or_empty_list")]
     pub ipaddr_maps: BTreeMap<String, IpPool>,
     /// Max VMs, 0 = no limit.
     pub limits_nums: u64,
     /// Engine options (free-form).
     #[schema(value_type = Object)]
+    #[serde(deserialize_with = "rules::map_or_empty_list")]
     pub extend_data: serde_json::Map<String, serde_json::Value>,
 }
 

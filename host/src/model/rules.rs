@@ -435,3 +435,38 @@ mod uri_tests {
         check("test:///etc/passwd", &policy, false);
     }
 }
+
+/// A map field that billing panels written in PHP may send as `[]`: PHP
+/// encodes an empty array that way, so `[]` is read as an empty map; any
+/// other list is refused. Errors inside a map keep their field paths.
+pub fn map_or_empty_list<'de, D, M>(deserializer: D) -> Result<M, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    M: serde::Deserialize<'de> + Default,
+{
+    struct MapOrEmptyList<M>(std::marker::PhantomData<M>);
+
+    impl<'de, M: serde::Deserialize<'de> + Default> serde::de::Visitor<'de> for MapOrEmptyList<M> {
+        type Value = M;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a map (an empty [] is taken as {})")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<M, A::Error> {
+            M::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<M, A::Error> {
+            match seq.next_element::<serde::de::IgnoredAny>()? {
+                None => Ok(M::default()),
+                Some(_) => Err(serde::de::Error::invalid_type(
+                    serde::de::Unexpected::Seq,
+                    &self,
+                )),
+            }
+        }
+    }
+
+    deserializer.deserialize_any(MapOrEmptyList(std::marker::PhantomData))
+}

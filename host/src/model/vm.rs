@@ -49,7 +49,9 @@ pub struct VmSettings {
     /// Max proxies, default 100.
     #[schema(default = 100)]
     pub web_num: u32,
+    #[serde(deserialize_with = "rules::map_or_empty_list")]
     pub nic_all: BTreeMap<String, NicSettings>,
+    #[serde(deserialize_with = "rules::map_or_empty_list")]
     pub hdd_all: BTreeMap<String, DiskSettings>,
 }
 

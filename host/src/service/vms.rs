@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use super::error::{ServiceError, ServiceResult};
+use super::error::{ErrorKind, ServiceError, ServiceResult};
 use super::hosts::{self, Host};
 use crate::model::{
     ConsoleUrl, PasswordAnswer, Patch, PowerAnswer, PowerCommand, PowerStatus, SampleView,
     ScanAnswer, VmDetail, VmSettings, VmStatusAnswer, VmView, rules,
 };
-use crate::plugin::bindings::{VmInfo, VmSpec};
+use crate::plugin::bindings::{PowerState, VmInfo, VmSpec};
 use crate::state::AppState;
 use crate::store::{NewTask, SampleRecord, StoreError, VmRecord, format_ms, now_ms};
 
@@ -76,6 +76,17 @@ fn generate_vnc_password() -> String {
 pub fn checked(mut settings: VmSettings) -> ServiceResult<VmSettings> {
     if settings.vc_pass.is_empty() {
         settings.vc_pass = generate_vnc_password();
+    }
+    // Panels send their own (longer) password as vc_pass; VNC reads only
+    // the first 8 characters, so those are the VNC password.
+    if let Some((end, _)) = settings.vc_pass.char_indices().nth(8) {
+        settings.vc_pass.truncate(end);
+    }
+    // `bridge` is what panels call a NIC on the public bridge.
+    for nic in settings.nic_all.values_mut() {
+        if nic.nic_type == "bridge" {
+            nic.nic_type = "pub".to_owned();
+        }
     }
     settings.check()?;
     Ok(settings)
@@ -241,10 +252,32 @@ pub async fn power(
     vm: VmRef,
     command: PowerCommand,
 ) -> ServiceResult<PowerAnswer> {
-    let power = state
+    let target = vm.host.target();
+    let power = match state
         .plugins
-        .vm_power(&vm.host.target(), vm.key(), command.into())
-        .await?;
+        .vm_power(&target, vm.key(), command.into())
+        .await
+    {
+        Ok(power) => power,
+        Err(error) => {
+            let error = ServiceError::from(error);
+            // Billing panels unsuspend with S_START: a paused VM resumes.
+            let paused = command == PowerCommand::Start
+                && error.kind() == ErrorKind::Conflict
+                && state
+                    .plugins
+                    .vm_get(&target, vm.key())
+                    .await
+                    .is_ok_and(|info| info.power == PowerState::Paused);
+            if !paused {
+                return Err(error);
+            }
+            state
+                .plugins
+                .vm_power(&target, vm.key(), PowerCommand::Resume.into())
+                .await?
+        }
+    };
     state
         .store
         .vm_set_power(&vm.host.name, vm.key(), power.as_str())?;
@@ -356,4 +389,36 @@ pub async fn scan(state: Arc<AppState>, host: Host, prefix: String) -> ServiceRe
         added_vms: added,
         prefix_filter: prefix,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked;
+    use crate::model::VmSettings;
+
+    /// What a PHP billing module sends: `[]` for empty maps, its own
+    /// 12-character password as vc_pass, `bridge` for a public NIC.
+    #[test]
+    fn checked_takes_what_panels_send() {
+        let settings: VmSettings = serde_json::from_str(
+            r#"{"vm_uuid": "php1", "vc_pass": "Abcdefgh1234", "hdd_all": [],
+                "nic_all": {"nic0": {"nic_type": "bridge"}}}"#,
+        )
+        .expect("[] is an empty map");
+        let settings = checked(settings).expect("accepted");
+        assert_eq!(settings.vc_pass, "Abcdefgh", "VNC reads the first 8");
+        assert_eq!(settings.nic_all["nic0"].nic_type, "pub");
+        assert!(settings.hdd_all.is_empty());
+        let empty: VmSettings = serde_json::from_str(r#"{"vm_uuid": "php2", "nic_all": []}"#)
+            .expect("[] is an empty map");
+        assert!(empty.nic_all.is_empty());
+        let error = serde_json::from_str::<VmSettings>(r#"{"vm_uuid": "x", "nic_all": [1]}"#)
+            .expect_err("a non-empty list is not a map");
+        assert!(error.to_string().contains("a map"), "{error}");
+        let error = serde_json::from_str::<VmSettings>(
+            r#"{"vm_uuid": "x", "nic_all": {"nic0": {"ip4_addr": 5}}}"#,
+        )
+        .expect_err("errors inside the map still show");
+        assert!(error.to_string().contains("invalid type"), "{error}");
+    }
 }
