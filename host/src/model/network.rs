@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::rules;
 use super::vm::NicSettings;
 
 /// A NAT port forward.
@@ -59,8 +60,8 @@ pub struct NicView {
 /// `gateway` (nic_gate), `netmask` (nic_mask).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct IpAddInput {
-    /// nat (default) or pub.
-    #[serde(default, alias = "type")]
+    /// nat (default) or pub (`bridge` is read as pub).
+    #[serde(default, alias = "type", deserialize_with = "rules::nic_type")]
     #[schema(example = "nat", pattern = "^(nat|pub)?$")]
     pub nic_type: String,
     /// Empty or absent: the next free address of the host's pool.

@@ -470,3 +470,14 @@ where
 
     deserializer.deserialize_any(MapOrEmptyList(std::marker::PhantomData))
 }
+
+/// A NIC's `nic_type` as panels spell it: `bridge` is what they call a NIC
+/// on the public bridge, `pub` here. Read once, for VM configs and `ipadd`.
+pub fn nic_type<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(if text == "bridge" {
+        "pub".to_owned()
+    } else {
+        text
+    })
+}

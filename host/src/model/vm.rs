@@ -82,7 +82,8 @@ impl Default for VmSettings {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(default)]
 pub struct NicSettings {
-    /// nat or pub.
+    /// nat or pub (`bridge` is read as pub).
+    #[serde(deserialize_with = "rules::nic_type")]
     #[schema(example = "nat", pattern = "^(nat|pub)$")]
     pub nic_type: String,
     /// Generated when empty.

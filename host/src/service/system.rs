@@ -29,16 +29,20 @@ pub async fn snapshot(state: &AppState) -> ServiceResult<SnapshotAnswer> {
     }
     let store = state.store.clone();
     let path = target.clone();
-    let bytes = tokio::task::spawn_blocking(move || store.snapshot(&path))
-        .await
-        .map_err(|error| ServiceError::Internal(format!("snapshot task failed: {error}")))??;
     let keep = state.config().server.snapshots_kept.max(1) as usize;
-    prune_snapshots(&directory, keep).map_err(|error| {
-        ServiceError::Internal(format!(
-            "removing old snapshots in {}: {error}",
-            directory.display()
-        ))
-    })?;
+    // The copy and the removal of old copies are file work: off the reactor.
+    let bytes = tokio::task::spawn_blocking(move || {
+        let bytes = store.snapshot(&path)?;
+        prune_snapshots(&directory, keep).map_err(|error| {
+            ServiceError::Internal(format!(
+                "removing old snapshots in {}: {error}",
+                directory.display()
+            ))
+        })?;
+        Ok::<_, ServiceError>(bytes)
+    })
+    .await
+    .map_err(|error| ServiceError::Internal(format!("snapshot task failed: {error}")))??;
     Ok(SnapshotAnswer {
         path: target.display().to_string(),
         bytes,

@@ -82,12 +82,6 @@ pub fn checked(mut settings: VmSettings) -> ServiceResult<VmSettings> {
     if let Some((end, _)) = settings.vc_pass.char_indices().nth(8) {
         settings.vc_pass.truncate(end);
     }
-    // `bridge` is what panels call a NIC on the public bridge.
-    for nic in settings.nic_all.values_mut() {
-        if nic.nic_type == "bridge" {
-            nic.nic_type = "pub".to_owned();
-        }
-    }
     settings.check()?;
     Ok(settings)
 }
@@ -408,6 +402,9 @@ mod tests {
         let settings = checked(settings).expect("accepted");
         assert_eq!(settings.vc_pass, "Abcdefgh", "VNC reads the first 8");
         assert_eq!(settings.nic_all["nic0"].nic_type, "pub");
+        let ipadd: crate::model::IpAddInput =
+            serde_json::from_str(r#"{"type": "bridge"}"#).expect("an ipadd body");
+        assert_eq!(ipadd.nic_type, "pub", "ipadd reads bridge the same way");
         assert!(settings.hdd_all.is_empty());
         let empty: VmSettings = serde_json::from_str(r#"{"vm_uuid": "php2", "nic_all": []}"#)
             .expect("[] is an empty map");
