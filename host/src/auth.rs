@@ -1,9 +1,12 @@
-//! Admin tokens: random 256-bit, URL-safe text; stored only as SHA-256
-//! hashes; compared in constant time; wrong tokens rate limited per client
-//! address.
+//! Tokens: the admin token and the named tokens with a role and a host
+//! scope. Random 256-bit, URL-safe text; stored only as SHA-256 hashes; wrong
+//! tokens rate limited per client address. A request's token becomes a
+//! [`Principal`], and each route's [`Access`] says which principals it takes.
 //!
 //! A plain SHA-256 is enough here (no password hashing): the token carries
-//! 256 bits of randomness, so there is nothing to guess from the hash.
+//! 256 bits of randomness, so there is nothing to guess from the hash. The
+//! admin hash is compared in constant time; named tokens are found by their
+//! hash through an index, which can at most time the hash, not the token.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,7 +18,83 @@ use rand::{RngCore, TryRngCore};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::store::{Store, StoreResult};
+use crate::model::Role;
+use crate::store::{Store, StoreResult, now_ms};
+
+/// How often a named token's `last_used_at` is written, at most.
+const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+/// Who a request is, once its token was accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The named token's name; `admin` for the admin token.
+    pub name: String,
+    pub role: Role,
+    /// The hosts it reaches; empty = every host.
+    pub hosts: Vec<String>,
+}
+
+/// What a route needs of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// System routes and host create, update, delete and power: admin only.
+    Admin,
+    /// Reading hosts, VMs and their entries: every role, within its hosts.
+    Read,
+    /// Changing a VM or its NAT, IP and proxy entries, or opening its
+    /// console: admin and operator, within their hosts.
+    Operate,
+}
+
+impl Access {
+    fn describe(self) -> &'static str {
+        match self {
+            Access::Admin => "an admin token",
+            Access::Read => "any token",
+            Access::Operate => "an admin or operator token",
+        }
+    }
+}
+
+impl Principal {
+    pub fn admin() -> Principal {
+        Principal {
+            name: "admin".to_owned(),
+            role: Role::Admin,
+            hosts: Vec::new(),
+        }
+    }
+
+    pub fn reaches_host(&self, host: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|reached| reached == host)
+    }
+
+    /// Whether this principal may call a route that needs `access`, on
+    /// `host` when the route names one; the refusal says why.
+    pub fn may(&self, access: Access, host: Option<&str>) -> Result<(), String> {
+        let allowed = match self.role {
+            Role::Admin => true,
+            Role::Operator => access != Access::Admin,
+            Role::ReadOnly => access == Access::Read,
+        };
+        if !allowed {
+            return Err(format!(
+                "token {:?} is {}: this route needs {}",
+                self.name,
+                self.role.as_str(),
+                access.describe()
+            ));
+        }
+        match host {
+            Some(host) if !self.reaches_host(host) => Err(format!(
+                "token {:?} does not reach host {host:?} (it reaches: {})",
+                self.name,
+                self.hosts.join(", ")
+            )),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// A new random token: 32 bytes from the OS generator, base64url without padding.
 pub fn generate_token() -> String {
@@ -70,8 +149,10 @@ pub fn ensure_token(store: &Store) -> StoreResult<Option<String>> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Accepted,
+    Accepted(Principal),
     Rejected,
+    /// A named token past its `expires_at`.
+    Expired(String),
     Throttled,
 }
 
@@ -91,17 +172,35 @@ impl AuthGuard {
         }
     }
 
-    /// Check `presented` against the stored hash. The stored hash is read on
-    /// every request so a `token reset` from the CLI applies at once. The
-    /// right token is accepted even from an address that is throttled: the
-    /// limiter slows wrong guesses, it must not lock the admin out.
+    /// Check `presented` against the admin token's hash, then the named
+    /// tokens. The admin hash is read on every request (through the store's
+    /// file-signature cache) so a `token reset` from the CLI applies at once.
+    /// The right token is accepted even from an address that is throttled:
+    /// the limiter slows wrong guesses, it must not lock the admin out.
     pub fn verify(&self, store: &Store, client: IpAddr, presented: &str) -> StoreResult<Verdict> {
-        let accepted = match store.token_hash_cached()? {
-            Some(stored) => bool::from(stored.as_slice().ct_eq(&hash_token(presented))),
-            None => false,
-        };
-        if accepted {
-            return Ok(Verdict::Accepted);
+        let hash = hash_token(presented);
+        if let Some(stored) = store.token_hash_cached()?
+            && bool::from(stored.as_slice().ct_eq(&hash))
+        {
+            return Ok(Verdict::Accepted(Principal::admin()));
+        }
+        if let Some(record) = store.api_token_by_hash(&hash)? {
+            let now = now_ms();
+            if record.expires_at.is_some_and(|expiry| expiry <= now) {
+                return Ok(Verdict::Expired(record.name));
+            }
+            if record
+                .last_used_at
+                .is_none_or(|used| now - used >= LAST_USED_RESOLUTION_MS)
+                && let Err(error) = store.api_token_touch(&record.name, now)
+            {
+                tracing::warn!("recording the use of token {:?}: {error}", record.name);
+            }
+            return Ok(Verdict::Accepted(Principal {
+                name: record.name,
+                role: record.role,
+                hosts: record.hosts,
+            }));
         }
         let now = Instant::now();
         let mut failures = self.failures.lock();
@@ -127,6 +226,7 @@ impl AuthGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[track_caller]
     fn check(token: &str, ok: bool) {
@@ -152,5 +252,71 @@ mod tests {
         assert_ne!(first, second);
         assert_eq!(first.len(), 43);
         assert!(check_chosen_token(&first).is_ok());
+    }
+
+    fn open_store() -> (tempfile::TempDir, Store) {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(&directory.path().join("db.sqlite")).expect("store");
+        (directory, store)
+    }
+
+    fn named(store: &Store, role: Role, hosts: &[&str], expires_at: Option<i64>) -> String {
+        let token = generate_token();
+        let record = crate::store::ApiTokenRecord {
+            name: "t".to_owned(),
+            role,
+            hosts: hosts.iter().map(|host| host.to_string()).collect(),
+            created_at: now_ms(),
+            expires_at,
+            last_used_at: None,
+        };
+        store
+            .api_token_insert(&record, &hash_token(&token))
+            .expect("insert");
+        token
+    }
+
+    #[test]
+    fn named_tokens_become_principals_until_they_expire() {
+        let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let guard = AuthGuard::new(100, Duration::from_secs(60));
+        let (_directory, store) = open_store();
+        let admin = reset_token(&store).expect("admin token");
+        assert_eq!(
+            guard.verify(&store, local, &admin).expect("verify"),
+            Verdict::Accepted(Principal::admin())
+        );
+        let token = named(&store, Role::Operator, &["h1"], None);
+        let Verdict::Accepted(principal) = guard.verify(&store, local, &token).expect("verify")
+        else {
+            panic!("the named token is refused");
+        };
+        assert_eq!(principal.role, Role::Operator);
+        assert!(principal.may(Access::Operate, Some("h1")).is_ok());
+        assert!(principal.may(Access::Operate, Some("h2")).is_err());
+        assert!(principal.may(Access::Admin, None).is_err());
+        let used = store.api_token_list().expect("list")[0].last_used_at;
+        assert!(used.is_some(), "last use recorded");
+
+        let (_other, expired_store) = open_store();
+        let expired = named(&expired_store, Role::Admin, &[], Some(now_ms() - 1));
+        assert_eq!(
+            guard
+                .verify(&expired_store, local, &expired)
+                .expect("verify"),
+            Verdict::Expired("t".to_owned())
+        );
+    }
+
+    #[test]
+    fn read_only_reads_only() {
+        let principal = Principal {
+            name: "viewer".to_owned(),
+            role: Role::ReadOnly,
+            hosts: Vec::new(),
+        };
+        assert!(principal.may(Access::Read, Some("any")).is_ok());
+        assert!(principal.may(Access::Operate, Some("any")).is_err());
+        assert!(principal.may(Access::Admin, None).is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `token reset`, `plugin check`.
+//! The command line: `serve`, `token reset|create|list|revoke`, `plugin check`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
+use crate::model::{Role, TokenCreate};
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -63,6 +64,34 @@ pub enum TokenCommand {
         #[command(flatten)]
         location: Location,
     },
+    /// Create a named token with a role and print it (only it, on stdout).
+    Create {
+        #[command(flatten)]
+        location: Location,
+        /// `[A-Za-z0-9_.-]{1,64}`, unique.
+        #[arg(long)]
+        name: String,
+        /// admin, operator or read-only.
+        #[arg(long)]
+        role: String,
+        /// Hosts it reaches, comma separated; none = every host.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Days until it stops working; none = never.
+        #[arg(long)]
+        expires_days: Option<u32>,
+    },
+    /// List the named tokens: name, role, hosts, created, expires, last used.
+    List {
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Revoke a named token.
+    Revoke {
+        #[command(flatten)]
+        location: Location,
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +113,12 @@ impl Location {
         let config = Config::load(&path, self.config.is_some(), &overrides)?;
         Ok((config, path, overrides))
     }
+
+    /// The database of the configured data dir, for the token commands.
+    fn store(&self) -> anyhow::Result<Store> {
+        let (config, _, _) = self.load(None)?;
+        Store::open(&config.database_path()).context("opening the database")
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -95,10 +130,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token {
             command: TokenCommand::Reset { location },
         } => {
-            let (config, _, _) = location.load(None)?;
-            let store = Store::open(&config.database_path()).context("opening the database")?;
-            let token = crate::auth::reset_token(&store).context("storing the new token")?;
+            let token =
+                crate::auth::reset_token(&location.store()?).context("storing the new token")?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    location,
+                    name,
+                    role,
+                    hosts,
+                    expires_days,
+                },
+        } => {
+            let role = Role::parse(&role)
+                .with_context(|| format!("--role {role:?}: one of admin, operator, read-only"))?;
+            let input = TokenCreate {
+                name,
+                role,
+                hosts,
+                expires_days,
+            };
+            let created = crate::service::tokens::create(&location.store()?, input)?;
+            println!("{}", created.token);
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::List { location },
+        } => {
+            for token in crate::service::tokens::list(&location.store()?)? {
+                let hosts = if token.hosts.is_empty() {
+                    "*".to_owned()
+                } else {
+                    token.hosts.join(",")
+                };
+                let time = |at: Option<i64>| at.map_or("-".to_owned(), crate::store::format_ms);
+                println!(
+                    "{}\t{}\t{hosts}\tcreated {}\texpires {}\tlast used {}",
+                    token.name,
+                    token.role.as_str(),
+                    crate::store::format_ms(token.created_at),
+                    time(token.expires_at),
+                    time(token.last_used_at)
+                );
+            }
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { location, name },
+        } => {
+            crate::service::tokens::revoke(&location.store()?, &name)?;
+            println!("revoked {name}");
             Ok(())
         }
         Command::Plugin {

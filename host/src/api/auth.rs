@@ -1,25 +1,32 @@
-//! The Bearer-token check, as an extractor and as the middleware that puts it
-//! in front of every route but `upload`.
+//! The token check, as an extractor and as the middleware in front of every
+//! route but `upload`: who the caller is ([`Caller`]) and whether the route
+//! (its [`Access`] in [`super::access_table`]) and the host it names are
+//! within the caller's role and hosts.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::auth::Verdict;
+use crate::auth::{Access, Principal, Verdict};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A request that presented the current admin token.
-pub struct Authenticated {
+/// A request whose token was accepted: the token as presented (`tquery`
+/// echoes it) and whom it stands for. The middleware puts it in the
+/// request's extensions; handlers take it as `Extension<Caller>`.
+#[derive(Clone)]
+pub struct Caller {
     pub token: String,
+    pub principal: Principal,
 }
 
-impl FromRequestParts<Arc<AppState>> for Authenticated {
+impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -48,10 +55,14 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             .map(|ConnectInfo(address)| address.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         match state.auth.verify(&state.store, client, token)? {
-            Verdict::Accepted => Ok(Authenticated {
+            Verdict::Accepted(principal) => Ok(Caller {
                 token: token.to_owned(),
+                principal,
             }),
             Verdict::Rejected => Err(ApiError::Unauthorized("invalid token".to_owned())),
+            Verdict::Expired(name) => Err(ApiError::Unauthorized(format!(
+                "token {name:?} has expired"
+            ))),
             Verdict::Throttled => Err(ApiError::TooManyRequests(
                 "too many invalid tokens from this address; try again later".to_owned(),
             )),
@@ -59,12 +70,29 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
     }
 }
 
-/// Route layer: refuse the request unless it is [`Authenticated`].
+/// Route layer: refuse the request unless its token is accepted and its
+/// principal may call this route on the host the path names.
 pub async fn require_token(
-    State(_state): State<Arc<AppState>>,
-    _authenticated: Authenticated,
-    request: Request,
+    caller: Caller,
+    matched: Option<MatchedPath>,
+    parameters: Result<RawPathParams, RawPathParamsRejection>,
+    mut request: Request,
     next: Next,
-) -> Response {
-    next.run(request).await
+) -> Result<Response, ApiError> {
+    // A path missing from the table needs the most: new routes are closed
+    // until they are given an access.
+    let access = matched
+        .and_then(|path| super::access_table().get(path.as_str()).copied())
+        .unwrap_or(Access::Admin);
+    let parameters = parameters.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let host = parameters
+        .iter()
+        .find(|(key, _)| *key == "hs_name")
+        .map(|(_, value)| value);
+    caller
+        .principal
+        .may(access, host)
+        .map_err(ApiError::Forbidden)?;
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
 }

@@ -12,7 +12,8 @@ pub mod openapi;
 pub mod server;
 pub mod system;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode};
@@ -23,6 +24,7 @@ use axum::{Extension, Router};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+use crate::auth::Access;
 use crate::error::{ApiError, Fault};
 use crate::service;
 use crate::service::system::Refusal;
@@ -35,12 +37,14 @@ const MAX_UPLOAD_BYTES: usize = 64 << 10;
 
 type Routes = OpenApiRouter<Arc<AppState>>;
 
-/// The 35 endpoints behind the admin token, each registered with its
-/// OpenAPI operation (from its `#[utoipa::path]`), so the document is what
-/// the router serves.
-fn protected_routes() -> Routes {
-    OpenApiRouter::new()
-        // System (9, and the console counters).
+/// The 35 endpoints behind a token (and `system/tokens`), each registered
+/// with its OpenAPI operation (from its `#[utoipa::path]`), so the document
+/// is what the router serves; grouped by the [`Access`] they need, which
+/// [`access_table`] reads for the token check. A route added to no group
+/// is not served.
+fn protected_routes() -> [(Access, Routes); 3] {
+    let admin = OpenApiRouter::new()
+        // System (9, the console counters and the named tokens).
         .routes(routes!(system::treset))
         .routes(routes!(system::tsetup))
         .routes(routes!(system::tquery))
@@ -51,34 +55,62 @@ fn protected_routes() -> Routes {
         .routes(routes!(system::logget))
         .routes(routes!(system::tasget))
         .routes(routes!(console::stats))
-        // Server = hypervisor host (7).
-        .routes(routes!(server::listup))
-        .routes(routes!(server::detail))
+        .routes(routes!(system::token_list, system::token_create))
+        .routes(routes!(system::token_revoke))
+        // Host administration.
         .routes(routes!(server::create))
         .routes(routes!(server::update))
         .routes(routes!(server::delete))
-        .routes(routes!(server::powers))
+        .routes(routes!(server::powers));
+    let read = OpenApiRouter::new()
+        .routes(routes!(server::listup))
+        .routes(routes!(server::detail))
         .routes(routes!(server::status))
-        // Client = VM (19, without upload).
         .routes(routes!(client::listup))
         .routes(routes!(client::detail))
+        .routes(routes!(client::status))
+        .routes(routes!(client::natget))
+        .routes(routes!(client::iplist))
+        .routes(routes!(client::pxyget));
+    let operate = OpenApiRouter::new()
         .routes(routes!(client::create))
         .routes(routes!(client::update))
         .routes(routes!(client::delete))
         .routes(routes!(client::powers))
         .routes(routes!(client::password))
-        .routes(routes!(client::status))
         .routes(routes!(client::vncons))
         .routes(routes!(client::scaner))
-        .routes(routes!(client::natget))
         .routes(routes!(client::natadd))
         .routes(routes!(client::natdel))
-        .routes(routes!(client::iplist))
         .routes(routes!(client::ipadd))
         .routes(routes!(client::ipdel))
-        .routes(routes!(client::pxyget))
         .routes(routes!(client::pxyadd))
-        .routes(routes!(client::pxydel))
+        .routes(routes!(client::pxydel));
+    [
+        (Access::Admin, admin),
+        (Access::Read, read),
+        (Access::Operate, operate),
+    ]
+}
+
+/// Each protected path (aliases included, as their endpoint) with the
+/// access it needs; the token check looks a request's matched path up here.
+pub fn access_table() -> &'static HashMap<String, Access> {
+    static TABLE: OnceLock<HashMap<String, Access>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = HashMap::new();
+        for (access, routes) in protected_routes() {
+            for path in routes.into_openapi().paths.paths.into_keys() {
+                table.insert(path, access);
+            }
+        }
+        for (alias, endpoint, _) in aliases() {
+            if let Some(access) = table.get(endpoint).copied() {
+                table.insert(alias.to_owned(), access);
+            }
+        }
+        table
+    })
 }
 
 /// The original server's paths: (alias, endpoint, the endpoint's handler).
@@ -201,9 +233,12 @@ fn console_routes() -> Router<Arc<AppState>> {
 /// Every documented route, without state or layers: the router's and the
 /// document's one source.
 fn documented() -> (Routes, Routes) {
+    let protected = protected_routes()
+        .into_iter()
+        .fold(OpenApiRouter::new(), |all, (_, routes)| all.merge(routes));
     let protected = aliases()
         .into_iter()
-        .fold(protected_routes(), |routes, (alias, _, method_router)| {
+        .fold(protected, |routes, (alias, _, method_router)| {
             routes.route(alias, method_router)
         });
     (protected, public_routes())
@@ -298,4 +333,16 @@ async fn finish_response(
         *response.status_mut() = StatusCode::OK;
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_alias_needs_what_its_endpoint_needs() {
+        let table = super::access_table();
+        for (alias, endpoint, _) in super::aliases() {
+            assert!(table.contains_key(endpoint), "{endpoint} has no access");
+            assert_eq!(table.get(alias), table.get(endpoint), "{alias}");
+        }
+    }
 }

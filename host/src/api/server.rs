@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, AsyncFlag, HostPath};
 use crate::error::ApiError;
@@ -21,11 +23,20 @@ use crate::state::AppState;
     path = "/api/server/listup",
     tag = "server",
     summary = "Every host, by name",
+    description = "A token scoped to some hosts sees only those.",
     responses((status = 200, description = "Success", body = Envelope<BTreeMap<String, HostView>>)),
     security(("bearer" = []))
 )]
-pub async fn listup(State(state): State<Arc<AppState>>) -> Result<EncodedAnswer, ApiError> {
-    Ok(service::listup(&state)?)
+pub async fn listup(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<EncodedAnswer, ApiError> {
+    let hosts = &caller.principal.hosts;
+    Ok(if hosts.is_empty() {
+        service::listup(&state)?
+    } else {
+        service::listup_of(&state, hosts)?
+    })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -1,20 +1,23 @@
 //! The 9 system endpoints: token, snapshot, reload, statistics, engines,
-//! logs and tasks.
+//! logs and tasks; and the named tokens.
 
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::extract::State;
+use serde::Deserialize;
 
-use super::auth::Authenticated;
+use super::auth::Caller;
 use super::envelope::{ApiOk, ApiResult};
-use super::extract::{ApiJson, ApiQuery, AsyncFlag};
+use super::extract::{ApiJson, ApiPath, ApiQuery, AsyncFlag};
 use crate::model::{
     EngineView, Envelope, LogEntry, LogQuery, Mutation, ReloadAnswer, SnapshotAnswer, Statistics,
-    TaskEntry, TaskQuery, TokenAnswer, TokenInput,
+    TaskEntry, TaskQuery, TokenAnswer, TokenCreate, TokenCreated, TokenInput, TokenView,
 };
 use crate::service::system as service;
+use crate::service::tokens;
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -67,10 +70,75 @@ pub async fn tsetup(
     responses((status = 200, description = "Success", body = Envelope<TokenAnswer>)),
     security(("bearer" = []))
 )]
-pub async fn tquery(authenticated: Authenticated) -> ApiResult<TokenAnswer> {
+pub async fn tquery(Extension(caller): Extension<Caller>) -> ApiResult<TokenAnswer> {
     Ok(ApiOk(TokenAnswer {
-        token: authenticated.token,
+        token: caller.token,
     }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/system/tokens",
+    tag = "system",
+    summary = "The named tokens, with role, hosts, expiry and last use (never the tokens)",
+    responses((status = 200, description = "Success", body = Envelope<Vec<TokenView>>)),
+    security(("bearer" = []))
+)]
+pub async fn token_list(State(state): State<Arc<AppState>>) -> ApiResult<Vec<TokenView>> {
+    Ok(ApiOk(tokens::list(&state.store)?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/system/tokens",
+    tag = "system",
+    summary = "Create a named token with a role and hosts; the answer shows it once",
+    description = "Roles: `admin` (every route), `operator` (VMs and their NAT, IP and proxy \
+                   entries on its hosts, and reading those hosts; no host administration, no \
+                   system route), `read-only` (the operator's GET routes without the console). \
+                   `hosts` empty = every host. Never detached: the token exists only in this answer.",
+    request_body = TokenCreate,
+    responses((status = 200, description = "The new token", body = Envelope<Mutation<TokenCreated>>)),
+    security(("bearer" = []))
+)]
+pub async fn token_create(
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<TokenCreate>,
+) -> ApiResult<Mutation<TokenCreated>> {
+    let task_state = state.clone();
+    let work = async move { tokens::create(&task_state.store, body) };
+    let outcome = state.tasks.run(service::task("tokens:create"), false, work);
+    Ok(ApiOk(outcome.await?.answer()))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TokenPath {
+    /// The named token.
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "panel")]
+    pub name: String,
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/system/tokens/{name}",
+    tag = "system",
+    summary = "Revoke a named token: it stops working at once",
+    params(TokenPath, AsyncFlag),
+    responses((status = 200, description = "The revoked token", body = Envelope<Mutation<TokenView>>)),
+    security(("bearer" = []))
+)]
+pub async fn token_revoke(
+    State(state): State<Arc<AppState>>,
+    ApiPath(path): ApiPath<TokenPath>,
+    ApiQuery(flag): ApiQuery<AsyncFlag>,
+) -> ApiResult<Mutation<TokenView>> {
+    let task_state = state.clone();
+    let work = async move { tokens::revoke(&task_state.store, &path.name) };
+    let outcome = state
+        .tasks
+        .run(service::task("tokens:revoke"), flag.detach, work);
+    Ok(ApiOk(outcome.await?.answer()))
 }
 
 #[utoipa::path(

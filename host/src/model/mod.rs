@@ -10,6 +10,7 @@ pub mod network;
 pub mod rules;
 pub mod system;
 pub mod task;
+pub mod token;
 pub mod vm;
 
 use serde::de::DeserializeOwned;
@@ -30,6 +31,7 @@ pub use system::{
     TokenInput,
 };
 pub use task::{Finished, Mutation, Removal, TaskRunning};
+pub use token::{Role, TokenCreate, TokenCreated, TokenView};
 pub use vm::{
     ConsoleUrl, DiskSettings, NicSettings, PasswordAnswer, PasswordInput, PowerAnswer,
     PowerCommand, PowerStatus, Sample, SampleView, ScanAnswer, ScanInput, UploadAnswer, VmDetail,

@@ -179,20 +179,34 @@ pub fn listup(state: &AppState) -> ServiceResult<EncodedAnswer> {
     {
         return Ok(answer.clone());
     }
+    let answer = encode_host_views(state, |_| true)?;
+    *state.host_list.0.write() = Some((generation, answer.clone()));
+    Ok(answer)
+}
+
+/// `server/listup` for a token scoped to `hosts`: only those (not cached:
+/// scoped tokens are few and their answers differ).
+pub fn listup_of(state: &AppState, hosts: &[String]) -> ServiceResult<EncodedAnswer> {
+    encode_host_views(state, |name| hosts.iter().any(|host| host == name))
+}
+
+fn encode_host_views(
+    state: &AppState,
+    include: impl Fn(&str) -> bool,
+) -> ServiceResult<EncodedAnswer> {
     let counts = state.store.vm_count_by_host()?;
     let hosts: std::collections::BTreeMap<String, HostView> = state
         .store
         .host_list()?
         .into_iter()
+        .filter(|host| include(&host.name))
         .map(|host| {
             let count = counts.get(&host.name).copied().unwrap_or(0);
             (host.name.clone(), host.view(count))
         })
         .collect();
-    let answer = EncodedAnswer::encode(&hosts)
-        .map_err(|error| ServiceError::Internal(format!("encoding the answer: {error}")))?;
-    *state.host_list.0.write() = Some((generation, answer.clone()));
-    Ok(answer)
+    EncodedAnswer::encode(&hosts)
+        .map_err(|error| ServiceError::Internal(format!("encoding the answer: {error}")))
 }
 
 pub fn detail(state: &AppState, name: &str, with_status: bool) -> ServiceResult<HostDetail> {

@@ -10,6 +10,7 @@ pub mod listup;
 pub mod network;
 pub mod poller;
 pub mod system;
+pub mod tokens;
 pub mod vms;
 
 pub use error::{ErrorKind, ServiceError, ServiceResult};

@@ -107,6 +107,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX vms_power ON vms(power_status);
     "#,
+    // 4: named API tokens with a role and a host scope; only hashes.
+    r#"
+    CREATE TABLE api_tokens (
+        name        TEXT PRIMARY KEY,
+        role        TEXT NOT NULL,
+        hosts       TEXT NOT NULL DEFAULT '[]',
+        hash        BLOB NOT NULL UNIQUE,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        last_used_at INTEGER
+    );
+    "#,
 ];
 
 pub fn apply(connection: &mut Connection) -> rusqlite::Result<()> {

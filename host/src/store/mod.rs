@@ -35,6 +35,7 @@ pub use logs::{LogFilter, LogLevel, NewLog};
 pub use network::{NatRuleRecord, ProxyRecord};
 pub use samples::SampleRecord;
 pub use tasks::{NewTask, TaskFilter, TaskState};
+pub use tokens::ApiTokenRecord;
 pub use vms::VmRecord;
 
 #[derive(Debug, thiserror::Error)]
