@@ -209,10 +209,16 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> an
     let _ = state.bound_address.set(address);
     println!("openidcs listening on http://{address}");
     tracing::info!("listening on http://{address}");
+    for (endpoints, reason) in crate::service::system::endpoints_off(&state) {
+        println!("off: {endpoints} ({reason})");
+    }
     tokio::spawn(crate::service::poller::run(state.clone()));
     let header_read_timeout = Duration::from_secs(state.config().server.header_read_timeout_s);
-    let router = crate::api::router(state);
+    let router = crate::api::router(state.clone());
     crate::http::serve(listener, router, header_read_timeout, shutdown_signal()).await;
+    if let Some(nginx) = &state.managed_nginx {
+        nginx.stop().await;
+    }
     Ok(())
 }
 

@@ -202,8 +202,15 @@ fn default_nft_command() -> Vec<String> {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
+    /// Run an nginx of openidcs' own under `<data_dir>/nginx` (started and
+    /// stopped with the server); `conf_dir`, `nginx_test` and
+    /// `nginx_reload` are then its own and must not be set.
+    #[serde(default)]
+    pub managed: bool,
     /// The directory of server blocks nginx includes; relative to the config
-    /// file. openidcs writes only its own files here.
+    /// file. openidcs writes only its own files here. Required unless
+    /// `managed`.
+    #[serde(default)]
     pub conf_dir: PathBuf,
     /// Validates the whole nginx configuration.
     #[serde(default = "default_nginx_test")]
@@ -433,7 +440,9 @@ impl Config {
         for plugin in &mut config.plugins {
             plugin.path = base.join(&plugin.path);
         }
-        if let Some(proxy) = &mut config.proxy {
+        if let Some(proxy) = &mut config.proxy
+            && !proxy.conf_dir.as_os_str().is_empty()
+        {
             proxy.conf_dir = base.join(&proxy.conf_dir);
         }
         config.console.novnc_dir = base.join(&config.console.novnc_dir);
@@ -494,6 +503,16 @@ impl Config {
         }
         if self.auth.failure_window_s == 0 {
             problems.push("auth.failure_window_s: must be > 0".to_owned());
+        }
+        if let Some(proxy) = &self.proxy {
+            let has_conf_dir = !proxy.conf_dir.as_os_str().is_empty();
+            if proxy.managed && has_conf_dir {
+                problems.push(
+                    "proxy.conf_dir: a managed nginx keeps its sites under <data_dir>/nginx; remove conf_dir or managed".to_owned(),
+                );
+            } else if !proxy.managed && !has_conf_dir {
+                problems.push("proxy.conf_dir: required unless managed = true".to_owned());
+            }
         }
         if !problems.is_empty() {
             bail!("invalid config:\n  {}", problems.join("\n  "));

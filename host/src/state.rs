@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::auth::AuthGuard;
+use crate::caps::proxy::managed::ManagedNginx;
 use crate::caps::{self, Capabilities};
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, ProxyConfig};
 use crate::plugin::PluginRuntime;
 use crate::service::console::ConsoleTickets;
 use crate::service::hosts::HostListCache;
@@ -39,6 +40,38 @@ pub struct AppState {
     pub started_at: Instant,
     /// The address the listener actually bound (the config may say port 0).
     pub bound_address: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The nginx this server started (`[proxy] managed = true`), stopped
+    /// with it.
+    pub managed_nginx: Option<ManagedNginx>,
+}
+
+/// The proxy service of `[proxy]`; with `managed = true`, the nginx of this
+/// data dir is started first, and a proxy whose nginx cannot start is off
+/// (with the reason) rather than stopping the server.
+async fn start_proxy(config: &Config) -> (caps::proxy::ProxyService, Option<ManagedNginx>) {
+    let data_dir = &config.server.data_dir;
+    let Some(proxy) = config.proxy.clone().filter(|proxy| proxy.managed) else {
+        return (
+            caps::proxy::ProxyService::new(config.proxy.clone(), data_dir),
+            None,
+        );
+    };
+    let nginx = ManagedNginx::in_data_dir(data_dir);
+    if let Err(error) = nginx.start(proxy.http_port, proxy.https_port).await {
+        let reason = format!("its nginx did not start: {error}");
+        tracing::error!("[proxy] is off: {reason}");
+        return (caps::proxy::ProxyService::broken(reason), None);
+    }
+    let proxy = ProxyConfig {
+        conf_dir: nginx.sites_dir(),
+        nginx_test: nginx.test_command(),
+        nginx_reload: nginx.reload_command(),
+        ..proxy
+    };
+    (
+        caps::proxy::ProxyService::new(Some(proxy), data_dir),
+        Some(nginx),
+    )
 }
 
 impl AppState {
@@ -61,14 +94,16 @@ impl AppState {
                 format!("{interrupted} tasks were interrupted by the previous stop and are marked failed"),
             ))?;
         }
+        let (proxy, managed_nginx) = start_proxy(&config).await;
         let capabilities = Arc::new(Capabilities {
             store: store.clone(),
             libvirt: Arc::new(caps::libvirt::LibvirtService::new()),
-            nat: Arc::new(caps::nat::NatService::new(config.nat.clone())),
-            proxy: Arc::new(caps::proxy::ProxyService::new(
-                config.proxy.clone(),
-                &config.server.data_dir,
-            )),
+            nat: Arc::new(
+                caps::nat::NatService::new(config.nat.clone())
+                    .probed()
+                    .await,
+            ),
+            proxy: Arc::new(proxy),
         });
         let plugins =
             PluginRuntime::new(capabilities.clone(), config.server.data_dir.join("cache"))?;
@@ -91,6 +126,7 @@ impl AppState {
             capabilities,
             started_at: Instant::now(),
             bound_address: std::sync::OnceLock::new(),
+            managed_nginx,
         });
         crate::service::system::seed_hosts(&state)?;
         // A reboot or a flushed ruleset loses nothing: the database is the truth.

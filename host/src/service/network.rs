@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::error::{ServiceError, ServiceResult};
 use super::hosts::Host;
 use super::vms::VmRef;
+use crate::model::IpPool;
 use crate::model::rules::{self, Invalid};
 use crate::model::{
     IpAddInput, NatAddInput, NatReconciled, NatRule, NicSettings, NicView, ProxyAddInput,
@@ -304,7 +305,10 @@ pub async fn reconcile(state: &AppState) -> Reconciled {
             }
         }
         Err(error) => {
-            log_reconcile(state, true, &format!("NAT reconcile failed: {error}"));
+            // Off is said once at start (`endpoints_off`), not as a failure.
+            if state.capabilities.nat.is_configured() {
+                log_reconcile(state, true, &format!("NAT reconcile failed: {error}"));
+            }
             NatReconciled::Failed {
                 error: error.to_string(),
             }
@@ -327,7 +331,9 @@ pub async fn reconcile(state: &AppState) -> Reconciled {
             }
         }
         Err(error) => {
-            log_reconcile(state, true, &format!("proxy reconcile failed: {error}"));
+            if state.capabilities.proxy.is_configured() {
+                log_reconcile(state, true, &format!("proxy reconcile failed: {error}"));
+            }
             ProxyReconciled::Failed {
                 error: error.to_string(),
             }
@@ -412,28 +418,92 @@ pub fn iplist(vm: &VmRef) -> Vec<NicView> {
 fn used_addresses<'a>(configs: impl Iterator<Item = &'a VmSettings>) -> HashSet<String> {
     configs
         .flat_map(|config| config.nic_all.values())
-        .map(|nic| nic.ip4_addr.clone())
+        .flat_map(|nic| [nic.ip4_addr.clone(), nic.ip6_addr.clone()])
         .filter(|address| !address.is_empty())
         .collect()
 }
 
-/// The first free IPv4 address of the host's pools of `kind`, with the
-/// pool's gateway, mask and DNS filled into `nic` where it has none.
-fn allocate(host: &Host, nic: &mut NicSettings, used: &HashSet<String>) -> Result<(), StoreError> {
-    for pool in host
-        .config
-        .ipaddr_maps
-        .values()
-        .filter(|pool| pool.kind == nic.nic_type && !pool.is_v6())
-    {
-        let Ok(IpAddr::V4(first)) = pool.from.parse::<IpAddr>() else {
+/// Give each NIC without an address one from the host's pools of its kind,
+/// as the original did: IPv4 when the host has an IPv4 pool of that kind,
+/// IPv6 likewise. A NIC whose kind has no pool keeps its empty address; a
+/// pool with no free address is a conflict. `others` are the host's other
+/// VMs.
+pub fn allocate_addresses(
+    host: &Host,
+    config: &mut VmSettings,
+    others: &[VmSettings],
+) -> Result<(), StoreError> {
+    let mut used = used_addresses(others.iter());
+    used.extend(used_addresses(std::iter::once(&*config)));
+    for nic in config.nic_all.values_mut() {
+        for version in [IpVersion::V4, IpVersion::V6] {
+            if version.address_of(nic).is_empty() && version.has_pool(host, &nic.nic_type) {
+                allocate(host, nic, version, &used)?;
+                used.insert(version.address_of(nic).to_owned());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum IpVersion {
+    V4,
+    V6,
+}
+
+impl IpVersion {
+    fn address_of(self, nic: &NicSettings) -> &str {
+        match self {
+            IpVersion::V4 => &nic.ip4_addr,
+            IpVersion::V6 => &nic.ip6_addr,
+        }
+    }
+
+    fn pools<'a>(self, host: &'a Host, kind: &'a str) -> impl Iterator<Item = &'a IpPool> {
+        host.config
+            .ipaddr_maps
+            .values()
+            .filter(move |pool| pool.kind == kind && pool.is_v6() == (self == IpVersion::V6))
+    }
+
+    fn has_pool(self, host: &Host, kind: &str) -> bool {
+        self.pools(host, kind).next().is_some()
+    }
+}
+
+/// The first free address of the host's pools of the NIC's kind and
+/// `version`; for IPv4 also the pool's gateway, mask and DNS where `nic` has
+/// none.
+fn allocate(
+    host: &Host,
+    nic: &mut NicSettings,
+    version: IpVersion,
+    used: &HashSet<String>,
+) -> Result<(), StoreError> {
+    for pool in version.pools(host, &nic.nic_type) {
+        let Ok(first) = pool.from.parse::<IpAddr>() else {
             continue;
         };
         let free = (0..pool.nums)
-            .map(|offset| Ipv4Addr::from(u32::from(first).saturating_add(offset)).to_string())
+            .filter_map(|offset| match first {
+                IpAddr::V4(first) => u32::from(first)
+                    .checked_add(offset)
+                    .map(|address| Ipv4Addr::from(address).to_string()),
+                IpAddr::V6(first) => u128::from(first)
+                    .checked_add(u128::from(offset))
+                    .map(|address| std::net::Ipv6Addr::from(address).to_string()),
+            })
             .find(|candidate| !used.contains(candidate) && *candidate != pool.gate);
         if let Some(address) = free {
-            nic.ip4_addr = address;
+            match version {
+                IpVersion::V4 => nic.ip4_addr = address,
+                IpVersion::V6 => nic.ip6_addr = address,
+            }
+            // The NIC's gateway, mask and DNS are its IPv4 settings.
+            if version == IpVersion::V6 {
+                return Ok(());
+            }
             if nic.nic_gate.is_empty() {
                 nic.nic_gate = pool.gate.clone();
             }
@@ -447,8 +517,14 @@ fn allocate(host: &Host, nic: &mut NicSettings, used: &HashSet<String>) -> Resul
         }
     }
     Err(StoreError::Conflict(format!(
-        "the {} IP pools of host {:?} are exhausted",
-        nic.nic_type, host.name
+        "the {} {} pools of host {:?} are exhausted",
+        nic.nic_type,
+        if version == IpVersion::V4 {
+            "IPv4"
+        } else {
+            "IPv6"
+        },
+        host.name
     )))
 }
 
@@ -461,8 +537,20 @@ pub async fn ipadd(state: Arc<AppState>, vm: VmRef, body: IpAddInput) -> Service
         .vm_change_config(&host.name, key, |config, others| {
             let mut used = used_addresses(others.iter());
             used.extend(used_addresses(std::iter::once(&*config)));
+            let kind = nic.nic_type.clone();
+            // Without any pool of its kind, an address is needed: the
+            // allocation answers that the pools are exhausted.
+            let (has_v4, has_v6) = (
+                IpVersion::V4.has_pool(host, &kind),
+                IpVersion::V6.has_pool(host, &kind),
+            );
+            if nic.ip6_addr.is_empty() && has_v6 {
+                allocate(host, &mut nic, IpVersion::V6, &used)?;
+            }
             if nic.ip4_addr.is_empty() {
-                allocate(host, &mut nic, &used)?;
+                if has_v4 || !has_v6 {
+                    allocate(host, &mut nic, IpVersion::V4, &used)?;
+                }
             } else if used.contains(&nic.ip4_addr) {
                 return Err(StoreError::Conflict(format!(
                     "address {} is already used on host {:?}",

@@ -348,3 +348,22 @@ fn prune_snapshots(directory: &std::path::Path, keep: usize) -> std::io::Result<
     }
     Ok(excess)
 }
+
+/// The endpoints that answer "off" on this server, with the reason, for
+/// the start-up message (`make run` as a normal user has no nftables).
+pub fn endpoints_off(state: &AppState) -> Vec<(&'static str, String)> {
+    let capabilities = &state.capabilities;
+    [
+        (
+            "natadd, natdel (port forwarding)",
+            capabilities.nat.unavailable(),
+        ),
+        (
+            "pxyadd, pxydel (reverse proxy)",
+            capabilities.proxy.unavailable(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(endpoints, reason)| reason.map(|reason| (endpoints, reason)))
+    .collect()
+}

@@ -163,6 +163,21 @@ pub async fn create(
         &crate::auth::generate_token(),
         host.config.limits_nums,
     )?;
+    // Addresses from the host's pools, as the original gave them, inside
+    // the store's write lock so two creates never take the same one.
+    let settings = state
+        .store
+        .vm_change_config(&host.name, &record.vm_uuid, |config, others| {
+            super::network::allocate_addresses(&host, config, others)?;
+            Ok(config.clone())
+        });
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(error) => {
+            state.store.vm_delete(&host.name, &record.vm_uuid)?;
+            return Err(error.into());
+        }
+    };
     let created = state
         .plugins
         .vm_create(&host.target(), &VmSpec::from(&settings))

@@ -965,7 +965,8 @@ pub fn console_endpoint(
     };
     let Some(port) = vnc.port else {
         return Err(Error::Invalid(format!(
-            "vm {vm} has no VNC port: libvirt assigns one when the VM runs"
+            "vm {vm} has no VNC port: libvirt assigns one when the VM runs, and a driver \
+             without displays (libvirt's test driver) never does"
         )));
     };
     let password = inactive

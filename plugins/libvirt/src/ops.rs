@@ -550,6 +550,61 @@ fn record_nic<C: Capabilities>(caps: &C, vm: &str, mac: &str, nic: Option<&Nic>)
     );
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum DeviceChange {
+    Plug,
+    Unplug,
+}
+
+/// Attach or detach a NIC, persistently and, when the VM runs, live. A
+/// driver that cannot change devices at all (libvirt's test driver answers
+/// "not supported" even for the definition) gets the definition rewritten
+/// instead; a running VM then has the change from its next start, which a
+/// warning log record says.
+fn change_interface<C: Capabilities>(
+    caps: &C,
+    vm: &str,
+    interface: &InterfaceXml,
+    live: bool,
+    change: DeviceChange,
+) -> Result<()> {
+    let domain_type = read_definition(caps, vm)?.domain_type;
+    let interface_xml = interface.to_xml(domain_type);
+    let changed = match change {
+        DeviceChange::Plug => caps.attach_device(vm, &interface_xml, live),
+        DeviceChange::Unplug => caps.detach_device(vm, &interface_xml, live),
+    };
+    if !matches!(changed, Err(Error::Unsupported(_))) {
+        return changed;
+    }
+    let mut document = read_document(caps, vm)?;
+    let mut model = document.read();
+    model
+        .interfaces
+        .retain(|present| !present.mac.eq_ignore_ascii_case(&interface.mac));
+    if change == DeviceChange::Plug {
+        model.interfaces.push(interface.clone());
+    }
+    document.apply(&model);
+    caps.define_domain(&document.to_xml())?;
+    if live {
+        caps.log(
+            Level::Warn,
+            &format!(
+                "vm {vm} runs on a host that cannot change its NICs live: NIC {} is {} its \
+                 definition and applies from its next start",
+                interface.mac,
+                if change == DeviceChange::Plug {
+                    "in"
+                } else {
+                    "gone from"
+                }
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Attach a NIC (persistently, and live when the VM runs), bind its MAC to
 /// its address in the NAT network's DHCP, and record it in the metadata.
 pub fn ip_apply<C: Capabilities>(
@@ -606,9 +661,8 @@ pub fn ip_apply<C: Capabilities>(
         mac: nic.mac_addr.clone(),
         bandwidth,
     };
-    let interface_xml = interface.to_xml(current.domain_type);
     let live = is_active(domain.state);
-    caps.attach_device(vm, &interface_xml, live)
+    change_interface(caps, vm, &interface, live, DeviceChange::Plug)
         .context(|| format!("attaching NIC {} ({}) to vm {vm}", nic.name, nic.mac_addr))?;
 
     if let Some(binding) = convert::bindings_of(vm, std::slice::from_ref(&nic)).first()
@@ -617,7 +671,7 @@ pub fn ip_apply<C: Capabilities>(
         warn_on_error(
             caps,
             &format!("cleanup: detaching NIC {} from vm {vm}", nic.mac_addr),
-            caps.detach_device(vm, &interface_xml, live),
+            change_interface(caps, vm, &interface, live, DeviceChange::Unplug),
         );
         return Err(error);
     }
@@ -674,8 +728,8 @@ pub fn ip_remove<C: Capabilities>(caps: &C, host: &HostConfig, vm: &str, nic: &N
     check_mac(&mac)?;
 
     if let Some(interface) = current.interface_by_mac(&mac) {
-        let interface_xml = interface.to_xml(current.domain_type);
-        if let Err(error) = caps.detach_device(vm, &interface_xml, is_active(domain.state)) {
+        let live = is_active(domain.state);
+        if let Err(error) = change_interface(caps, vm, interface, live, DeviceChange::Unplug) {
             let still_attached = read_definition(caps, vm)
                 .map(|definition| definition.interface_by_mac(&mac).is_some())
                 .unwrap_or(true);

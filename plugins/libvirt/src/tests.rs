@@ -852,6 +852,56 @@ fn ip_apply_attaches_binds_and_records_the_nic() {
     assert!(matches!(error, Error::Conflict(_)), "{error:?}");
 }
 
+/// libvirt's test driver cannot attach or detach devices at all: the NIC
+/// goes into the definition instead, and a running VM is told (a warning).
+#[test]
+fn nics_change_the_definition_where_the_driver_cannot_hot_plug() {
+    let fake = Fake::new();
+    created(&fake);
+    ops::vm_power(&fake, "web1", PowerAction::Start).expect("starts");
+    fake.fail_next(
+        "attach_device",
+        Error::Unsupported("this function is not supported by the connection driver".into()),
+    );
+    let added = ops::ip_apply(
+        &fake,
+        &host(),
+        "web1",
+        nic("", NicKind::Nat, "", "192.168.122.12"),
+        &mut || "52:54:00:00:00:99".to_owned(),
+    )
+    .expect("applies to the definition");
+    let info = ops::vm_get(&fake, &host(), "web1").expect("reads");
+    assert!(
+        info.spec
+            .nics
+            .iter()
+            .any(|nic| nic.mac_addr == added.mac_addr),
+        "{:?}",
+        info.spec.nics
+    );
+    let logs = fake.state.borrow().logs.clone();
+    assert!(
+        logs.iter()
+            .any(|line| line.contains("next start") && line.contains("52:54:00:00:00:99")),
+        "{logs:?}"
+    );
+
+    fake.fail_next(
+        "detach_device",
+        Error::Unsupported("this function is not supported by the connection driver".into()),
+    );
+    ops::ip_remove(&fake, &host(), "web1", &added).expect("removes from the definition");
+    let info = ops::vm_get(&fake, &host(), "web1").expect("reads");
+    assert!(
+        !info
+            .spec
+            .nics
+            .iter()
+            .any(|nic| nic.mac_addr == added.mac_addr)
+    );
+}
+
 #[test]
 fn ip_apply_detaches_again_when_binding_fails() {
     let fake = Fake::new();

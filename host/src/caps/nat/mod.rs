@@ -131,6 +131,29 @@ impl NatService {
         matches!(self.state, State::Ready { .. })
     }
 
+    /// Check once at start that nft answers (it needs root or
+    /// CAP_NET_ADMIN): a service that cannot use it is `Broken` with nft's
+    /// answer, which every call and the start-up message then give.
+    pub async fn probed(self) -> NatService {
+        if let State::Ready { nft, .. } = &self.state
+            && let Err(error) = nft.read().await
+        {
+            return NatService {
+                state: State::Broken(format!("nft does not answer: {error}")),
+            };
+        }
+        self
+    }
+
+    /// Why port forwarding is off, when it is.
+    pub fn unavailable(&self) -> Option<String> {
+        match &self.state {
+            State::Unconfigured => Some("the config has no [nat] section".to_owned()),
+            State::Broken(reason) => Some(reason.clone()),
+            State::Ready { .. } => None,
+        }
+    }
+
     fn ready(&self) -> Result<(&Nft, &tokio::sync::Mutex<()>), NatError> {
         match &self.state {
             State::Unconfigured => Err(NatError::NotConfigured),

@@ -30,6 +30,7 @@
 
 mod check;
 mod files;
+pub mod managed;
 mod nginx;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,8 @@ use nginx::{Header, Listen, TlsPaths};
 pub enum ProxyError {
     #[error("the reverse proxy is not configured on this server ([proxy] section)")]
     NotConfigured,
+    #[error("the reverse proxy is off: {0}")]
+    Unusable(String),
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -85,7 +88,9 @@ impl ProxyError {
     /// The answer a plugin sees.
     fn into_plugin_error(self) -> PluginError {
         match self {
-            ProxyError::NotConfigured => PluginError::Unsupported(self.to_string()),
+            ProxyError::NotConfigured | ProxyError::Unusable(_) => {
+                PluginError::Unsupported(self.to_string())
+            }
             ProxyError::Test { stderr, .. } => {
                 PluginError::Invalid(format!("nginx refused the configuration: {stderr}"))
             }
@@ -147,6 +152,8 @@ struct Settings {
 /// The shared proxy service (conf dir, TLS dir, nginx commands, the lock).
 pub struct ProxyService {
     settings: Option<Arc<Settings>>,
+    /// Why a configured proxy is off (its managed nginx did not start).
+    broken: Option<String>,
     /// Held from the first file read of a change to the end of its reload
     /// (or rollback): two changes never interleave.
     lock: tokio::sync::Mutex<()>,
@@ -196,6 +203,7 @@ impl ProxyService {
         });
         ProxyService {
             settings,
+            broken: None,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -204,8 +212,31 @@ impl ProxyService {
         self.settings.is_some()
     }
 
+    /// The service of a `[proxy]` section that cannot be used (its managed
+    /// nginx did not start): every call answers `reason`.
+    pub fn broken(reason: String) -> ProxyService {
+        ProxyService {
+            settings: None,
+            broken: Some(reason),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Why the reverse proxy is off, when it is.
+    pub fn unavailable(&self) -> Option<String> {
+        match (&self.settings, &self.broken) {
+            (Some(_), _) => None,
+            (None, Some(reason)) => Some(reason.clone()),
+            (None, None) => Some("the config has no [proxy] section".to_owned()),
+        }
+    }
+
     fn settings(&self) -> Result<Arc<Settings>, ProxyError> {
-        self.settings.clone().ok_or(ProxyError::NotConfigured)
+        match (&self.settings, &self.broken) {
+            (Some(settings), _) => Ok(settings.clone()),
+            (None, Some(reason)) => Err(ProxyError::Unusable(reason.clone())),
+            (None, None) => Err(ProxyError::NotConfigured),
+        }
     }
 
     /// Make the conf dir hold exactly our files for `sites` (the panel's

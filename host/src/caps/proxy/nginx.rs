@@ -183,7 +183,7 @@ pub async fn reload(command: &[String]) -> Result<(), ProxyError> {
 /// Run a command off the reactor: `Ok(Ok(()))` when it exits 0,
 /// `Ok(Err(stderr))` when it exits otherwise. Nothing goes through a shell:
 /// the words are the operator's, passed as arguments.
-async fn run(command: &[String]) -> Result<Result<(), String>, ProxyError> {
+pub(super) async fn run(command: &[String]) -> Result<Result<(), String>, ProxyError> {
     let Some((program, arguments)) = command.split_first() else {
         return Err(ProxyError::Spawn {
             command: String::new(),

@@ -134,6 +134,7 @@ impl Staged {
         std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
         let (nginx_test, nginx_reload) = commands(dir.path());
         let config = ProxyConfig {
+            managed: false,
             conf_dir: dir.path().join("conf.d"),
             nginx_test,
             nginx_reload,
@@ -338,6 +339,7 @@ impl Nginx {
 
     fn config(&self) -> ProxyConfig {
         ProxyConfig {
+            managed: false,
             conf_dir: self.conf_dir(),
             nginx_test: self.command(&["-t"]),
             nginx_reload: self.command(&["-s", "reload"]),
