@@ -105,6 +105,7 @@ impl AppState {
             ),
             proxy: Arc::new(proxy),
         });
+        capabilities.libvirt.set_policy(config.libvirt.clone());
         let plugins =
             PluginRuntime::new(capabilities.clone(), config.server.data_dir.join("cache"))?;
         plugins.load_all(&config.plugins).await;

@@ -57,6 +57,14 @@ pub fn example_component(name: &str) -> PathBuf {
 
 /// The `[[plugin]]` table of a component built for the tests, with the
 /// given grants.
+/// A TCP port free on loopback now (for servers a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
 pub fn plugin_toml(name: &str, file: &str, grants: &[&str], extra: &str) -> String {
     plugin_toml_at(name, &component(file), grants, extra)
 }
@@ -357,5 +365,15 @@ pub fn check_envelope(status: u16, envelope: &Value) {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop(true);
+        // A managed nginx outlives a killed server; the test's ends here.
+        let pid_file = self.data_dir().join("nginx/nginx.pid");
+        if let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.contains("(nginx)"))
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
     }
 }

@@ -183,6 +183,24 @@ impl Namespaces {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The public ports our prerouting chain forwards (empty without the table).
+    pub fn forwarded_ports(&self) -> std::collections::BTreeSet<u64> {
+        let listing = self.nft(&["-j", "list", "ruleset"]);
+        let json: serde_json::Value = serde_json::from_str(&listing).expect("nft JSON");
+        json["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|item| {
+                item["rule"]["table"] == "openidcs" && item["rule"]["chain"] == "prerouting"
+            })
+            .filter_map(|item| item["rule"]["expr"].as_array())
+            .flatten()
+            .filter(|expression| expression["match"]["left"]["payload"]["field"] == "dport")
+            .filter_map(|expression| expression["match"]["right"].as_u64())
+            .collect()
+    }
+
     /// Start TCP and UDP echo servers on the VM address, port `port`.
     pub fn start_echo_servers(&mut self, port: u16) {
         let tcp = format!(

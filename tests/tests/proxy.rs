@@ -10,15 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use openidcs_tests::{Server, plugin_toml};
+use openidcs_tests::{Server, free_port, plugin_toml};
 use serde_json::json;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("port")
-}
 
 fn have(program: &str) -> bool {
     Command::new("sh")

@@ -66,6 +66,10 @@ pub async fn reload(state: &AppState) -> ServiceResult<ReloadAnswer> {
         ))?;
     }
     state.plugins.load_all(&config.plugins).await;
+    state
+        .capabilities
+        .libvirt
+        .set_policy(config.libvirt.clone());
     state.replace_config(config);
     seed_hosts(state)?;
     let plugins = state

@@ -39,7 +39,7 @@ use virt::storage_vol::StorageVol;
 use virt::sys;
 
 use super::{CapError, HostScope, no_host};
-use crate::model::rules::LIBVIRT_SCHEMES;
+use crate::model::rules::{self, UriPolicy};
 use crate::plugin::bindings::PluginError;
 use crate::plugin::bindings::PowerState;
 use crate::plugin::bindings::openidcs::engine::libvirt::{
@@ -48,8 +48,6 @@ use crate::plugin::bindings::openidcs::engine::libvirt::{
 use convert::Fail;
 use xml_check::{check_name, clean_absolute, shown, valid_name};
 
-/// URI schemes a host may use; anything else (`xen`, `vbox`, `esx`, custom
-/// transports with `command=`-style escapes on other drivers) is refused.
 const MIB: u64 = 1024 * 1024;
 /// The bulk statistics all-domain-stats asks for, in its one call.
 const DOMAIN_STATS: u32 = sys::VIR_DOMAIN_STATS_STATE
@@ -80,15 +78,24 @@ pub struct LibvirtService {
     // `virt::connect::Connect` is Send + Sync (libvirt connections are
     // thread-safe), so one connection serves concurrent calls of a host.
     connections: Mutex<HashMap<String, Arc<Connection>>>,
+    /// The config's `[libvirt]` rules for host URIs, checked again at every
+    /// connection: a URI reaches libvirt only as the API would take it.
+    policy: parking_lot::RwLock<UriPolicy>,
 }
 
 impl LibvirtService {
+    /// Apply the config's `[libvirt]` rules (at start and at every reload).
+    pub fn set_policy(&self, policy: UriPolicy) {
+        *self.policy.write() = policy;
+    }
+
     pub fn new() -> LibvirtService {
         // libvirt's default error handler prints every error to stderr; errors
         // are answered to the engine instead.
         virt::error::clear_error_callback();
         LibvirtService {
             connections: Mutex::new(HashMap::new()),
+            policy: parking_lot::RwLock::new(UriPolicy::default()),
         }
     }
 
@@ -110,7 +117,7 @@ impl LibvirtService {
     /// The host's connection, opened now if there is none or its URI changed.
     /// Blocking: call from a blocking thread.
     fn connection(&self, scope: &HostScope) -> Result<Arc<Connection>, Fail> {
-        check_uri(&scope.uri)?;
+        check_uri(&scope.uri, &self.policy.read())?;
         if let Some(connection) = self.lock().get(&scope.name)
             && connection.uri == scope.uri
         {
@@ -184,20 +191,16 @@ fn release(connection: Arc<Connection>) {
     }
 }
 
-/// Only the host's configured URI, and only schemes of the allowed drivers.
-fn check_uri(uri: &str) -> Result<(), PluginError> {
+/// Only the host's configured URI, and only in a form the API takes
+/// ([`rules::check_host_uri`] under the config's `[libvirt]` rules): a host
+/// row that got past the API some other way still cannot make libvirt run a
+/// program or read a file.
+fn check_uri(uri: &str, policy: &UriPolicy) -> Result<(), PluginError> {
     if uri.is_empty() {
         return Err(PluginError::Denied("host has no server_addr".to_owned()));
     }
-    let scheme = uri.split_once("://").map(|(scheme, _)| scheme);
-    if uri.contains('\0') || !scheme.is_some_and(|scheme| LIBVIRT_SCHEMES.contains(&scheme)) {
-        return Err(PluginError::Denied(format!(
-            "libvirt URI {} is not allowed; schemes: {}",
-            shown(uri),
-            LIBVIRT_SCHEMES.join(", ")
-        )));
-    }
-    Ok(())
+    rules::check_host_uri("server_addr", uri, policy)
+        .map_err(|invalid| PluginError::Denied(invalid.to_string()))
 }
 
 /// Per-call state: the service and the host the call is for.

@@ -358,22 +358,48 @@ fn no_storage_directory_allows_no_disk() {
 
 #[test]
 fn uri_rules() {
-    assert!(check_uri("test:///default").is_ok());
-    assert!(check_uri("qemu+ssh://root@10.0.0.2/system").is_ok());
+    let strict = UriPolicy::default();
+    let check = |uri: &str| check_uri(uri, &strict);
+    assert!(check("test:///default").is_ok());
+    assert!(check("qemu+ssh://root@10.0.0.2/system").is_ok());
     assert!(
-        matches!(check_uri(""), Err(PluginError::Denied(message)) if message == "host has no server_addr")
+        matches!(check(""), Err(PluginError::Denied(message)) if message == "host has no server_addr")
     );
     assert!(
-        matches!(check_uri("xen:///system"), Err(PluginError::Denied(message)) if message.contains("\"xen:///system\""))
+        matches!(check("xen:///system"), Err(PluginError::Denied(message)) if message.contains("\"xen:///system\""))
     );
     assert!(matches!(
-        check_uri("qemu+ext:///system?command=/bin/sh"),
+        check("qemu+ext:///system?command=/bin/sh"),
         Err(PluginError::Denied(_))
     ));
     assert!(matches!(
-        check_uri("/var/run/libvirt"),
+        check("/var/run/libvirt"),
         Err(PluginError::Denied(_))
     ));
+    // The connection applies the API's whole rule, not only the scheme:
+    // a stored URI with an escape is refused even though its scheme is fine.
+    for hostile in [
+        "qemu+ssh://localhost/system?command=/tmp/x",
+        "qemu+ssh://localhost/system?netcat=/tmp/x",
+        "qemu:///system?socket=/tmp/x",
+        "test:///etc/passwd",
+    ] {
+        assert!(
+            matches!(check(hostile), Err(PluginError::Denied(_))),
+            "{hostile}"
+        );
+    }
+    let loose = UriPolicy {
+        uri_params: vec!["keyfile".to_owned()],
+        test_files: false,
+    };
+    assert!(
+        check_uri(
+            "qemu+ssh://root@10.0.0.2/system?keyfile=/root/.ssh/id",
+            &loose
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -701,6 +727,11 @@ async fn one_connection_per_host_reopened_when_the_uri_changes() {
 
     // A new URI for the host: a new connection, to a driver state of its own
     // (a test driver started from a node file knows no oid-conn).
+    // Driver files are the config's to allow.
+    service.set_policy(UriPolicy {
+        uri_params: Vec::new(),
+        test_files: true,
+    });
     let node =
         std::env::temp_dir().join(format!("openidcs-libvirt-node-{}.xml", std::process::id()));
     std::fs::write(&node, "<node/>")
