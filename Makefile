@@ -66,7 +66,7 @@ $(PYTHON_ENGINE): examples/python-engine/app.py wit/engine.wit
 build: plugins server examples
 
 run: build
-	@echo "starting openidcs with $(CONFIG); the admin token is printed on the first start"
+	@echo "starting openidcs with $(CONFIG): it prints its https URL, the certificate fingerprint and, on the first start, the admin token"
 	@echo "(later starts: ./target/release/openidcs token reset --config $(CONFIG) prints a new one)"
 	./target/release/openidcs serve --config $(CONFIG)
 

@@ -202,20 +202,40 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> an
         // Printed once: only the hash is stored.
         println!("admin token (shown once, store it now): {token}");
     }
+    let server = &state.config().server;
+    let tls = if server.plain_http {
+        None
+    } else {
+        let tls = crate::tls::ServerTls::load(server)?;
+        println!(
+            "certificate {} (SHA-256 fingerprint {})",
+            tls.cert_path.display(),
+            tls.fingerprint
+        );
+        Some(tokio_rustls::TlsAcceptor::from(tls.config))
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
     let _ = state.bound_address.set(address);
-    println!("openidcs listening on http://{address}");
-    tracing::info!("listening on http://{address}");
+    let base = state.public_base_url();
+    println!("openidcs listening on {base}");
+    tracing::info!("listening on {base}");
     for (endpoints, reason) in crate::service::system::endpoints_off(&state) {
         println!("off: {endpoints} ({reason})");
     }
     tokio::spawn(crate::service::poller::run(state.clone()));
     let header_read_timeout = Duration::from_secs(state.config().server.header_read_timeout_s);
     let router = crate::api::router(state.clone());
-    crate::http::serve(listener, router, header_read_timeout, shutdown_signal()).await;
+    crate::http::serve(
+        listener,
+        router,
+        header_read_timeout,
+        tls,
+        shutdown_signal(),
+    )
+    .await;
     if let Some(nginx) = &state.managed_nginx {
         nginx.stop().await;
     }

@@ -60,6 +60,15 @@ pub struct ServerConfig {
     /// A client has this long to send a request's headers (slowloris).
     #[serde(default = "default_header_read_timeout_s")]
     pub header_read_timeout_s: u64,
+    /// Serve plain HTTP instead of HTTPS (behind a TLS front, or for tests).
+    #[serde(default)]
+    pub plain_http: bool,
+    /// The HTTPS certificate chain and key (PEM), relative to the config
+    /// file; without them a self-signed pair is made in `<data_dir>/https`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +80,9 @@ impl Default for ServerConfig {
             public_url: None,
             snapshots_kept: default_snapshots_kept(),
             header_read_timeout_s: default_header_read_timeout_s(),
+            plain_http: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -439,6 +451,12 @@ impl Config {
         }
         for plugin in &mut config.plugins {
             plugin.path = base.join(&plugin.path);
+        }
+        for path in [&mut config.server.tls_cert, &mut config.server.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            *path = base.join(&*path);
         }
         if let Some(proxy) = &mut config.proxy
             && !proxy.conf_dir.as_os_str().is_empty()

@@ -147,13 +147,18 @@ impl AppState {
 
 impl AppState {
     /// Base URL browsers use to reach this server: `public_url`, else the
-    /// bound address.
+    /// bound address (https unless `plain_http`).
     pub fn public_base_url(&self) -> String {
         let config = self.config();
         match &config.server.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!(
-                "http://{}",
+                "{}://{}",
+                if config.server.plain_http {
+                    "http"
+                } else {
+                    "https"
+                },
                 self.bound_address
                     .get()
                     .copied()

@@ -13,7 +13,7 @@ Measures (wrk, fixed duration per point, 1/16/64 connections):
       CPU and RSS meanwhile.
 Only loopback addresses are used; every process started here is stopped.
 """
-import json, os, platform, re, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+import json, os, platform, re, shutil, signal, ssl, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target/release/openidcs")
@@ -53,7 +53,9 @@ def get(url, token=None, method="GET", body=None):
     request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode())
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=600) as answer:
+    # The HTTPS server's certificate is self-signed; wrk does not verify either.
+    context = ssl._create_unverified_context() if url.startswith("https://") else None
+    with urllib.request.urlopen(request, timeout=600, context=context) as answer:
         return json.load(answer)
 
 
@@ -118,7 +120,7 @@ def main():
             driver_xml(os.path.join(work, f"node{n}.xml"), n)
             hosts += (f'[[host]]\nname = "bench{n}"\ntype = "libvirt"\n[host.config]\n'
                       f'server_addr = "test://{work}/node{n}.xml"\nfilter_name = "bench-"\n\n')
-        config = (f'[server]\nlisten = "127.0.0.1:18091"\ndata_dir = "data"\n[poller]\ninterval_s = 3600\n'
+        config = (f'[server]\nlisten = "127.0.0.1:18091"\ndata_dir = "data"\nplain_http = true\n[poller]\ninterval_s = 3600\n'
                   # The generated hosts are libvirt test-driver files.
                   f'[libvirt]\ntest_files = true\n'
                   f'[[plugin]]\nname = "libvirt"\npath = "{PLUGIN}"\ngrants = ["libvirt", "nat", "proxy", "log"]\n\n{hosts}')
@@ -146,6 +148,17 @@ def main():
                             wrk(server.base + "/api/server/listup", c, token)))
         loaded = rss_mb(server.process.pid)
         server.stop()
+        # (b) again over HTTPS, as billing modules call it: the same data,
+        # the self-signed certificate the server makes, keep-alive.
+        tls = Server(work, config.replace("plain_http = true\n", "").replace("18091", "18093"))
+        tls.start()
+        for c in CONNECTIONS:
+            secure = wrk(tls.base + "/api/system/statis", c, token)
+            results.append(("(b) GET /api/system/statis over HTTPS", c, secure))
+            plain = next(r for name, n, r in results if name == "(b) GET /api/system/statis" and n == c)
+            notes.append(f"(b) statis over HTTPS at {c} connections: {secure['rps'] / plain['rps']:.0%} "
+                         "of plain HTTP's req/s (target: at least 80%)")
+        tls.stop()
     finally:
         hello.send_signal(signal.SIGTERM)
         hello.wait(timeout=10)
@@ -215,7 +228,7 @@ def console_bench():
     subprocess.run([DAEMONS, "start"], check=True)
     work = tempfile.mkdtemp(prefix="openidcs-bench-console-")
     vms = [f"oidcs-bench-c{i}" for i in range(1, CONSOLE_VMS + 1)]
-    config = ('[server]\nlisten = "127.0.0.1:18092"\ndata_dir = "data"\n[poller]\ninterval_s = 3600\n'
+    config = ('[server]\nlisten = "127.0.0.1:18092"\ndata_dir = "data"\nplain_http = true\n[poller]\ninterval_s = 3600\n'
               f'[console]\nmax_per_vm = {CONSOLE_SESSIONS}\nmax_total = {CONSOLE_SESSIONS}\n'
               f'[[plugin]]\nname = "libvirt"\npath = "{PLUGIN}"\ngrants = ["libvirt", "nat", "proxy", "log"]\n'
               'timeout_ms = 60000\n')

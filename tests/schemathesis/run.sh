@@ -38,6 +38,7 @@ trap cleanup EXIT
 cat >"$work/openidcs.toml" <<TOML
 [server]
 data_dir = "data"
+plain_http = true
 
 # Schemathesis sends many requests; no throttling of the few refused ones.
 [auth]

@@ -86,22 +86,47 @@ pub struct Server {
     pub directory: tempfile::TempDir,
     pub output: mpsc::Receiver<String>,
     pub client: reqwest::Client,
+    /// What the last start printed up to its "listening" line.
+    pub startup: Vec<String>,
 }
 
 impl Server {
     /// Start a server with `config` (TOML without `[server]`, which the
     /// harness writes) in a fresh data directory.
     pub fn start(config: &str) -> Server {
+        Server::start_with(
+            "[server]\ndata_dir = \"data\"\nplain_http = true\n\n",
+            config,
+        )
+    }
+
+    /// Start a server on HTTPS with its self-signed certificate (made on
+    /// this first start); the client trusts that certificate only.
+    pub fn start_https(config: &str) -> Server {
+        let mut server = Server::start_with("[server]\ndata_dir = \"data\"\n\n", config);
+        let pem = std::fs::read(server.data_dir().join("https/cert.pem")).expect("the certificate");
+        server.client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
+            .build()
+            .expect("https client");
+        server
+    }
+
+    /// Start a server with this `[server]` section and `config`.
+    pub fn start_with(server_section: &str, config: &str) -> Server {
         let directory = tempfile::tempdir().expect("temporary directory");
         std::fs::write(
             directory.path().join("openidcs.toml"),
-            format!("[server]\ndata_dir = \"data\"\n\n{config}"),
+            format!("{server_section}{config}"),
         )
         .expect("writing the test config");
         let mut server = Server {
             child: None,
             base: String::new(),
             token: String::new(),
+            startup: Vec::new(),
             directory,
             output: mpsc::channel().1,
             client: reqwest::Client::builder()
@@ -163,6 +188,7 @@ impl Server {
             }
             seen.push(line);
         }
+        self.startup = seen;
         self.output = receiver;
         self.child = Some(child);
     }

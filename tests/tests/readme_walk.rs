@@ -184,6 +184,8 @@ fn the_readme_walk_answers_success_on_every_endpoint() {
         .map(|line| {
             if line.starts_with("export T=") {
                 format!("export T={token}")
+            } else if line.starts_with("CERT=") {
+                format!("CERT={}", walk.data.path().join("https/cert.pem").display())
             } else {
                 line.to_owned()
             }
