@@ -33,7 +33,7 @@ pub use system::{
 pub use task::{Finished, Mutation, Removal, TaskRunning};
 pub use token::{Role, TokenCreate, TokenCreated, TokenView};
 pub use vm::{
-    ConsoleUrl, DiskSettings, NicSettings, PasswordAnswer, PasswordInput, PowerAnswer,
+    ConsoleUrl, DiskSettings, NicSettings, PanelStatus, PasswordAnswer, PasswordInput, PowerAnswer,
     PowerCommand, PowerStatus, Sample, SampleView, ScanAnswer, ScanInput, UploadAnswer, VmDetail,
     VmListItem, VmPowers, VmSettings, VmStatusAnswer, VmView,
 };

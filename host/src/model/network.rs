@@ -19,6 +19,10 @@ pub struct NatRule {
     pub lan_port: u16,
     pub lan_addr: String,
     pub nat_tips: String,
+    /// `wan_port` again, under the name panel modules read.
+    pub external_port: u16,
+    /// `lan_port` again, under the name panel modules read.
+    pub internal_port: u16,
 }
 
 /// `natadd` body. Aliases: `external_port` (wan_port), `internal_port`
@@ -54,6 +58,27 @@ pub struct NicView {
     pub nic_name: String,
     #[serde(flatten)]
     pub nic: NicSettings,
+    /// A `pub` NIC's IPv4 address again, under the name panel modules read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_ipv4: Option<String>,
+    /// A `pub` NIC's IPv6 address again, likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_ipv6: Option<String>,
+}
+
+impl NicView {
+    pub fn new(index: usize, name: &str, nic: &NicSettings) -> NicView {
+        let public = |address: &str| {
+            (nic.nic_type == "pub" && !address.is_empty()).then(|| address.to_owned())
+        };
+        NicView {
+            index: index as u64,
+            nic_name: name.to_owned(),
+            public_ipv4: public(&nic.ip4_addr),
+            public_ipv6: public(&nic.ip6_addr),
+            nic: nic.clone(),
+        }
+    }
 }
 
 /// `ipadd_` body. Aliases: `type` (nic_type), `address` (ip4_addr),

@@ -78,6 +78,18 @@ pub fn is_mac(text: &str) -> bool {
             .all(|part| part.len() == 2 && part.bytes().all(|byte| byte.is_ascii_hexdigit()))
 }
 
+/// The unicast form of a multicast MAC address (bit 0 of the first octet
+/// cleared), or `None` when `mac` is not a multicast MAC. Billing modules
+/// make MACs from 6 random bytes; half of them are multicast, which no NIC
+/// may have.
+pub fn unicast_mac(mac: &str) -> Option<String> {
+    if !is_mac(mac) {
+        return None;
+    }
+    let first = u8::from_str_radix(&mac[..2], 16).ok()?;
+    (first & 1 == 1).then(|| format!("{:02x}{}", first & !1, &mac[2..]))
+}
+
 /// An IP address, or the rule it breaks.
 pub fn parse_address(field: &str, text: &str) -> Result<IpAddr, Invalid> {
     text.parse()
@@ -176,6 +188,25 @@ pub fn decode<T: DeserializeOwned>(prefix: &str, value: serde_json::Value) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multicast_macs_become_unicast() {
+        assert_eq!(
+            unicast_mac("93:d7:1a:02:4c:7e").as_deref(),
+            Some("92:d7:1a:02:4c:7e")
+        );
+        assert_eq!(
+            unicast_mac("01:00:5E:00:00:FB").as_deref(),
+            Some("00:00:5E:00:00:FB")
+        );
+        assert_eq!(
+            unicast_mac("ff:ff:ff:ff:ff:ff").as_deref(),
+            Some("fe:ff:ff:ff:ff:ff")
+        );
+        assert_eq!(unicast_mac("52:54:00:12:34:56"), None);
+        assert_eq!(unicast_mac(""), None);
+        assert_eq!(unicast_mac("not-a-mac"), None);
+    }
 
     #[test]
     fn names() {

@@ -333,13 +333,39 @@ pub struct VmListItem<'a> {
     pub status: Option<SampleView>,
 }
 
+/// `client/status`: one answer both client families read. ZJMF-style PHP
+/// modules read `data[0].vm_status` (PHP decodes the object key `"0"` as
+/// array index 0); newer clients read `power_status` and `history`.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct VmStatusAnswer {
+    /// The power state as PHP modules read it.
+    #[serde(rename = "0")]
+    pub panel: PanelStatus,
     pub power_status: PowerStatus,
     /// Samples, oldest first.
     pub history: Vec<SampleView>,
     /// Traffic used, MB.
     pub flu_usage: f64,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PanelStatus {
+    /// `RUNNING`, `STOPPED`, `PAUSED` (paused or suspended), or the power
+    /// state in capitals (`CRASHED`, `UNKNOWN`, …).
+    #[schema(example = "RUNNING")]
+    pub vm_status: String,
+}
+
+impl PanelStatus {
+    pub fn of(power: PowerStatus) -> PanelStatus {
+        let word = match power {
+            PowerStatus::Suspended => "paused",
+            other => other.as_str(),
+        };
+        PanelStatus {
+            vm_status: word.to_ascii_uppercase(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]

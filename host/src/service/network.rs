@@ -29,6 +29,8 @@ fn nat_view(index: usize, rule: &NatRuleRecord) -> NatRule {
         lan_port: rule.lan_port,
         lan_addr: rule.lan_addr.clone(),
         nat_tips: rule.nat_tips.clone(),
+        external_port: rule.wan_port,
+        internal_port: rule.lan_port,
     }
 }
 
@@ -402,11 +404,7 @@ fn nic_views(settings: &VmSettings) -> Vec<NicView> {
     ordered_nics(settings)
         .into_iter()
         .enumerate()
-        .map(|(index, (name, nic))| NicView {
-            index: index as u64,
-            nic_name: name.clone(),
-            nic: nic.clone(),
-        })
+        .map(|(index, (name, nic))| NicView::new(index, name, nic))
         .collect()
 }
 
@@ -531,6 +529,18 @@ fn allocate(
 pub async fn ipadd(state: Arc<AppState>, vm: VmRef, body: IpAddInput) -> ServiceResult<NicView> {
     let mut nic = body.into_nic();
     nic.check()?;
+    if let Some(unicast) = rules::unicast_mac(&nic.mac_addr) {
+        let message = format!(
+            "mac_addr {} is a multicast address; {unicast} is used",
+            nic.mac_addr
+        );
+        state.store.log_insert(
+            &NewLog::new(LogLevel::Warn, "ipadd", message)
+                .host(&vm.host.name)
+                .vm(vm.key()),
+        )?;
+        nic.mac_addr = unicast;
+    }
     let (host, key) = (&vm.host, vm.key());
     let name = state
         .store

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use super::error::{ErrorKind, ServiceError, ServiceResult};
 use super::hosts::{self, Host};
 use crate::model::{
-    ConsoleUrl, PasswordAnswer, Patch, PowerAnswer, PowerCommand, PowerStatus, SampleView,
-    ScanAnswer, VmDetail, VmSettings, VmStatusAnswer, VmView, rules,
+    ConsoleUrl, PanelStatus, PasswordAnswer, Patch, PowerAnswer, PowerCommand, PowerStatus,
+    SampleView, ScanAnswer, VmDetail, VmSettings, VmStatusAnswer, VmView, rules,
 };
 use crate::plugin::bindings::{PowerState, VmInfo, VmSpec};
 use crate::state::AppState;
-use crate::store::{NewTask, SampleRecord, StoreError, VmRecord, format_ms, now_ms};
+use crate::store::{
+    LogLevel, NewLog, NewTask, SampleRecord, StoreError, VmRecord, format_ms, now_ms,
+};
 
 /// A VM addressed by an API path: its enabled host and its record.
 #[derive(Clone, Debug)]
@@ -150,11 +152,32 @@ pub async fn detail(state: &AppState, vm: &VmRef) -> ServiceResult<VmDetail> {
 
 /// Create: reserve the key (and the host's VM limit) in the database first,
 /// then ask the engine; if the engine fails the reservation is removed.
+/// Replace multicast MACs by their unicast form, with a log record each
+/// (panels generate them at random; see [`rules::unicast_mac`]).
+fn unicast_macs(state: &AppState, host: &str, settings: &mut VmSettings, action: &str) {
+    for (name, nic) in &mut settings.nic_all {
+        if let Some(unicast) = rules::unicast_mac(&nic.mac_addr) {
+            let message = format!(
+                "nic_all.{name}.mac_addr {} is a multicast address; {unicast} is used",
+                nic.mac_addr
+            );
+            let record = NewLog::new(LogLevel::Warn, action, message)
+                .host(host)
+                .vm(settings.vm_uuid.clone());
+            if let Err(error) = state.store.log_insert(&record) {
+                tracing::warn!("logging a MAC change: {error}");
+            }
+            nic.mac_addr = unicast;
+        }
+    }
+}
+
 pub async fn create(
     state: Arc<AppState>,
     host: Host,
-    settings: VmSettings,
+    mut settings: VmSettings,
 ) -> ServiceResult<VmView> {
+    unicast_macs(&state, &host.name, &mut settings, "create");
     let record = state.store.vm_insert(
         &host.name,
         &settings.vm_uuid,
@@ -228,8 +251,9 @@ pub fn merged(vm: &VmRef, changes: Patch) -> ServiceResult<VmSettings> {
 pub async fn update(
     state: Arc<AppState>,
     vm: VmRef,
-    settings: VmSettings,
+    mut settings: VmSettings,
 ) -> ServiceResult<VmView> {
+    unicast_macs(&state, &vm.host.name, &mut settings, "update");
     let info = state
         .plugins
         .vm_update(&vm.host.target(), &VmSpec::from(&settings))
@@ -334,6 +358,7 @@ pub async fn status(state: &AppState, vm: &VmRef, minutes: u32) -> ServiceResult
         .map(sample_view)
         .collect();
     Ok(VmStatusAnswer {
+        panel: PanelStatus::of(power_status),
         power_status,
         history,
         flu_usage: vm.record.flu_usage,
