@@ -3,8 +3,8 @@
 //! (`[]` for empty maps, unknown fields), a 12-character panel password as
 //! `vc_pass`, a random (multicast) MAC, no address, `S_*` power words, and
 //! `data[0].vm_status` read from the status. Each step checks the server's
-//! state. (Routes by VM name, templogin, traffic and reinstall are not
-//! served yet.)
+//! state, and the routes by VM name the modules call. (templogin, traffic
+//! accounting and reinstall are not served yet.)
 
 use openidcs_tests::{Server, plugin_toml};
 use serde_json::{Value, json};
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 fn host() -> Value {
     json!({ "name": "node1", "type": "libvirt", "config": {
         "server_addr": "test:///default", "network_nat": "default", "network_pub": "br0",
+        "ports_start": 20000, "ports_close": 20099,
         "ipaddr_maps": {
             "lan": { "vers": "ipv4", "type": "nat", "gate": "192.168.122.1",
                      "mask": "255.255.255.0", "from": "192.168.122.100", "nums": 50 },
@@ -167,10 +168,117 @@ async fn a_php_module_creates_operates_and_terminates_a_vm() {
         )
         .await;
 
+    // The module's reads and changes by VM name.
+    let by_name = |path: &str| format!("{path}?hostname={vm}");
+    let named = server.ok("GET", &by_name("/api/status"), None).await;
+    assert_eq!(named["status"], "stopped", "{named}");
+    let info = server.ok("GET", &by_name("/api/info"), None).await;
+    assert_eq!(info["ipv4"], "192.168.122.100", "{info}");
+    assert_eq!(info["ipv6"], "fd00:122::100", "{info}");
+    assert_eq!(info["config"]["memory"], "1024 MB", "{info}");
+    assert_eq!(info["type"], "libvirt");
+    let v4 = server.ok("GET", &by_name("/api/ipv4/list"), None).await;
+    assert_eq!(v4.as_array().map(Vec::len), Some(1), "{v4}");
+    let v6 = server.ok("GET", &by_name("/api/ipv6/list"), None).await;
+    assert_eq!(v6[0]["ip6_addr"], "fd00:122::100", "{v6}");
+    assert_eq!(
+        server.ok("GET", &by_name("/api/natlist"), None).await,
+        json!([])
+    );
+    assert_eq!(
+        server.ok("GET", &by_name("/api/proxy/list"), None).await,
+        json!([])
+    );
+    let ports = server
+        .ok("GET", "/api/server/ports/node1?protocol=tcp", None)
+        .await;
+    assert_eq!(ports, json!({ "range": [20000, 20099], "used": [], "free_count": 100 }));
+    let traffic = server.ok("GET", &by_name("/api/traffic"), None).await;
+    assert_eq!(traffic["used"], 0);
+    let reset = server
+        .ok("POST", &by_name("/api/traffic/reset"), None)
+        .await;
+    assert_eq!(reset["used"], 0, "{reset}");
+    // This server has no [nat] or [proxy]: the checks say so, not "available".
+    let check = server
+        .ok(
+            "GET",
+            &format!("/api/nat/check?hostname={vm}&protocol=tcp&port=20022"),
+            None,
+        )
+        .await;
+    assert_eq!(check["available"], false, "{check}");
+    assert!(
+        check["reason"].as_str().unwrap_or_default().contains("off"),
+        "{check}"
+    );
+    let check = server
+        .ok("GET", "/api/proxy/check?domain=shop.example.com", None)
+        .await;
+    assert_eq!(check["available"], false, "{check}");
+    let check = server
+        .ok("GET", "/api/proxy/check?domain=not_a_domain", None)
+        .await;
+    assert!(
+        check["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("domain"),
+        "{check}"
+    );
+    server
+        .ok(
+            "POST",
+            "/api/password",
+            Some(json!({ "hostname": vm, "password": "An0therPass" })),
+        )
+        .await;
+    let (status, envelope) = server
+        .call("GET", "/api/status?hostname=nosuchvm", None)
+        .await;
+    assert_eq!(status, 404, "{envelope}");
+    assert!(
+        envelope["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("hostname"),
+        "{envelope}"
+    );
+    let (status, _) = server.call("GET", "/api/status", None).await;
+    assert_eq!(status, 400, "hostname is required");
     // TerminateAccount.
     server
         .ok("DELETE", &format!("/api/client/delete/node1/{vm}"), None)
         .await;
     let listed = server.ok("GET", "/api/client/listup/node1", None).await;
     assert!(listed.get(vm).is_none(), "{listed}");
+
+    // A key on two hosts is ambiguous: node2 on the same test driver imports
+    // node1's domain with a scan.
+    server
+        .ok(
+            "POST",
+            "/api/client/create/node1",
+            Some(json!({ "vm_uuid": "dup", "mem_num": 64, "hdd_num": 0 })),
+        )
+        .await;
+    let mut second = host();
+    second["name"] = json!("node2");
+    server.ok("POST", "/api/server/create", Some(second)).await;
+    server
+        .ok(
+            "POST",
+            "/api/client/scaner/node2",
+            Some(json!({ "prefix": "dup" })),
+        )
+        .await;
+    let (status, envelope) = server.call("GET", "/api/status?hostname=dup", None).await;
+    assert_eq!(status, 409, "{envelope}");
+    assert!(
+        envelope["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("node1, node2"),
+        "{envelope}"
+    );
 }

@@ -201,6 +201,26 @@ async fn every_route_against_every_role() {
         .await;
     assert_eq!(status, 403, "{envelope}");
 
+    // Routes by VM name find VMs only on the token's hosts.
+    server
+        .ok(
+            "POST",
+            "/api/client/create/h2",
+            Some(json!({ "vm_uuid": "vm2", "mem_num": 64, "hdd_num": 0 })),
+        )
+        .await;
+    for (vm, expected) in [("vm1", 200), ("vm2", 404)] {
+        let (status, envelope) = server
+            .call_as(
+                Some(&tokens[1].1),
+                "GET",
+                &format!("/api/status?hostname={vm}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, expected, "{vm}: {envelope}");
+    }
+
     // The list shows roles, hosts and last use, never a token.
     let listed = server.ok("GET", "/api/system/tokens", None).await;
     let panel = listed

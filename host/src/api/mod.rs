@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod extract;
 pub mod files;
 pub mod openapi;
+pub mod panel;
 pub mod server;
 pub mod system;
 
@@ -71,7 +72,18 @@ fn protected_routes() -> [(Access, Routes); 3] {
         .routes(routes!(client::status))
         .routes(routes!(client::natget))
         .routes(routes!(client::iplist))
-        .routes(routes!(client::pxyget));
+        .routes(routes!(client::pxyget))
+        // The billing panels' reads (by VM name, availability, ports).
+        .routes(routes!(panel::status))
+        .routes(routes!(panel::info))
+        .routes(routes!(panel::traffic))
+        .routes(routes!(panel::natlist))
+        .routes(routes!(panel::proxy_list))
+        .routes(routes!(panel::ipv4_list))
+        .routes(routes!(panel::ipv6_list))
+        .routes(routes!(panel::nat_check))
+        .routes(routes!(panel::proxy_check))
+        .routes(routes!(panel::ports));
     let operate = OpenApiRouter::new()
         .routes(routes!(client::create))
         .routes(routes!(client::update))
@@ -85,7 +97,9 @@ fn protected_routes() -> [(Access, Routes); 3] {
         .routes(routes!(client::ipadd))
         .routes(routes!(client::ipdel))
         .routes(routes!(client::pxyadd))
-        .routes(routes!(client::pxydel));
+        .routes(routes!(client::pxydel))
+        .routes(routes!(panel::password))
+        .routes(routes!(panel::traffic_reset));
     [
         (Access::Admin, admin),
         (Access::Read, read),

@@ -43,6 +43,9 @@ use crate::error::{ApiError, Failure};
         (name = "system", description = "Token, snapshot, reload, statistics, engines, logs, tasks"),
         (name = "server", description = "Hypervisor hosts"),
         (name = "client", description = "Virtual machines, their NAT rules, NICs and proxies"),
+        (name = "panel", description = "What billing panels call beyond the 35: a VM by its \
+                                        key alone (`hostname`), NAT and proxy availability, \
+                                        a host's free ports"),
         (name = "docs", description = "This document (no token needed)"),
     )
 )]
@@ -58,7 +61,10 @@ const ERRORS: &[(&str, &str)] = &[
         "Bad input: `msg` names the field and the rule it broke",
     ),
     ("401", "No token, or a wrong one"),
-    ("403", "Host disabled, or a capability denied"),
+    (
+        "403",
+        "Host disabled, a capability denied, or outside the token's role or hosts",
+    ),
     ("404", "Unknown host, VM, index or route"),
     ("405", "Wrong method"),
     (
@@ -416,9 +422,9 @@ mod tests {
             "bearer"
         );
         let operations = operations(&document);
-        // 35 endpoints, the console counters, the 3 named-token routes, 19
-        // aliases, 3 documentation routes.
-        assert_eq!(operations.len(), 35 + 1 + 3 + 19 + 3, "{operations:?}");
+        // 35 endpoints, the console counters, the 3 named-token routes, the
+        // 12 billing-panel routes, 19 aliases, 3 documentation routes.
+        assert_eq!(operations.len(), 35 + 1 + 3 + 12 + 19 + 3, "{operations:?}");
         let mut ids = std::collections::HashSet::new();
         for (method, path, operation) in &operations {
             let id = operation["operationId"].as_str().expect("operationId");

@@ -7,6 +7,7 @@
 pub mod console;
 pub mod host;
 pub mod network;
+pub mod panel;
 pub mod rules;
 pub mod system;
 pub mod task;

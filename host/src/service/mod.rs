@@ -8,6 +8,7 @@ pub mod error;
 pub mod hosts;
 pub mod listup;
 pub mod network;
+pub mod panel;
 pub mod poller;
 pub mod system;
 pub mod tokens;

@@ -105,15 +105,21 @@ fn check_port(field: &str, port: u32) -> Result<u16, Invalid> {
         .ok_or_else(|| Invalid::new(field, format!("must be 1..=65535, got {port}")))
 }
 
+/// `tcp` (also the default) or `udp`, any case.
+pub fn nat_protocol(text: &str) -> Result<&'static str, Invalid> {
+    match text.to_ascii_lowercase().as_str() {
+        "tcp" | "" => Ok("tcp"),
+        "udp" => Ok("udp"),
+        other => Err(Invalid::new(
+            "protocol",
+            format!("{other:?} must be tcp or udp"),
+        )),
+    }
+}
+
 pub fn check_nat(vm: &VmRef, body: NatAddInput) -> ServiceResult<NatRequest> {
     let host = &vm.host;
-    let protocol = match body.protocol.to_ascii_lowercase().as_str() {
-        "tcp" | "" => "tcp",
-        "udp" => "udp",
-        other => {
-            return Err(Invalid::new("protocol", format!("{other:?} must be tcp or udp")).into());
-        }
-    };
+    let protocol = nat_protocol(&body.protocol)?;
     let ports = host.config.port_range();
     let wan_port = body.wan_port.unwrap_or(0);
     if wan_port != 0 && !u16::try_from(wan_port).is_ok_and(|port| ports.contains(&port)) {
@@ -387,7 +393,7 @@ pub async fn remove_all(state: &AppState, vm: &VmRef) -> ServiceResult<()> {
 // ---------------------------------------------------------------- IPs
 
 /// NICs in their order: by number of their `nicN` name, others after.
-fn ordered_nics(settings: &VmSettings) -> Vec<(&String, &NicSettings)> {
+pub fn ordered_nics(settings: &VmSettings) -> Vec<(&String, &NicSettings)> {
     let mut nics: Vec<(&String, &NicSettings)> = settings.nic_all.iter().collect();
     nics.sort_by_key(|(name, _)| {
         (

@@ -110,7 +110,10 @@ fn view(record: &VmRecord, info: &VmInfo) -> VmView {
 }
 
 /// The VM's power state from its engine; `missing` when the engine does not know it.
-async fn power_of(state: &AppState, vm: &VmRef) -> ServiceResult<(PowerStatus, Option<VmInfo>)> {
+pub async fn power_of(
+    state: &AppState,
+    vm: &VmRef,
+) -> ServiceResult<(PowerStatus, Option<VmInfo>)> {
     match state.plugins.vm_get(&vm.host.target(), vm.key()).await {
         Ok(info) => Ok((info.power.into(), Some(info))),
         Err(error) => {

@@ -180,6 +180,16 @@ impl Store {
         })
     }
 
+    /// Whether any host serves `domain` already (domains are unique).
+    pub fn proxy_domain_taken(&self, domain: &str) -> StoreResult<bool> {
+        off_reactor(|| {
+            Ok(self
+                .reader()
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM proxies WHERE domain = ?1)")?
+                .query_row([domain], |row| row.get(0))?)
+        })
+    }
+
     pub fn proxy_list(&self, host: &str, vm_uuid: Option<&str>) -> StoreResult<Vec<ProxyRecord>> {
         off_reactor(|| {
             let connection = self.reader();

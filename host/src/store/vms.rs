@@ -108,6 +108,35 @@ impl Store {
         })
     }
 
+    /// The hosts that have a VM with key `vm_uuid` (panels name VMs by key alone).
+    pub fn vm_hosts_of(&self, vm_uuid: &str) -> StoreResult<Vec<String>> {
+        off_reactor(|| {
+            let connection = self.reader();
+            let mut statement = connection
+                .prepare_cached("SELECT host FROM vms WHERE vm_uuid = ?1 ORDER BY host")?;
+            let hosts = statement
+                .query_map([vm_uuid], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(hosts)
+        })
+    }
+
+    /// Set the traffic a VM used this month, MB (the panel's reset is 0).
+    pub fn vm_set_traffic(&self, host: &str, vm_uuid: &str, flu_usage: f64) -> StoreResult<()> {
+        off_reactor(|| {
+            let changed = self.connection().execute(
+                "UPDATE vms SET flu_usage = ?3, updated_at = ?4 WHERE host = ?1 AND vm_uuid = ?2",
+                params![host, vm_uuid, flu_usage, now_ms()],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "vm {vm_uuid:?} not found on host {host:?}"
+                )));
+            }
+            Ok(())
+        })
+    }
+
     pub fn vm_by_upload_key(&self, upload_key: &str) -> StoreResult<Option<VmRecord>> {
         off_reactor(|| {
             let row = self
