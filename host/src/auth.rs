@@ -32,6 +32,9 @@ pub struct Principal {
     pub role: Role,
     /// The hosts it reaches; empty = every host.
     pub hosts: Vec<String>,
+    /// A VM session (single sign-on from a panel): the one VM it reaches,
+    /// on `hosts[0]`, through the customer routes only.
+    pub vm: Option<String>,
 }
 
 /// What a route needs of its caller.
@@ -62,6 +65,7 @@ impl Principal {
             name: "admin".to_owned(),
             role: Role::Admin,
             hosts: Vec::new(),
+            vm: None,
         }
     }
 
@@ -69,9 +73,26 @@ impl Principal {
         self.hosts.is_empty() || self.hosts.iter().any(|reached| reached == host)
     }
 
-    /// Whether this principal may call a route that needs `access`, on
-    /// `host` when the route names one; the refusal says why.
-    pub fn may(&self, access: Access, host: Option<&str>) -> Result<(), String> {
+    /// Whether this principal may call a route that needs `access` (and
+    /// that a VM session may use, when `customer`), on `host` and `vm` when
+    /// the route names them; the refusal says why.
+    pub fn may(
+        &self,
+        access: Access,
+        customer: bool,
+        host: Option<&str>,
+        vm: Option<&str>,
+    ) -> Result<(), String> {
+        if let Some(own) = &self.vm {
+            let own_host = self.hosts.first().map(String::as_str);
+            if !customer {
+                return Err(format!("a {} may not call this route", self.name));
+            }
+            if host != own_host || vm != Some(own.as_str()) {
+                return Err(format!("a {} reaches that VM only", self.name));
+            }
+            return Ok(());
+        }
         let allowed = match self.role {
             Role::Admin => true,
             Role::Operator => access != Access::Admin,
@@ -200,6 +221,7 @@ impl AuthGuard {
                 name: record.name,
                 role: record.role,
                 hosts: record.hosts,
+                vm: None,
             }));
         }
         let now = Instant::now();
@@ -292,9 +314,17 @@ mod tests {
             panic!("the named token is refused");
         };
         assert_eq!(principal.role, Role::Operator);
-        assert!(principal.may(Access::Operate, Some("h1")).is_ok());
-        assert!(principal.may(Access::Operate, Some("h2")).is_err());
-        assert!(principal.may(Access::Admin, None).is_err());
+        assert!(
+            principal
+                .may(Access::Operate, false, Some("h1"), None)
+                .is_ok()
+        );
+        assert!(
+            principal
+                .may(Access::Operate, false, Some("h2"), None)
+                .is_err()
+        );
+        assert!(principal.may(Access::Admin, false, None, None).is_err());
         let used = store.api_token_list().expect("list")[0].last_used_at;
         assert!(used.is_some(), "last use recorded");
 
@@ -314,9 +344,18 @@ mod tests {
             name: "viewer".to_owned(),
             role: Role::ReadOnly,
             hosts: Vec::new(),
+            vm: None,
         };
-        assert!(principal.may(Access::Read, Some("any")).is_ok());
-        assert!(principal.may(Access::Operate, Some("any")).is_err());
-        assert!(principal.may(Access::Admin, None).is_err());
+        assert!(
+            principal
+                .may(Access::Read, false, Some("any"), None)
+                .is_ok()
+        );
+        assert!(
+            principal
+                .may(Access::Operate, false, Some("any"), None)
+                .is_err()
+        );
+        assert!(principal.may(Access::Admin, false, None, None).is_err());
     }
 }

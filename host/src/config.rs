@@ -151,6 +151,20 @@ pub struct AuthConfig {
     pub max_failures: u32,
     #[serde(default = "default_failure_window_s")]
     pub failure_window_s: u64,
+    /// How long a panel's single sign-on token (`temptoken`) may be used.
+    #[serde(default = "default_temp_token_ttl_s")]
+    pub temp_token_ttl_s: u64,
+    /// How long a VM session (what `templogin` opens) lasts.
+    #[serde(default = "default_session_ttl_s")]
+    pub session_ttl_s: u64,
+}
+
+fn default_temp_token_ttl_s() -> u64 {
+    300
+}
+
+fn default_session_ttl_s() -> u64 {
+    8 * 3600
 }
 
 impl Default for AuthConfig {
@@ -158,6 +172,8 @@ impl Default for AuthConfig {
         AuthConfig {
             max_failures: default_max_failures(),
             failure_window_s: default_failure_window_s(),
+            temp_token_ttl_s: default_temp_token_ttl_s(),
+            session_ttl_s: default_session_ttl_s(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod model;
 pub mod plugin;
 pub mod service;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod tasks;

@@ -17,6 +17,7 @@ use crate::service::console::ConsoleTickets;
 use crate::service::hosts::HostListCache;
 use crate::service::listup::ListupCache;
 use crate::service::system::RefusalTally;
+use crate::sessions::VmSessions;
 use crate::store::{LogLevel, NewLog, Store};
 use crate::tasks::Tasks;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub tasks: Tasks,
     pub auth: AuthGuard,
     pub consoles: ConsoleTickets,
+    /// Panels' single sign-on tokens and the VM sessions they open.
+    pub sessions: VmSessions,
     /// Refused unauthenticated requests, counted (see `service::system`).
     pub refusals: RefusalTally,
     pub listups: ListupCache,
@@ -116,6 +119,10 @@ impl AppState {
                 Duration::from_secs(config.auth.failure_window_s),
             ),
             consoles: ConsoleTickets::new(Duration::from_secs(config.console.ticket_ttl_s)),
+            sessions: VmSessions::new(
+                Duration::from_secs(config.auth.temp_token_ttl_s),
+                Duration::from_secs(config.auth.session_ttl_s),
+            ),
             refusals: RefusalTally::default(),
             listups: ListupCache::default(),
             host_list: HostListCache::default(),

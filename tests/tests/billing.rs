@@ -192,7 +192,10 @@ async fn a_php_module_creates_operates_and_terminates_a_vm() {
     let ports = server
         .ok("GET", "/api/server/ports/node1?protocol=tcp", None)
         .await;
-    assert_eq!(ports, json!({ "range": [20000, 20099], "used": [], "free_count": 100 }));
+    assert_eq!(
+        ports,
+        json!({ "range": [20000, 20099], "used": [], "free_count": 100 })
+    );
     let traffic = server.ok("GET", &by_name("/api/traffic"), None).await;
     assert_eq!(traffic["used"], 0);
     let reset = server

@@ -15,9 +15,12 @@ enum Need {
 
 /// What a route needs, from the roles' definitions: system routes and host
 /// administration are admin's; GETs of hosts and VMs are reads, except the
-/// console, which controls the VM; every other VM route operates.
+/// console and the customer's sign-on token, which control the VM; every
+/// other VM route operates.
 fn need(method: &str, path: &str) -> Need {
-    let console = path.contains("/vncons/") || path.contains("/remote/");
+    let console = path.contains("/vncons/")
+        || path.contains("/remote/")
+        || path.contains("/temptoken/");
     if path.starts_with("/api/system/") || path.starts_with("/api/token/") {
         Need::Admin
     } else if path.starts_with("/api/server/") {

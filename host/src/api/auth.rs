@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -33,9 +33,21 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized("missing Authorization: Bearer <token>".to_owned())
-        })?;
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            // A browser signed in by `templogin` carries its VM session.
+            if let Some(session) = session_cookie(parts) {
+                let principal = state.sessions.principal(session).ok_or_else(|| {
+                    ApiError::Unauthorized("the session has expired; sign in again".to_owned())
+                })?;
+                return Ok(Caller {
+                    token: String::new(),
+                    principal,
+                });
+            }
+            return Err(ApiError::Unauthorized(
+                "missing Authorization: Bearer <token>".to_owned(),
+            ));
+        };
         let token = header
             .to_str()
             .ok()
@@ -70,8 +82,21 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
+/// The value of the VM session cookie, if the request carries one.
+fn session_cookie(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == crate::sessions::COOKIE)
+        .map(|(_, value)| value)
+}
+
 /// Route layer: refuse the request unless its token is accepted and its
-/// principal may call this route on the host the path names.
+/// principal may call this route on the host (and VM) the path names.
 pub async fn require_token(
     caller: Caller,
     matched: Option<MatchedPath>,
@@ -83,15 +108,25 @@ pub async fn require_token(
     // until they are given an access.
     let access = matched
         .and_then(|path| super::access_table().get(path.as_str()).copied())
-        .unwrap_or(Access::Admin);
+        .unwrap_or(super::RouteAccess {
+            need: Access::Admin,
+            customer: false,
+        });
     let parameters = parameters.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    let host = parameters
-        .iter()
-        .find(|(key, _)| *key == "hs_name")
-        .map(|(_, value)| value);
+    let parameter = |name: &str| {
+        parameters
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    };
     caller
         .principal
-        .may(access, host)
+        .may(
+            access.need,
+            access.customer,
+            parameter("hs_name"),
+            parameter("vm_uuid"),
+        )
         .map_err(ApiError::Forbidden)?;
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)

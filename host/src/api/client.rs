@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::envelope::{ApiOk, ApiResult};
@@ -13,10 +14,10 @@ use crate::error::ApiError;
 use crate::model::{
     ConsoleUrl, EncodedAnswer, Envelope, IpAddInput, Mutation, NatAddInput, NatRule, NicView,
     PasswordAnswer, PasswordInput, Patch, PowerAnswer, ProxyAddInput, ProxyView, Removal, Sample,
-    ScanAnswer, ScanInput, UploadAnswer, VmDetail, VmListItem, VmPowers, VmSettings,
-    VmStatusAnswer, VmView,
+    ScanAnswer, ScanInput, TempLoginQuery, TempTokenAnswer, UploadAnswer, VmDetail, VmListItem,
+    VmPowers, VmSettings, VmStatusAnswer, VmView,
 };
-use crate::service::{hosts, listup, network, vms};
+use crate::service::{hosts, listup, network, signon, vms};
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -506,4 +507,57 @@ pub async fn upload(
         .and_then(|value| value.to_str().ok())
         .unwrap_or(&query.key);
     Ok(ApiOk(network::upload(&state, key, &query.nic, sample)?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/client/temptoken/{hs_name}/{vm_uuid}",
+    tag = "client",
+    summary = "A single sign-on token for the VM's customer (single use, short-lived)",
+    description = "The panel sends its customer's browser to `url` (`templogin?token=…`), which \
+                   opens a session reaching this VM's customer routes only: power, console, NAT, \
+                   proxy, IP list, password, detail and status.",
+    params(VmPath),
+    responses((status = 200, description = "Success", body = Envelope<TempTokenAnswer>)),
+    security(("bearer" = []))
+)]
+pub async fn temptoken(
+    State(state): State<Arc<AppState>>,
+    ApiPath(path): ApiPath<VmPath>,
+) -> ApiResult<TempTokenAnswer> {
+    let vm = path.resolve(&state)?;
+    Ok(ApiOk(signon::temp_token(&state, &vm)?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/client/templogin",
+    tag = "client",
+    summary = "Sign a customer's browser in with a temptoken (no Bearer token)",
+    description = "302 to the VM's page (its console, or its detail), setting the session cookie \
+                   `openidcs_session` (HttpOnly, Secure, SameSite=Strict). A used, expired or \
+                   unknown token is 401.",
+    params(TempLoginQuery),
+    responses((status = 302, description = "Signed in: to the VM's page")),
+)]
+pub async fn templogin(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<TempLoginQuery>,
+) -> Result<Response, ApiError> {
+    let signed_in = signon::temp_login(&state, &query.token).await?;
+    let cookie = format!(
+        "{}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+        crate::sessions::COOKIE,
+        signed_in.session,
+        signed_in.max_age_s
+    );
+    Ok((
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, signed_in.location),
+            (header::SET_COOKIE, cookie),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+    )
+        .into_response())
 }

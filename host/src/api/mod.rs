@@ -38,12 +38,20 @@ const MAX_UPLOAD_BYTES: usize = 64 << 10;
 
 type Routes = OpenApiRouter<Arc<AppState>>;
 
-/// The 35 endpoints behind a token (and `system/tokens`), each registered
-/// with its OpenAPI operation (from its `#[utoipa::path]`), so the document
-/// is what the router serves; grouped by the [`Access`] they need, which
-/// [`access_table`] reads for the token check. A route added to no group
-/// is not served.
-fn protected_routes() -> [(Access, Routes); 3] {
+/// What a route needs of its caller: the token's access, and whether a VM
+/// session (single sign-on, `templogin`) may call it for its own VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteAccess {
+    pub need: Access,
+    pub customer: bool,
+}
+
+/// The 35 endpoints behind a token (and the named tokens, the panels'
+/// routes), each registered with its OpenAPI operation (from its
+/// `#[utoipa::path]`), so the document is what the router serves; grouped by
+/// the [`RouteAccess`] they need, which [`access_table`] reads for the token
+/// check. A route added to no group is not served.
+fn protected_routes() -> [(RouteAccess, Routes); 5] {
     let admin = OpenApiRouter::new()
         // System (9, the console counters and the named tokens).
         .routes(routes!(system::treset))
@@ -68,11 +76,6 @@ fn protected_routes() -> [(Access, Routes); 3] {
         .routes(routes!(server::detail))
         .routes(routes!(server::status))
         .routes(routes!(client::listup))
-        .routes(routes!(client::detail))
-        .routes(routes!(client::status))
-        .routes(routes!(client::natget))
-        .routes(routes!(client::iplist))
-        .routes(routes!(client::pxyget))
         // The billing panels' reads (by VM name, availability, ports).
         .routes(routes!(panel::status))
         .routes(routes!(panel::info))
@@ -84,33 +87,46 @@ fn protected_routes() -> [(Access, Routes); 3] {
         .routes(routes!(panel::nat_check))
         .routes(routes!(panel::proxy_check))
         .routes(routes!(panel::ports));
+    // What a VM's customer reads of it.
+    let customer_read = OpenApiRouter::new()
+        .routes(routes!(client::detail))
+        .routes(routes!(client::status))
+        .routes(routes!(client::natget))
+        .routes(routes!(client::iplist))
+        .routes(routes!(client::pxyget));
     let operate = OpenApiRouter::new()
         .routes(routes!(client::create))
         .routes(routes!(client::update))
         .routes(routes!(client::delete))
+        .routes(routes!(client::scaner))
+        .routes(routes!(client::ipadd))
+        .routes(routes!(client::ipdel))
+        .routes(routes!(client::temptoken))
+        .routes(routes!(panel::password))
+        .routes(routes!(panel::traffic_reset));
+    // What a VM's customer does to it: power, console, NAT, proxy, password.
+    let customer_operate = OpenApiRouter::new()
         .routes(routes!(client::powers))
         .routes(routes!(client::password))
         .routes(routes!(client::vncons))
-        .routes(routes!(client::scaner))
         .routes(routes!(client::natadd))
         .routes(routes!(client::natdel))
-        .routes(routes!(client::ipadd))
-        .routes(routes!(client::ipdel))
         .routes(routes!(client::pxyadd))
-        .routes(routes!(client::pxydel))
-        .routes(routes!(panel::password))
-        .routes(routes!(panel::traffic_reset));
+        .routes(routes!(client::pxydel));
+    let access = |need, customer| RouteAccess { need, customer };
     [
-        (Access::Admin, admin),
-        (Access::Read, read),
-        (Access::Operate, operate),
+        (access(Access::Admin, false), admin),
+        (access(Access::Read, false), read),
+        (access(Access::Read, true), customer_read),
+        (access(Access::Operate, false), operate),
+        (access(Access::Operate, true), customer_operate),
     ]
 }
 
 /// Each protected path (aliases included, as their endpoint) with the
 /// access it needs; the token check looks a request's matched path up here.
-pub fn access_table() -> &'static HashMap<String, Access> {
-    static TABLE: OnceLock<HashMap<String, Access>> = OnceLock::new();
+pub fn access_table() -> &'static HashMap<String, RouteAccess> {
+    static TABLE: OnceLock<HashMap<String, RouteAccess>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut table = HashMap::new();
         for (access, routes) in protected_routes() {
@@ -229,6 +245,7 @@ fn public_routes() -> Routes {
         .routes(routes!(openapi::docs))
         .routes(routes!(openapi::docs_asset).layer(files::file_headers("public, max-age=3600")))
         .routes(routes!(client::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
+        .routes(routes!(client::templogin))
 }
 
 /// The web console: the one-time ticket is the credential (not in the API document).

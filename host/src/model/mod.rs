@@ -35,8 +35,9 @@ pub use task::{Finished, Mutation, Removal, TaskRunning};
 pub use token::{Role, TokenCreate, TokenCreated, TokenView};
 pub use vm::{
     ConsoleUrl, DiskSettings, NicSettings, PanelStatus, PasswordAnswer, PasswordInput, PowerAnswer,
-    PowerCommand, PowerStatus, Sample, SampleView, ScanAnswer, ScanInput, UploadAnswer, VmDetail,
-    VmListItem, VmPowers, VmSettings, VmStatusAnswer, VmView,
+    PowerCommand, PowerStatus, Sample, SampleView, ScanAnswer, ScanInput, TempLoginQuery,
+    TempTokenAnswer, UploadAnswer, VmDetail, VmListItem, VmPowers, VmSettings, VmStatusAnswer,
+    VmView,
 };
 
 /// An update body: the keys present replace the stored values, the others

@@ -373,6 +373,26 @@ pub struct PowerAnswer {
     pub power_status: PowerStatus,
 }
 
+/// `client/temptoken`: a single sign-on token for the VM's customer.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TempTokenAnswer {
+    /// Single use; modules build `templogin?token=<temp_token>` themselves.
+    pub temp_token: String,
+    /// When it expires, unix seconds.
+    pub expire: u64,
+    /// The `templogin` URL with the token.
+    pub url: String,
+}
+
+/// `client/templogin` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TempLoginQuery {
+    /// The token `temptoken` answered.
+    #[serde(default)]
+    pub token: String,
+}
+
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct PasswordAnswer {
     pub vm_uuid: String,
