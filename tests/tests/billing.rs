@@ -285,3 +285,83 @@ async fn a_php_module_creates_operates_and_terminates_a_vm() {
         "{envelope}"
     );
 }
+
+/// Plans: a panel's product as a host's named config values; create with
+/// `plan` takes them first and the body's over them.
+#[tokio::test]
+async fn plans_give_a_create_its_defaults() {
+    let server = Server::start(&plugin_toml(
+        "libvirt",
+        "openidcs_plugin_libvirt",
+        &["libvirt", "nat", "proxy", "log"],
+        "",
+    ));
+    server.ok("POST", "/api/server/create", Some(host())).await;
+    server
+        .ok(
+            "POST",
+            "/api/server/plan/node1",
+            Some(json!({ "name": "basic", "config": { "cpu_num": 1, "mem_num": 512, "nat_num": 5 } })),
+        )
+        .await;
+    let plans = server.ok("GET", "/api/server/plans/node1", None).await;
+    assert_eq!(plans["basic"]["mem_num"], 512, "{plans}");
+
+    let created = server
+        .ok(
+            "POST",
+            "/api/client/create/node1",
+            Some(json!({ "vm_uuid": "planned", "plan": "basic", "mem_num": 768, "hdd_num": 0 })),
+        )
+        .await;
+    let config = &created["config"];
+    assert_eq!(
+        (
+            &config["cpu_num"],
+            &config["mem_num"],
+            &config["nat_num"],
+            &config["plan"]
+        ),
+        (&json!(1), &json!(768), &json!(5), &json!("basic")),
+        "{created}"
+    );
+
+    for (body, field) in [
+        (json!({ "vm_uuid": "x", "plan": "gold" }), "plan"),
+        (
+            json!({ "name": "bad", "config": { "cpu_num": "many" } }),
+            "config.cpu_num",
+        ),
+        (
+            json!({ "name": "bad", "config": { "vm_uuid": "a" } }),
+            "config.vm_uuid",
+        ),
+        (json!({ "name": "a b", "config": {} }), "name"),
+    ] {
+        let path = if body.get("vm_uuid").is_some() {
+            "/api/client/create/node1"
+        } else {
+            "/api/server/plan/node1"
+        };
+        let (status, envelope) = server.call("POST", path, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {envelope}");
+        assert!(
+            envelope["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(field),
+            "{body}: {envelope}"
+        );
+    }
+    server
+        .ok("DELETE", "/api/server/plan/node1/basic", None)
+        .await;
+    assert_eq!(
+        server.ok("GET", "/api/server/plans/node1", None).await,
+        json!({})
+    );
+    let (status, _) = server
+        .call("DELETE", "/api/server/plan/node1/basic", None)
+        .await;
+    assert_eq!(status, 404);
+}

@@ -18,9 +18,8 @@ enum Need {
 /// console and the customer's sign-on token, which control the VM; every
 /// other VM route operates.
 fn need(method: &str, path: &str) -> Need {
-    let console = path.contains("/vncons/")
-        || path.contains("/remote/")
-        || path.contains("/temptoken/");
+    let console =
+        path.contains("/vncons/") || path.contains("/remote/") || path.contains("/temptoken/");
     if path.starts_with("/api/system/") || path.starts_with("/api/token/") {
         Need::Admin
     } else if path.starts_with("/api/server/") {

@@ -17,7 +17,7 @@ use crate::model::{
     ScanAnswer, ScanInput, TempLoginQuery, TempTokenAnswer, UploadAnswer, VmDetail, VmListItem,
     VmPowers, VmSettings, VmStatusAnswer, VmView,
 };
-use crate::service::{hosts, listup, network, signon, vms};
+use crate::service::{hosts, listup, network, panel, signon, vms};
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -58,7 +58,8 @@ pub async fn detail(
     path = "/api/client/create/{hs_name}",
     tag = "client",
     summary = "Create a VM",
-    description = "`vm_uuid` is required. A key taken, or the host at `limits_nums`, is 409.",
+    description = "`vm_uuid` is required. A key taken, or the host at `limits_nums`, is 409. \
+                   With `plan`, the host's plan's values come first and the body's over them.",
     params(HostPath, AsyncFlag),
     request_body = VmSettings,
     responses((status = 200, description = "The VM", body = Envelope<Mutation<VmView>>)),
@@ -68,10 +69,10 @@ pub async fn create(
     State(state): State<Arc<AppState>>,
     ApiPath(path): ApiPath<HostPath>,
     ApiQuery(flag): ApiQuery<AsyncFlag>,
-    ApiJson(body): ApiJson<VmSettings>,
+    ApiJson(body): ApiJson<Patch>,
 ) -> ApiResult<Mutation<VmView>> {
     let host = hosts::get_enabled(&state, &path.hs_name)?;
-    let settings = vms::checked(body)?;
+    let settings = vms::checked(panel::create_settings(&state, &host, body)?)?;
     let task = vms::task("create", &host.name, &settings.vm_uuid);
     let work = vms::create(state.clone(), host, settings);
     Ok(ApiOk(

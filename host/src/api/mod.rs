@@ -66,7 +66,9 @@ fn protected_routes() -> [(RouteAccess, Routes); 5] {
         .routes(routes!(console::stats))
         .routes(routes!(system::token_list, system::token_create))
         .routes(routes!(system::token_revoke))
-        // Host administration.
+        // Host administration (and its plans).
+        .routes(routes!(panel::plan_put))
+        .routes(routes!(panel::plan_delete))
         .routes(routes!(server::create))
         .routes(routes!(server::update))
         .routes(routes!(server::delete))
@@ -86,7 +88,8 @@ fn protected_routes() -> [(RouteAccess, Routes); 5] {
         .routes(routes!(panel::ipv6_list))
         .routes(routes!(panel::nat_check))
         .routes(routes!(panel::proxy_check))
-        .routes(routes!(panel::ports));
+        .routes(routes!(panel::ports))
+        .routes(routes!(panel::plans));
     // What a VM's customer reads of it.
     let customer_read = OpenApiRouter::new()
         .routes(routes!(client::detail))

@@ -11,11 +11,15 @@ use axum::extract::State;
 use super::auth::Caller;
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, HostPath};
+use std::collections::BTreeMap;
+
 use crate::model::panel::{
-    Availability, ByName, NamedStatus, NatCheckQuery, PasswordByName, PortsAnswer, PortsQuery,
-    ProxyCheckQuery, TrafficAnswer, VmInfoAnswer,
+    Availability, ByName, NamedStatus, NatCheckQuery, PasswordByName, PlanInput, PortsAnswer,
+    PortsQuery, ProxyCheckQuery, TrafficAnswer, VmInfoAnswer,
 };
-use crate::model::{Envelope, Mutation, NatRule, NicView, PasswordAnswer, ProxyView};
+use crate::model::{
+    Envelope, Mutation, NatRule, NicView, PasswordAnswer, Patch, ProxyView, Removal,
+};
 use crate::service::vms::VmRef;
 use crate::service::{hosts, network, panel, vms};
 use crate::state::AppState;
@@ -266,4 +270,72 @@ pub async fn ports(
 ) -> ApiResult<PortsAnswer> {
     let host = hosts::get(&state, &path.hs_name)?;
     Ok(ApiOk(panel::ports(&state, &host, &query.protocol)?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/server/plans/{hs_name}",
+    tag = "panel",
+    summary = "A host's plans: name → the VM config values a create with `plan` takes first",
+    params(HostPath),
+    responses((status = 200, description = "Success", body = Envelope<BTreeMap<String, Patch>>)),
+    security(("bearer" = []))
+)]
+pub async fn plans(
+    State(state): State<Arc<AppState>>,
+    ApiPath(path): ApiPath<HostPath>,
+) -> ApiResult<BTreeMap<String, Patch>> {
+    let host = hosts::get(&state, &path.hs_name)?;
+    Ok(ApiOk(panel::plans(&state, &host)?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/server/plan/{hs_name}",
+    tag = "panel",
+    summary = "Create or replace a plan of the host",
+    params(HostPath),
+    request_body = PlanInput,
+    responses((status = 200, description = "The plan's values", body = Envelope<Mutation<Patch>>)),
+    security(("bearer" = []))
+)]
+pub async fn plan_put(
+    State(state): State<Arc<AppState>>,
+    ApiPath(path): ApiPath<HostPath>,
+    ApiJson(body): ApiJson<PlanInput>,
+) -> ApiResult<Mutation<Patch>> {
+    let host = hosts::get(&state, &path.hs_name)?;
+    let task = hosts::task("plan:put", &host.name);
+    let task_state = state.clone();
+    let work = async move { panel::plan_put(&task_state, &host, body) };
+    Ok(ApiOk(state.tasks.run(task, false, work).await?.answer()))
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PlanPath {
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "local")]
+    pub hs_name: String,
+    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "basic-1c1g")]
+    pub name: String,
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/server/plan/{hs_name}/{name}",
+    tag = "panel",
+    summary = "Delete a plan (VMs made from it keep their config)",
+    params(PlanPath),
+    responses((status = 200, description = "null", body = Envelope<Removal>)),
+    security(("bearer" = []))
+)]
+pub async fn plan_delete(
+    State(state): State<Arc<AppState>>,
+    ApiPath(path): ApiPath<PlanPath>,
+) -> ApiResult<Removal> {
+    let host = hosts::get(&state, &path.hs_name)?;
+    let task = hosts::task("plan:delete", &host.name);
+    let task_state = state.clone();
+    let work = async move { panel::plan_delete(&task_state, &host, &path.name) };
+    Ok(ApiOk(state.tasks.run(task, false, work).await?.removal()))
 }

@@ -41,11 +41,31 @@ pub use vm::{
 };
 
 /// An update body: the keys present replace the stored values, the others
-/// stay (`server/update`'s `config`, `client/update`).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// stay (`server/update`'s `config`, `client/update`); also a plan's values.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(value_type = Object)]
 pub struct Patch(serde_json::Map<String, serde_json::Value>);
 
 impl Patch {
+    /// Remove `key` and answer it when it is a string (`plan` of a create).
+    pub fn take_text(&mut self, key: &str) -> Option<String> {
+        match self.0.remove(key)? {
+            serde_json::Value::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    /// `base`'s keys, then this patch's over them.
+    pub fn over(self, base: &Patch) -> Patch {
+        let mut merged = base.0.clone();
+        merged.extend(self.0);
+        Patch(merged)
+    }
+
     /// `current` with this patch applied, decoded again (errors name
     /// `prefix.field`); `keep(key, value)` false leaves a key as it is.
     pub fn apply<T: Serialize + DeserializeOwned>(

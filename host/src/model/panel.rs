@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::Patch;
+
 /// `?hostname=`: a VM's key, looked up on every enabled host the caller reaches.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -144,6 +146,18 @@ pub struct PortsAnswer {
     /// Public ports forwarded now, ascending.
     pub used: Vec<u16>,
     pub free_count: u64,
+}
+
+/// `POST /api/server/plan/<hs>` body: a named set of VM config values.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PlanInput {
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "basic-1c1g")]
+    #[serde(default)]
+    pub name: String,
+    /// Any of create's fields but `vm_uuid` and `plan`, e.g.
+    /// `{"cpu_num": 1, "mem_num": 1024, "hdd_num": 20480, "nat_num": 10}`.
+    #[serde(default)]
+    pub config: Patch,
 }
 
 /// `12.5 MB`, `1.2 GB`: sizes as panels print them.

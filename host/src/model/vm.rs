@@ -53,6 +53,10 @@ pub struct VmSettings {
     pub nic_all: BTreeMap<String, NicSettings>,
     #[serde(deserialize_with = "rules::map_or_empty_list")]
     pub hdd_all: BTreeMap<String, DiskSettings>,
+    /// The host's plan it was created from: create takes the plan's values,
+    /// then the body's (`GET /api/server/plans/<hs>`).
+    #[schema(pattern = "^[A-Za-z0-9_.-]{0,64}$")]
+    pub plan: String,
 }
 
 impl Default for VmSettings {
@@ -74,6 +78,7 @@ impl Default for VmSettings {
             web_num: 100,
             nic_all: BTreeMap::new(),
             hdd_all: BTreeMap::new(),
+            plan: String::new(),
         }
     }
 }

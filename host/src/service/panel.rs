@@ -6,10 +6,13 @@ use super::error::{ServiceError, ServiceResult};
 use super::hosts::{self, Host};
 use super::network::{self, nat_protocol, ordered_nics};
 use super::vms::{self, VmRef};
+use std::collections::BTreeMap;
+
 use crate::model::panel::{
-    Availability, InfoConfig, NamedStatus, PortsAnswer, TrafficAnswer, VmInfoAnswer, human_size,
+    Availability, InfoConfig, NamedStatus, PlanInput, PortsAnswer, TrafficAnswer, VmInfoAnswer,
+    human_size,
 };
-use crate::model::{NicView, PowerStatus, rules};
+use crate::model::{Invalid, NicView, Patch, PowerStatus, VmSettings, rules};
 use crate::state::AppState;
 use crate::store::format_ms;
 
@@ -245,4 +248,72 @@ pub fn ports(state: &AppState, host: &Host, protocol: &str) -> ServiceResult<Por
         used,
         free_count: size.saturating_sub(inside),
     })
+}
+
+/// A host's plans: name → the config values a create takes first.
+pub fn plans(state: &AppState, host: &Host) -> ServiceResult<BTreeMap<String, Patch>> {
+    Ok(state.store.plan_list(&host.name)?.into_iter().collect())
+}
+
+/// Create or replace a plan; its values must make a valid VM config.
+pub fn plan_put(state: &AppState, host: &Host, input: PlanInput) -> ServiceResult<Patch> {
+    rules::check_name("name", &input.name)?;
+    for key in ["vm_uuid", "plan"] {
+        if input.config.contains(key) {
+            return Err(Invalid::new(format!("config.{key}"), "a plan names no VM or plan").into());
+        }
+    }
+    let example = VmSettings {
+        vm_uuid: "plan-check".to_owned(),
+        ..VmSettings::default()
+    };
+    let settings: VmSettings = input
+        .config
+        .clone()
+        .apply(&example, "config", |_, _| true)?;
+    settings
+        .check()
+        .map_err(|invalid| invalid.within("config."))?;
+    state
+        .store
+        .plan_put(&host.name, &input.name, &input.config)?;
+    Ok(input.config)
+}
+
+pub fn plan_delete(state: &AppState, host: &Host, name: &str) -> ServiceResult<()> {
+    Ok(state.store.plan_delete(&host.name, name)?)
+}
+
+/// A create's body as settings: with `plan`, the plan's values first, then
+/// the body's over them.
+pub fn create_settings(
+    state: &AppState,
+    host: &Host,
+    mut body: Patch,
+) -> ServiceResult<VmSettings> {
+    let plan = body.take_text("plan").unwrap_or_default();
+    let body = if plan.is_empty() {
+        body
+    } else {
+        let plans = plans(state, host)?;
+        let values = plans.get(&plan).ok_or_else(|| {
+            let known: Vec<&str> = plans.keys().map(String::as_str).collect();
+            Invalid::new(
+                "plan",
+                format!(
+                    "host {:?} has no plan {plan:?} (plans: {})",
+                    host.name,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })?;
+        body.over(values)
+    };
+    let mut settings: VmSettings = body.apply(&VmSettings::default(), "", |_, _| true)?;
+    settings.plan = plan;
+    Ok(settings)
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use crate::model::{HostSettings, HostStatus};
+use crate::model::{HostSettings, HostStatus, Patch};
 
 use super::{Store, StoreError, StoreResult, now_ms, off_reactor};
 
@@ -174,6 +174,58 @@ impl Store {
                 .execute("DELETE FROM hosts WHERE name = ?1", [name])?;
             if deleted == 0 {
                 return Err(StoreError::NotFound(format!("host {name:?} not found")));
+            }
+            Ok(())
+        })
+    }
+
+    /// A host's plans: name → the config values (JSON object) as stored.
+    pub fn plan_list(&self, host: &str) -> StoreResult<Vec<(String, Patch)>> {
+        off_reactor(|| {
+            let connection = self.reader();
+            let mut statement = connection
+                .prepare_cached("SELECT name, config FROM plans WHERE host = ?1 ORDER BY name")?;
+            let rows = statement
+                .query_map([host], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(name, config)| Ok((name, serde_json::from_str(&config)?)))
+                .collect()
+        })
+    }
+
+    /// Create or replace a plan of an existing host.
+    pub fn plan_put(&self, host: &str, name: &str, config: &Patch) -> StoreResult<()> {
+        let config = serde_json::to_string(config)?;
+        off_reactor(|| {
+            let connection = self.connection();
+            let exists: bool = connection
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM hosts WHERE name = ?1)")?
+                .query_row([host], |row| row.get(0))?;
+            if !exists {
+                return Err(StoreError::NotFound(format!("host {host:?} not found")));
+            }
+            connection.execute(
+                "INSERT INTO plans (host, name, config, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (host, name) DO UPDATE SET config = excluded.config",
+                rusqlite::params![host, name, config, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn plan_delete(&self, host: &str, name: &str) -> StoreResult<()> {
+        off_reactor(|| {
+            let deleted = self.connection().execute(
+                "DELETE FROM plans WHERE host = ?1 AND name = ?2",
+                [host, name],
+            )?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "host {host:?} has no plan {name:?}"
+                )));
             }
             Ok(())
         })

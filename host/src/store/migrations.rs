@@ -119,6 +119,16 @@ const MIGRATIONS: &[&str] = &[
         last_used_at INTEGER
     );
     "#,
+    // 5: plans (a host's named VM config defaults, as panels sell them).
+    r#"
+    CREATE TABLE plans (
+        host        TEXT NOT NULL REFERENCES hosts(name) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        config      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (host, name)
+    );
+    "#,
 ];
 
 pub fn apply(connection: &mut Connection) -> rusqlite::Result<()> {
