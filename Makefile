@@ -23,7 +23,7 @@ HOST_PACKAGES := --workspace --exclude openidcs-plugin-libvirt \
                  --exclude test-component-panic --exclude test-component-nat-ungranted \
                  --exclude test-component-domain-xml
 
-.PHONY: setup build plugins server examples run test lint bench clean
+.PHONY: setup build plugins server examples run test lint bench clean test-image
 
 # Idempotent: installs only what is missing (apt only as root).
 setup:
@@ -92,3 +92,9 @@ lint: setup
 
 clean:
 	$(CARGO) clean
+
+# A bootable Debian 12 cloud image made from Debian packages (cloud-init,
+# openssh, qemu-guest-agent, GRUB), cached under target/test-image and rebuilt
+# only when the script changes; for the provisioning tests (root).
+test-image:
+	tests/scripts/debian-image.sh target/test-image
