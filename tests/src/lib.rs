@@ -57,6 +57,18 @@ pub fn example_component(name: &str) -> PathBuf {
 
 /// The `[[plugin]]` table of a component built for the tests, with the
 /// given grants.
+/// A path template of the document with its parameters filled: `host`,
+/// `vm`, index 0, and `ghost` for a token or plan name.
+pub fn fill_path(template: &str, host: &str, vm: &str) -> String {
+    template
+        .replace("{hs_name}", host)
+        .replace("{vm_uuid}", vm)
+        .replace("{name}", "ghost")
+        .replace("{rule_index}", "0")
+        .replace("{ip_index}", "0")
+        .replace("{proxy_index}", "0")
+}
+
 /// A TCP port free on loopback now (for servers a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -292,6 +304,35 @@ impl Server {
         let envelope: Value = response.json().await.expect("JSON answer");
         check_envelope(status, &envelope);
         (status, envelope)
+    }
+
+    /// Every operation of the served OpenAPI document that takes the Bearer
+    /// token (not the document's own routes, not `upload` with its VM key):
+    /// (METHOD, path template).
+    pub async fn bearer_operations(&self) -> Vec<(String, String)> {
+        let document: Value = self
+            .client
+            .get(self.url("/api/openapi.json"))
+            .send()
+            .await
+            .expect("the document")
+            .json()
+            .await
+            .expect("JSON");
+        let mut operations = Vec::new();
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                let bearer = operation["security"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|scheme| scheme.get("bearer").is_some());
+                if bearer {
+                    operations.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        operations
     }
 
     /// `call` that must answer 200; answers `data`.

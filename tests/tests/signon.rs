@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use openidcs_tests::{Server, plugin_toml};
+use openidcs_tests::{Server, fill_path, plugin_toml};
 use serde_json::{Value, json};
 
 /// The routes a VM's customer may call (from the sign-on's definition:
@@ -151,44 +151,19 @@ async fn a_panel_signs_its_customer_in_to_one_vm() {
 
     // Every route of the document, with the session, on its own VM, another
     // VM of its host, and a VM of another host.
-    let document: Value = server
-        .client
-        .get(server.url("/api/openapi.json"))
-        .send()
-        .await
-        .expect("document")
-        .json()
-        .await
-        .expect("JSON");
     let mut reached = 0;
-    for (path, item) in document["paths"].as_object().expect("paths") {
-        for (method, operation) in item.as_object().expect("path item") {
-            let bearer = operation["security"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|scheme| scheme.get("bearer").is_some());
-            if !bearer {
-                continue;
-            }
-            for (host, vm) in [("h1", "vm1"), ("h1", "vm2"), ("h2", "vm3")] {
-                let url = path
-                    .replace("{hs_name}", host)
-                    .replace("{vm_uuid}", vm)
-                    .replace("{name}", "x")
-                    .replace("{rule_index}", "0")
-                    .replace("{ip_index}", "0")
-                    .replace("{proxy_index}", "0");
-                let (status, envelope) = call_with_session(&server, &session, method, &url).await;
-                if customer_route(path) && vm == "vm1" {
-                    assert!(
-                        status != 401 && status != 403,
-                        "{method} {url} is the session's: {status} {envelope}"
-                    );
-                    reached += 1;
-                } else {
-                    assert_eq!(status, 403, "{method} {url}: {envelope}");
-                }
+    for (method, path) in server.bearer_operations().await {
+        for (host, vm) in [("h1", "vm1"), ("h1", "vm2"), ("h2", "vm3")] {
+            let url = fill_path(&path, host, vm);
+            let (status, envelope) = call_with_session(&server, &session, &method, &url).await;
+            if customer_route(&path) && vm == "vm1" {
+                assert!(
+                    status != 401 && status != 403,
+                    "{method} {url} is the session's: {status} {envelope}"
+                );
+                reached += 1;
+            } else {
+                assert_eq!(status, 403, "{method} {url}: {envelope}");
             }
         }
     }
