@@ -151,6 +151,8 @@ def main():
         # (b) again over HTTPS, as billing modules call it: the same data,
         # the self-signed certificate the server makes, keep-alive.
         tls = Server(work, config.replace("plain_http = true\n", "").replace("18091", "18093"))
+        # The same data: the token of the first start (it is printed only then).
+        tls.token = token
         tls.start()
         for c in CONNECTIONS:
             secure = wrk(tls.base + "/api/system/statis", c, token)

@@ -69,6 +69,15 @@ pub fn fill_path(template: &str, host: &str, vm: &str) -> String {
         .replace("{proxy_index}", "0")
 }
 
+/// The live (not zombie) nginx a server with `[proxy] managed = true` runs
+/// for `data_dir`, by its pid file.
+pub fn managed_nginx_pid(data_dir: &Path) -> Option<u32> {
+    let pid = std::fs::read_to_string(data_dir.join("nginx/nginx.pid")).ok()?;
+    let pid: u32 = pid.trim().parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    (stat.contains("(nginx)") && !stat.contains(") Z")).then_some(pid)
+}
+
 /// A TCP port free on loopback now (for servers a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -433,13 +442,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop(true);
         // A managed nginx outlives a killed server; the test's ends here.
-        let pid_file = self.data_dir().join("nginx/nginx.pid");
-        if let Some(pid) = std::fs::read_to_string(pid_file)
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok())
-            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|stat| stat.contains("(nginx)"))
-        {
+        if let Some(pid) = managed_nginx_pid(&self.data_dir()) {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
     }

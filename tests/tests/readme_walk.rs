@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use openidcs_tests::{binary, netns, root};
+use openidcs_tests::{binary, managed_nginx_pid, netns, root};
 use serde_json::Value;
 
 /// The 35 endpoints (and `password`) the walk must call.
@@ -79,10 +79,7 @@ impl Walk {
     }
 
     fn nginx_pid(&self) -> Option<u32> {
-        let pid = std::fs::read_to_string(self.data.path().join("nginx/nginx.pid")).ok()?;
-        let pid: u32 = pid.trim().parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        (stat.contains("(nginx)") && !stat.contains(") Z")).then_some(pid)
+        managed_nginx_pid(self.data.path())
     }
 
     fn stop_server(&mut self) {

@@ -535,18 +535,13 @@ fn allocate(
 pub async fn ipadd(state: Arc<AppState>, vm: VmRef, body: IpAddInput) -> ServiceResult<NicView> {
     let mut nic = body.into_nic();
     nic.check()?;
-    if let Some(unicast) = rules::unicast_mac(&nic.mac_addr) {
-        let message = format!(
-            "mac_addr {} is a multicast address; {unicast} is used",
-            nic.mac_addr
-        );
-        state.store.log_insert(
-            &NewLog::new(LogLevel::Warn, "ipadd", message)
-                .host(&vm.host.name)
-                .vm(vm.key()),
-        )?;
-        nic.mac_addr = unicast;
-    }
+    super::vms::make_unicast(
+        &state,
+        (&vm.host.name, vm.key()),
+        "ipadd",
+        "mac_addr",
+        &mut nic.mac_addr,
+    );
     let (host, key) = (&vm.host, vm.key());
     let name = state
         .store

@@ -153,28 +153,39 @@ pub async fn detail(state: &AppState, vm: &VmRef) -> ServiceResult<VmDetail> {
     })
 }
 
-/// Create: reserve the key (and the host's VM limit) in the database first,
-/// then ask the engine; if the engine fails the reservation is removed.
-/// Replace multicast MACs by their unicast form, with a log record each
-/// (panels generate them at random; see [`rules::unicast_mac`]).
+/// The unicast form of `mac` in place when it is multicast, with a log
+/// record naming `field` (panels make MACs from random bytes; see
+/// [`rules::unicast_mac`]).
+pub fn make_unicast(
+    state: &AppState,
+    (host, vm): (&str, &str),
+    action: &str,
+    field: &str,
+    mac: &mut String,
+) {
+    let Some(unicast) = rules::unicast_mac(mac) else {
+        return;
+    };
+    let message = format!("{field} {mac} is a multicast address; {unicast} is used");
+    let record = NewLog::new(LogLevel::Warn, action, message)
+        .host(host)
+        .vm(vm);
+    if let Err(error) = state.store.log_insert(&record) {
+        tracing::warn!("logging a MAC change: {error}");
+    }
+    *mac = unicast;
+}
+
 fn unicast_macs(state: &AppState, host: &str, settings: &mut VmSettings, action: &str) {
+    let vm = settings.vm_uuid.clone();
     for (name, nic) in &mut settings.nic_all {
-        if let Some(unicast) = rules::unicast_mac(&nic.mac_addr) {
-            let message = format!(
-                "nic_all.{name}.mac_addr {} is a multicast address; {unicast} is used",
-                nic.mac_addr
-            );
-            let record = NewLog::new(LogLevel::Warn, action, message)
-                .host(host)
-                .vm(settings.vm_uuid.clone());
-            if let Err(error) = state.store.log_insert(&record) {
-                tracing::warn!("logging a MAC change: {error}");
-            }
-            nic.mac_addr = unicast;
-        }
+        let field = format!("nic_all.{name}.mac_addr");
+        make_unicast(state, (host, &vm), action, &field, &mut nic.mac_addr);
     }
 }
 
+/// Create: reserve the key (and the host's VM limit) in the database first,
+/// then ask the engine; if the engine fails the reservation is removed.
 pub async fn create(
     state: Arc<AppState>,
     host: Host,
