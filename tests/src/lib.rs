@@ -78,6 +78,40 @@ pub fn managed_nginx_pid(data_dir: &Path) -> Option<u32> {
     (stat.contains("(nginx)") && !stat.contains(") Z")).then_some(pid)
 }
 
+/// A self-signed RSA certificate for `CN=<name>` (and `extensions`, such as
+/// `subjectAltName=IP:127.0.0.1`) made by openssl in `directory`:
+/// (certificate, key) paths.
+pub fn openssl_self_signed(
+    directory: &Path,
+    name: &str,
+    extensions: &[&str],
+) -> (PathBuf, PathBuf) {
+    let (cert, key) = (directory.join("cert.pem"), directory.join("key.pem"));
+    let mut command = Command::new("openssl");
+    command
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={name}"));
+    for extension in extensions {
+        command.args(["-addext", extension]);
+    }
+    let output = command
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        output.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (cert, key)
+}
+
 /// A TCP port free on loopback now (for servers a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

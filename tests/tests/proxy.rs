@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use openidcs_tests::{Server, free_port, plugin_toml};
+use openidcs_tests::{Server, free_port, openssl_self_signed, plugin_toml};
 use serde_json::json;
 
 fn have(program: &str) -> bool {
@@ -154,27 +154,7 @@ fn eventually(check: impl Fn() -> bool) -> bool {
 }
 
 fn self_signed(directory: &Path, domain: &str) -> (String, String) {
-    let (cert, key) = (directory.join("cert.pem"), directory.join("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={domain}"),
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success());
+    let (cert, key) = openssl_self_signed(directory, domain, &[]);
     (
         std::fs::read_to_string(cert).expect("cert"),
         std::fs::read_to_string(key).expect("key"),

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use openidcs_tests::Server;
+use openidcs_tests::{Server, openssl_self_signed};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -164,33 +164,10 @@ async fn https_by_default_with_a_printed_fingerprint_to_pin() {
 #[tokio::test]
 async fn a_configured_certificate_is_served() {
     let directory = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = (
-        directory.path().join("c.pem"),
-        directory.path().join("k.pem"),
-    );
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=panel.test",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    let (cert, key) = openssl_self_signed(
+        directory.path(),
+        "panel.test",
+        &["subjectAltName=IP:127.0.0.1"],
     );
     // openssl's own view of the fingerprint, to compare with the printed one.
     let openssl = Command::new("openssl")
