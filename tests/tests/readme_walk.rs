@@ -213,6 +213,7 @@ fn the_readme_walk_answers_success_on_every_endpoint() {
     let mut answers = 0;
     let mut no_display = 0;
     let mut nginx_checked = false;
+    let mut nic_warned = false;
     for line in stdout.lines().filter(|line| !line.trim().is_empty()) {
         if let Some(code) = line.strip_prefix("nginx for web1.example.test: ") {
             // nginx answered for the site (its proxy found no server in the
@@ -230,7 +231,15 @@ fn the_readme_walk_answers_success_on_every_endpoint() {
             continue;
         }
         assert_eq!(answer["code"], 200, "{line}");
+        // The second NIC of the running test-driver VM: added to its
+        // definition, and the answer says it applies from the next start.
+        if answer["data"]["nic_name"] == "nic1" && answer["data"]["task_id"].is_i64() {
+            let warnings = answer["data"]["warnings"].to_string();
+            assert!(warnings.contains("next start"), "{line}");
+            nic_warned = true;
+        }
     }
+    assert!(nic_warned, "no ipadd answer in {stdout}");
     assert!(nginx_checked, "{stdout}");
     assert_eq!(no_display, 1, "only vncons may answer an error: {stdout}");
     // One answer per `api` line and one for the VM's own upload.

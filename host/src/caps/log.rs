@@ -44,6 +44,9 @@ impl LogCall {
             text.truncate(cut);
             text.push_str(" …");
         }
+        if level == LogLevel::Warn {
+            crate::tasks::note_warning(&text);
+        }
         let actions = format!("plugin:{}", self.plugin);
         tracing::event!(tracing::Level::INFO, plugin = %self.plugin, level = level.as_str(), "{text}");
         let mut record = NewLog::new(level, actions, text);

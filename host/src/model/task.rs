@@ -19,6 +19,11 @@ pub struct Finished<T> {
     pub value: T,
     /// The task that did it.
     pub task_id: i64,
+    /// What the engine warned of while doing it, when it did the work in
+    /// another way than asked (a NIC that applies from the VM's next start
+    /// on a host that cannot change NICs live); absent when nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A mutation whose result is `null` (deletions).

@@ -5,6 +5,7 @@
 //! answers its result with the task id, or only the id with `?async=true`.
 //! A failed task writes one log record with its host and VM.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +20,28 @@ pub struct Tasks {
     wait: Duration,
 }
 
+tokio::task_local! {
+    /// The warnings noted while a task's work runs ([`note_warning`]).
+    static WARNINGS: RefCell<Vec<String>>;
+}
+
+/// Note a warning for the answer of the task this code runs in: an engine
+/// that did what was asked in another way than asked says so (a NIC that
+/// applies from the VM's next start). Outside a task, nothing happens.
+pub fn note_warning(message: &str) {
+    let _ = WARNINGS.try_with(|warnings| warnings.borrow_mut().push(message.to_owned()));
+}
+
 /// How a task ended, as far as the handler waited.
 pub enum TaskOutcome<T> {
-    Done { task_id: i64, value: T },
-    Pending { task_id: i64 },
+    Done {
+        task_id: i64,
+        value: T,
+        warnings: Vec<String>,
+    },
+    Pending {
+        task_id: i64,
+    },
 }
 
 /// A task that failed (or could not be recorded, without an id).
@@ -59,7 +78,12 @@ impl Tasks {
             if let Err(error) = store.task_start(task_id) {
                 tracing::error!(task_id, "cannot mark the task running: {error}");
             }
-            let result = work.await;
+            let (result, warnings) = WARNINGS
+                .scope(RefCell::new(Vec::new()), async move {
+                    let result = work.await;
+                    (result, WARNINGS.with(|warnings| warnings.take()))
+                })
+                .await;
             let (success, message) = match &result {
                 Ok(_) => (true, "done".to_owned()),
                 Err(error) => (false, error.message()),
@@ -84,7 +108,7 @@ impl Tasks {
                     tracing::error!(task_id, "cannot store a log record: {log_error}");
                 }
             }
-            result
+            result.map(|value| (value, warnings))
         });
         if detach {
             return Ok(TaskOutcome::Pending { task_id });
@@ -99,7 +123,11 @@ impl Tasks {
                 "task {task_id} crashed: {join_error}"
             )))),
             Ok(Ok(Err(error))) => Err(failed(error)),
-            Ok(Ok(Ok(value))) => Ok(TaskOutcome::Done { task_id, value }),
+            Ok(Ok(Ok((value, warnings)))) => Ok(TaskOutcome::Done {
+                task_id,
+                value,
+                warnings,
+            }),
         }
     }
 }
@@ -115,7 +143,15 @@ impl<T> TaskOutcome<T> {
     /// The answer of a mutation with a result: the value with `task_id`.
     pub fn answer(self) -> Mutation<T> {
         match self {
-            TaskOutcome::Done { task_id, value } => Mutation::Done(Finished { value, task_id }),
+            TaskOutcome::Done {
+                task_id,
+                value,
+                warnings,
+            } => Mutation::Done(Finished {
+                value,
+                task_id,
+                warnings,
+            }),
             TaskOutcome::Pending { task_id } => Mutation::Running(running(task_id)),
         }
     }
