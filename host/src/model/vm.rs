@@ -241,6 +241,15 @@ impl PowerStatus {
             PowerStatus::Missing => "missing",
         }
     }
+
+    /// The state as billing panels read it: `running`, `stopped`, `paused`
+    /// (paused and suspended VMs alike), or the state's own word.
+    pub fn panel_word(self) -> &'static str {
+        match self {
+            PowerStatus::Suspended => "paused",
+            other => other.as_str(),
+        }
+    }
 }
 
 /// A power action: the API's words, or the original server's names as aliases
@@ -363,12 +372,8 @@ pub struct PanelStatus {
 
 impl PanelStatus {
     pub fn of(power: PowerStatus) -> PanelStatus {
-        let word = match power {
-            PowerStatus::Suspended => "paused",
-            other => other.as_str(),
-        };
         PanelStatus {
-            vm_status: word.to_ascii_uppercase(),
+            vm_status: power.panel_word().to_ascii_uppercase(),
         }
     }
 }

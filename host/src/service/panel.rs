@@ -12,7 +12,7 @@ use crate::model::panel::{
     Availability, InfoConfig, NamedStatus, PlanInput, PortsAnswer, TrafficAnswer, VmInfoAnswer,
     human_size,
 };
-use crate::model::{Invalid, NicView, Patch, PowerStatus, VmSettings, rules};
+use crate::model::{Invalid, NicView, Patch, VmSettings, rules};
 use crate::state::AppState;
 use crate::store::format_ms;
 
@@ -52,19 +52,11 @@ pub fn vm_named(state: &AppState, name: &str, reach: &[String]) -> ServiceResult
     }
 }
 
-/// The panels' three words, and the state's own for the rest.
-fn status_word(power: PowerStatus) -> &'static str {
-    match power {
-        PowerStatus::Suspended => "paused",
-        other => other.as_str(),
-    }
-}
-
 pub async fn status(state: &AppState, vm: &VmRef) -> ServiceResult<NamedStatus> {
     let (power, _) = vms::power_of(state, vm).await?;
     Ok(NamedStatus {
         hostname: vm.key().to_owned(),
-        status: status_word(power).to_owned(),
+        status: power.panel_word().to_owned(),
     })
 }
 
@@ -98,7 +90,7 @@ pub async fn info(state: &AppState, vm: &VmRef) -> ServiceResult<VmInfoAnswer> {
     let traffic_used = vm.record.flu_usage * MB;
     Ok(VmInfoAnswer {
         hostname: vm.key().to_owned(),
-        status: status_word(power).to_owned(),
+        status: power.panel_word().to_owned(),
         ipv4: first(|nic| &nic.ip4_addr),
         ipv6: first(|nic| &nic.ip6_addr),
         engine: vm.host.engine.clone(),
