@@ -207,6 +207,35 @@ impl DomainType {
 pub struct DiskXml {
     pub path: String,
     pub target: String,
+    pub format: DiskFormat,
+}
+
+/// How a disk's file is laid out (the `<driver type=…>` QEMU reads it with).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// Plain bytes: the blank disks an engine creates.
+    #[default]
+    Raw,
+    /// A qcow2 file: the copy-on-write overlay of an installed image.
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+
+    /// The format libvirt names (`qcow2`); anything else reads as raw.
+    pub fn from_attr(value: &str) -> DiskFormat {
+        if value == "qcow2" {
+            DiskFormat::Qcow2
+        } else {
+            DiskFormat::Raw
+        }
+    }
 }
 
 /// What a NIC is plugged into.
@@ -458,6 +487,84 @@ pub struct DomainXml {
     pub interfaces: Vec<InterfaceXml>,
     pub vnc: Option<VncXml>,
     pub metadata: Option<VmMetadata>,
+    /// The `<cpu>` of a KVM domain; `None`: the first of [`CpuModel::FALLBACK`].
+    pub cpu: Option<Element>,
+    /// The first-boot seed disk ([`SEED_SERIAL`]), when the VM has one.
+    pub seed: Option<String>,
+}
+
+/// The serial number that marks a VM's first-boot seed disk, so that it is
+/// never read as one of the VM's data disks.
+pub const SEED_SERIAL: &str = "cidata";
+
+/// The virtio-serial port name QEMU's guest agent listens on.
+pub const GUEST_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
+
+/// The `<cpu>` element of a host's CPU choice (`cpu_mode`, `cpu_features`).
+pub fn cpu_element(choice: &crate::CpuChoice) -> Element {
+    let mut cpu = Element::new("cpu").with_attr("mode", choice.mode.as_str());
+    if choice.mode != "host-model" {
+        cpu.set_attr("check", "none");
+    }
+    if choice.mode == "custom" {
+        cpu.set_attr("match", "exact");
+        cpu.push(
+            Element::new("model")
+                .with_attr("fallback", "allow")
+                .with_text(choice.model.as_str()),
+        );
+    }
+    for feature in &choice.disabled_features {
+        cpu.push(
+            Element::new("feature")
+                .with_attr("policy", "disable")
+                .with_attr("name", feature.as_str()),
+        );
+    }
+    cpu
+}
+
+/// The read-only raw disk a seed image is attached as.
+fn seed_element(path: &str, target: &str) -> Element {
+    Element::new("disk")
+        .with_attr("type", "file")
+        .with_attr("device", "disk")
+        .with_child(
+            Element::new("driver")
+                .with_attr("name", "qemu")
+                .with_attr("type", "raw"),
+        )
+        .with_child(Element::new("source").with_attr("file", path))
+        .with_child(
+            Element::new("target")
+                .with_attr("dev", target)
+                .with_attr("bus", "virtio"),
+        )
+        .with_child(Element::new("readonly"))
+        .with_child(Element::new("serial").with_text(SEED_SERIAL))
+}
+
+fn is_seed(device: &Element) -> bool {
+    device.local_name() == "disk"
+        && device
+            .child("serial")
+            .is_some_and(|serial| serial.text() == SEED_SERIAL)
+}
+
+/// The guest agent's virtio-serial channel; libvirt picks the host socket.
+fn guest_agent_element() -> Element {
+    Element::new("channel").with_attr("type", "unix").with_child(
+        Element::new("target")
+            .with_attr("type", "virtio")
+            .with_attr("name", GUEST_AGENT_CHANNEL),
+    )
+}
+
+fn is_guest_agent(device: &Element) -> bool {
+    device.local_name() == "channel"
+        && device
+            .child("target")
+            .is_some_and(|target| target.attr("name") == Some(GUEST_AGENT_CHANNEL))
 }
 
 impl DomainXml {
@@ -474,6 +581,8 @@ impl DomainXml {
             interfaces: Vec::new(),
             vnc: None,
             metadata: None,
+            cpu: None,
+            seed: None,
         }
     }
 
@@ -501,6 +610,7 @@ impl DomainXml {
         self.disks.push(DiskXml {
             path: path.to_owned(),
             target: target.to_owned(),
+            format: DiskFormat::Raw,
         });
         self
     }
@@ -565,7 +675,11 @@ impl DomainXml {
             );
         }
         if kind == DomainType::Kvm {
-            domain.push(CpuModel::FALLBACK[0].to_element());
+            domain.push(
+                self.cpu
+                    .clone()
+                    .unwrap_or_else(|| CpuModel::FALLBACK[0].to_element()),
+            );
         }
         if kind != DomainType::Lxc {
             domain.push(Element::new("clock").with_attr("offset", "utc"));
@@ -577,6 +691,9 @@ impl DomainXml {
         let mut devices = Element::new("devices");
         for disk in &self.disks {
             devices.push(disk.to_element(kind));
+        }
+        if let Some(seed) = self.seed.as_deref().filter(|_| kind.is_qemu()) {
+            devices.push(seed_element(seed, &self.free_disk_target()));
         }
         for interface in &self.interfaces {
             devices.push(interface.to_element(kind));
@@ -598,10 +715,10 @@ impl DomainXml {
             );
         }
         if kind.is_qemu() {
-            // The tablet keeps the VNC pointer in sync. (No guest agent
-            // channel: its socket path is host-generated, and a host path
-            // outside the storage directory in read-back XML would make the
-            // libvirt capability refuse a later redefinition.)
+            // How passwords reach a running guest (libvirt generates the
+            // socket; the libvirt capability knows where it puts it).
+            devices.push(guest_agent_element());
+            // The tablet keeps the VNC pointer in sync.
             devices.push(
                 Element::new("input")
                     .with_attr("type", "tablet")
@@ -651,9 +768,21 @@ impl DomainXml {
             interfaces: Vec::new(),
             vnc: None,
             metadata,
+            // The default model reads back as `None`, as it was built.
+            cpu: domain
+                .child("cpu")
+                .filter(|cpu| **cpu != CpuModel::FALLBACK[0].to_element())
+                .cloned(),
+            seed: None,
         };
         if let Some(devices) = domain.child("devices") {
             model.disks = devices.elements().filter_map(disk_of).collect();
+            model.seed = devices
+                .elements()
+                .find(|device| is_seed(device))
+                .and_then(|seed| seed.child("source"))
+                .and_then(|source| source.attr("file"))
+                .map(str::to_owned);
             model.interfaces = devices.elements().filter_map(interface_of).collect();
             model.vnc = devices
                 .children_named("graphics")
@@ -661,6 +790,14 @@ impl DomainXml {
                 .map(vnc_of);
         }
         model
+    }
+
+    /// The first virtio device name none of the disks has (for the seed).
+    fn free_disk_target(&self) -> String {
+        (0..)
+            .map(disk_target)
+            .find(|target| self.disks.iter().all(|disk| &disk.target != target))
+            .unwrap_or_default()
     }
 
     /// The disk whose source is `path`.
@@ -731,6 +868,9 @@ fn cap_percent_of(cputune: &Element) -> u32 {
 }
 
 fn disk_of(device: &Element) -> Option<DiskXml> {
+    if is_seed(device) {
+        return None;
+    }
     let source = device.child("source");
     let target = device.child("target");
     match device.local_name() {
@@ -740,11 +880,18 @@ fn disk_of(device: &Element) -> Option<DiskXml> {
             Some(DiskXml {
                 path: path.to_owned(),
                 target: target?.attr("dev")?.to_owned(),
+                format: DiskFormat::from_attr(
+                    device
+                        .child("driver")
+                        .and_then(|driver| driver.attr("type"))
+                        .unwrap_or("raw"),
+                ),
             })
         }
         "filesystem" if device.attr("type") == Some("file") => Some(DiskXml {
             path: source?.attr("file")?.to_owned(),
             target: target?.attr("dir")?.to_owned(),
+            format: DiskFormat::Raw,
         }),
         _ => None,
     }
@@ -825,7 +972,7 @@ impl DiskXml {
             disk.push(
                 Element::new("driver")
                     .with_attr("name", "qemu")
-                    .with_attr("type", "raw"),
+                    .with_attr("type", self.format.as_str()),
             );
         }
         disk.with_child(Element::new("source").with_attr("file", self.path.as_str()))
@@ -980,6 +1127,48 @@ impl DomainDocument {
         // libvirt reads a domain's elements in any order.
         self.root.remove_children("cpu");
         self.root.push(model.to_element());
+    }
+
+    /// Replace the `<cpu>` element with `cpu`.
+    pub fn set_cpu_element(&mut self, cpu: Element) {
+        self.root.remove_children("cpu");
+        self.root.push(cpu);
+    }
+
+    /// Attach the seed disk at `path` (`None`: detach it), replacing any
+    /// seed the domain had.
+    pub fn set_seed(&mut self, path: Option<&str>) {
+        let current = self.read();
+        self.root.edit_child("devices", |devices| {
+            devices.retain_elements(|device| !is_seed(device));
+            if let Some(path) = path {
+                devices.push(seed_element(path, &current.free_disk_target()));
+            }
+        });
+    }
+
+    /// Write the disk at `path` as `format` (an installed system disk is a
+    /// qcow2 overlay where a blank one was raw).
+    pub fn set_disk_format(&mut self, path: &str, format: DiskFormat) {
+        self.root.edit_child("devices", |devices| {
+            for device in devices.elements_mut() {
+                if disk_of(device).is_some_and(|disk| disk.path == path) {
+                    device.edit_child("driver", |driver| {
+                        driver.set_attr("name", "qemu");
+                        driver.set_attr("type", format.as_str());
+                    });
+                }
+            }
+        });
+    }
+
+    /// Add the guest agent channel when the domain has none.
+    pub fn ensure_guest_agent(&mut self) {
+        self.root.edit_child("devices", |devices| {
+            if !devices.elements().any(is_guest_agent) {
+                devices.push(guest_agent_element());
+            }
+        });
     }
 
     /// Replace the openidcs metadata only (`None` removes it). Use this, not

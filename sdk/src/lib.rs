@@ -10,6 +10,7 @@
 //! [`proxy`], [`log`]); a plugin may only call those the operator granted it,
 //! and the server refuses at load a plugin that imports more.
 
+pub mod cloudinit;
 pub mod domain;
 pub mod xml;
 
@@ -26,9 +27,10 @@ pub mod bindings {
 }
 
 pub use bindings::openidcs::engine::types::{
-    ConsoleEndpoint, Disk, EngineInfo, Error, HostConfig, HostCounters, IpPool, IpVersion, Nic,
-    NicKind, PortForward, PowerAction, PowerState, Protocol, ProxySite, TlsPair, VmCounters,
-    VmInfo, VmSpec,
+    ConsoleEndpoint, CpuChoice, Disk, EngineInfo, Error, FirstBoot, HostConfig, HostCounters,
+    ImageEntry, InstallPlan, IpPool, IpVersion, Nic, NicKind, OsImage, PasswordRoute,
+    PortForward, PowerAction, PowerState, Protocol, ProxySite, TlsPair, VmCounters, VmInfo,
+    VmSpec,
 };
 pub use bindings::openidcs::engine::{libvirt, log, nat, proxy};
 
@@ -89,6 +91,23 @@ pub trait Engine {
     }
     fn proxy_remove(host: HostConfig, vm_uuid: String, site: ProxySite) -> Result<()> {
         Err(unsupported("proxy-remove"))
+    }
+    fn os_images(host: HostConfig, catalogue: Vec<ImageEntry>) -> Result<Vec<OsImage>> {
+        Err(unsupported("os-images"))
+    }
+    fn vm_install(host: HostConfig, spec: VmSpec, plan: InstallPlan) -> Result<VmInfo> {
+        Err(unsupported("vm-install"))
+    }
+    fn vm_password(
+        host: HostConfig,
+        vm_uuid: String,
+        user: String,
+        boot: FirstBoot,
+    ) -> Result<PasswordRoute> {
+        Err(unsupported("vm-password"))
+    }
+    fn cpu_probe(host: HostConfig, wanted: Option<CpuChoice>) -> Result<CpuChoice> {
+        Err(unsupported("cpu-probe"))
     }
 }
 
@@ -206,6 +225,33 @@ macro_rules! export_engine {
                 site: $crate::ProxySite,
             ) -> $crate::Result<()> {
                 <$engine as $crate::Engine>::proxy_remove(host, vm_uuid, site)
+            }
+            fn os_images(
+                host: $crate::HostConfig,
+                catalogue: Vec<$crate::ImageEntry>,
+            ) -> $crate::Result<Vec<$crate::OsImage>> {
+                <$engine as $crate::Engine>::os_images(host, catalogue)
+            }
+            fn vm_install(
+                host: $crate::HostConfig,
+                spec: $crate::VmSpec,
+                plan: $crate::InstallPlan,
+            ) -> $crate::Result<$crate::VmInfo> {
+                <$engine as $crate::Engine>::vm_install(host, spec, plan)
+            }
+            fn vm_password(
+                host: $crate::HostConfig,
+                vm_uuid: String,
+                user: String,
+                boot: $crate::FirstBoot,
+            ) -> $crate::Result<$crate::PasswordRoute> {
+                <$engine as $crate::Engine>::vm_password(host, vm_uuid, user, boot)
+            }
+            fn cpu_probe(
+                host: $crate::HostConfig,
+                wanted: Option<$crate::CpuChoice>,
+            ) -> $crate::Result<$crate::CpuChoice> {
+                <$engine as $crate::Engine>::cpu_probe(host, wanted)
             }
         }
 

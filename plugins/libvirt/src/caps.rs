@@ -7,7 +7,7 @@
 //! natively against an in-memory fake. This module adds no behaviour of its
 //! own; scope checks happen on the host side of each import.
 
-use openidcs_sdk::libvirt::{self, Domain, DomainStats, LifecycleOp, NodeSummary};
+use openidcs_sdk::libvirt::{self, Domain, DomainStats, ImageVolume, LifecycleOp, NodeSummary};
 use openidcs_sdk::{PortForward, PowerState, ProxySite, Result, log, nat, proxy};
 
 /// How a log record is tagged.
@@ -31,6 +31,17 @@ pub trait Capabilities {
     fn network_xml(&self, network: &str) -> Result<String>;
     fn dhcp_host_add(&self, network: &str, mac: &str, ip: &str, name: &str) -> Result<()>;
     fn dhcp_host_remove(&self, network: &str, mac: &str, ip: &str) -> Result<()>;
+    fn list_images(&self) -> Result<Vec<ImageVolume>>;
+    fn create_volume_from_image(
+        &self,
+        name: &str,
+        image: &str,
+        capacity_mb: u64,
+        linked: bool,
+    ) -> Result<String>;
+    fn upload_volume(&self, name: &str, content: &[u8]) -> Result<String>;
+    fn guest_set_password(&self, domain: &str, user: &str, crypt_hash: &str) -> Result<()>;
+    fn try_domain(&self, xml: &str) -> Result<()>;
     fn nat_add_rule(&self, forward: &PortForward) -> Result<()>;
     fn nat_remove_rule(&self, id: u64) -> Result<()>;
     fn proxy_put_site(&self, site: &ProxySite) -> Result<()>;
@@ -89,6 +100,27 @@ impl Capabilities for Imports {
     }
     fn dhcp_host_remove(&self, network: &str, mac: &str, ip: &str) -> Result<()> {
         libvirt::dhcp_host_remove(network, mac, ip)
+    }
+    fn list_images(&self) -> Result<Vec<ImageVolume>> {
+        libvirt::list_images()
+    }
+    fn create_volume_from_image(
+        &self,
+        name: &str,
+        image: &str,
+        capacity_mb: u64,
+        linked: bool,
+    ) -> Result<String> {
+        libvirt::create_volume_from_image(name, image, capacity_mb, linked)
+    }
+    fn upload_volume(&self, name: &str, content: &[u8]) -> Result<String> {
+        libvirt::upload_volume(name, content)
+    }
+    fn guest_set_password(&self, domain: &str, user: &str, crypt_hash: &str) -> Result<()> {
+        libvirt::guest_set_password(domain, user, crypt_hash)
+    }
+    fn try_domain(&self, xml: &str) -> Result<()> {
+        libvirt::try_domain(xml)
     }
     fn nat_add_rule(&self, forward: &PortForward) -> Result<()> {
         nat::add_rule(forward)

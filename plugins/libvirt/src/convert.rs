@@ -9,13 +9,13 @@
 
 use openidcs_sdk::domain::xmltree;
 use openidcs_sdk::domain::{
-    Bandwidth, DiskXml, DomainType, DomainXml, InterfaceXml, NetSource, NicMeta, VmMetadata,
-    VncXml, VolumeMeta, disk_target,
+    Bandwidth, CpuModel, DiskFormat, DiskXml, DomainType, DomainXml, InterfaceXml, NetSource, NicMeta, VmMetadata,
+    VncXml, VolumeMeta, cpu_element, disk_target,
 };
 use openidcs_sdk::libvirt::{Domain, DomainStats, LifecycleOp, NodeSummary};
 use openidcs_sdk::{
-    ConsoleEndpoint, Disk, Error, HostConfig, HostCounters, Nic, NicKind, PowerAction, PowerState,
-    Result, VmCounters, VmSpec,
+    ConsoleEndpoint, CpuChoice, Disk, Error, HostConfig, HostCounters, Nic, NicKind, PowerAction,
+    PowerState, Result, VmCounters, VmSpec,
 };
 
 /// The panel's name of the system disk; its volume is `<vm>-system`.
@@ -99,6 +99,88 @@ pub fn check_vm_name(vm: &str) -> Result<()> {
             "vm_uuid {vm:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -"
         )))
     }
+}
+
+/// The volume of a VM's first-boot seed. The `.` keeps it apart from any
+/// disk's volume: disk names are letters, digits and `_` only.
+pub fn seed_volume(vm: &str) -> String {
+    format!("{vm}-seed.img")
+}
+
+/// The first virtio device name none of the domain's disks has.
+pub fn free_target(domain: &DomainXml) -> String {
+    (0..)
+        .map(disk_target)
+        .find(|target| domain.disks.iter().all(|disk| &disk.target != target))
+        .unwrap_or_default()
+}
+
+/// The CPU choice a fallback model stands for.
+pub fn cpu_choice_of(model: CpuModel) -> CpuChoice {
+    let (mode, name, disabled): (&str, &str, &[&str]) = match model {
+        CpuModel::Passthrough => ("host-passthrough", "", &[]),
+        CpuModel::PassthroughWithoutArchCapabilities => {
+            ("host-passthrough", "", &["arch-capabilities"])
+        }
+        CpuModel::HostModel => ("host-model", "", &[]),
+        CpuModel::Baseline => ("custom", "qemu64", &[]),
+    };
+    CpuChoice {
+        mode: mode.to_owned(),
+        model: name.to_owned(),
+        disabled_features: disabled.iter().map(|feature| (*feature).to_owned()).collect(),
+    }
+}
+
+/// A CPU choice as logs and errors show it.
+pub fn describe_cpu(choice: &CpuChoice) -> String {
+    let mut text = choice.mode.clone();
+    if !choice.model.is_empty() {
+        text.push_str(&format!(" {}", choice.model));
+    }
+    for feature in &choice.disabled_features {
+        text.push_str(&format!(" -{feature}"));
+    }
+    text
+}
+
+/// The host's CPU choice from its options (`extend-data`): `cpu_mode`,
+/// `cpu_model` (for `custom`) and `cpu_features` (`-name` disables a
+/// feature). The operator's setting, or what the core's probe found;
+/// `None`: the fallback chain at start.
+pub fn host_cpu(host: &HostConfig) -> Option<CpuChoice> {
+    let options: serde_json::Value = serde_json::from_str(&host.extend_data).ok()?;
+    let mode = options.get("cpu_mode")?.as_str()?.to_owned();
+    let model = options
+        .get("cpu_model")
+        .and_then(|model| model.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let disabled_features = options
+        .get("cpu_features")
+        .and_then(|features| features.as_array())
+        .map(|features| {
+            features
+                .iter()
+                .filter_map(|feature| feature.as_str()?.strip_prefix('-'))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(CpuChoice {
+        mode,
+        model,
+        disabled_features,
+    })
+}
+
+/// The throwaway domain a CPU probe starts: no disk, no NIC, 32 MiB.
+pub fn probe_domain(host: &HostConfig, choice: &CpuChoice) -> DomainXml {
+    let mut probe = DomainXml::new(&format!("{}openidcs-cpu-probe", host.filter_name), DomainType::Kvm)
+        .memory_mib(32)
+        .vcpus(1);
+    probe.cpu = Some(cpu_element(choice));
+    probe
 }
 
 /// The storage volume of a VM's disk.
@@ -431,6 +513,7 @@ pub fn create_domain(
         .memory_mib(spec.mem_mb)
         .vcpus(spec.cpu_num)
         .cpu_cap_percent(spec.cpu_per);
+    model.cpu = host_cpu(host).map(|choice| cpu_element(&choice));
     let mut targets = Vec::new();
     for disk in disks {
         let target = disk_target_for(domain_type, disk, &targets);
@@ -482,6 +565,7 @@ pub fn update_domain(
             model.disks.push(DiskXml {
                 path: disk.path.clone(),
                 target: target.clone(),
+                format: DiskFormat::Raw,
             });
             targets.push(target);
         }
@@ -670,8 +754,9 @@ pub fn owned_volumes(vm: &str, domain: &DomainXml) -> Vec<String> {
             .chain(metadata.disks.iter())
             .map(|volume| volume.volume.clone())
     });
+    let seed = domain.seed.as_deref().map(|path| file_name(path).to_owned());
     let mut volumes: Vec<String> = Vec::new();
-    for volume in from_disks.chain(from_metadata) {
+    for volume in from_disks.chain(from_metadata).chain(seed) {
         if volume.starts_with(&prefix) && !volumes.contains(&volume) {
             volumes.push(volume);
         }

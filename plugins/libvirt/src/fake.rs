@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use openidcs_sdk::domain::xmltree::{self, Element};
 use openidcs_sdk::domain::{CpuModel, DomainDocument, DomainXml};
-use openidcs_sdk::libvirt::{Domain, DomainStats, LifecycleOp, NodeSummary};
+use openidcs_sdk::libvirt::{Domain, DomainStats, ImageVolume, LifecycleOp, NodeSummary};
 use openidcs_sdk::{Error, PortForward, PowerState, ProxySite, Result};
 
 use crate::caps::{Capabilities, Level};
@@ -18,6 +18,7 @@ use crate::caps::{Capabilities, Level};
 /// The port the fake's "QEMU" gives an autoport console when it starts.
 pub const LIVE_VNC_PORT: u16 = 5907;
 pub const STORAGE_DIR: &str = "/srv/vm";
+pub const IMAGES_DIR: &str = "/srv/images";
 
 #[derive(Clone, Debug)]
 pub struct FakeDomain {
@@ -49,6 +50,17 @@ pub struct State {
     /// CPU models this host's "QEMU" cannot run: starting a domain with one
     /// fails as QEMU does on AMD with nested KVM.
     pub unrunnable_cpus: Vec<CpuModel>,
+    /// The image storage: volume name → (format, size in MB).
+    pub images: BTreeMap<String, (String, u64)>,
+    /// Volume name → the image it was made from and whether it is linked.
+    pub clones: BTreeMap<String, (String, bool)>,
+    /// Volume name → the bytes uploaded into it.
+    pub uploads: BTreeMap<String, Vec<u8>>,
+    /// Whether the guest agents answer, and the passwords they set.
+    pub agents_answer: bool,
+    pub guest_passwords: Vec<(String, String, String)>,
+    /// `<cpu>` XML of every throwaway domain started.
+    pub tried_cpus: Vec<String>,
     next_uuid: u32,
 }
 
@@ -404,6 +416,97 @@ impl Capabilities for Fake {
             .remove(name)
             .map(|_| ())
             .ok_or_else(|| not_found("volume"))
+    }
+
+    fn list_images(&self) -> Result<Vec<ImageVolume>> {
+        self.enter("list_images")?;
+        Ok(self
+            .state
+            .borrow()
+            .images
+            .iter()
+            .map(|(name, (format, size_mb))| ImageVolume {
+                name: name.clone(),
+                path: format!("{IMAGES_DIR}/{name}"),
+                format: format.clone(),
+                capacity_bytes: size_mb << 20,
+            })
+            .collect())
+    }
+
+    fn create_volume_from_image(
+        &self,
+        name: &str,
+        image: &str,
+        capacity_mb: u64,
+        linked: bool,
+    ) -> Result<String> {
+        self.enter("create_volume_from_image")?;
+        let mut state = self.state.borrow_mut();
+        let Some((_, image_mb)) = state.images.get(image).cloned() else {
+            return Err(not_found("image"));
+        };
+        if state.volumes.contains_key(name) {
+            return Err(Error::Conflict(format!("volume {name} already exists")));
+        }
+        state.volumes.insert(name.to_owned(), capacity_mb.max(image_mb));
+        state
+            .clones
+            .insert(name.to_owned(), (image.to_owned(), linked));
+        Ok(format!("{STORAGE_DIR}/{name}"))
+    }
+
+    fn upload_volume(&self, name: &str, content: &[u8]) -> Result<String> {
+        self.enter("upload_volume")?;
+        let mut state = self.state.borrow_mut();
+        if state.volumes.contains_key(name) {
+            return Err(Error::Conflict(format!("volume {name} already exists")));
+        }
+        state
+            .volumes
+            .insert(name.to_owned(), (content.len() as u64).div_ceil(1 << 20));
+        state.uploads.insert(name.to_owned(), content.to_vec());
+        Ok(format!("{STORAGE_DIR}/{name}"))
+    }
+
+    fn guest_set_password(&self, domain: &str, user: &str, crypt_hash: &str) -> Result<()> {
+        self.enter("guest_set_password")?;
+        let mut state = self.state.borrow_mut();
+        let running = state
+            .domains
+            .get(domain)
+            .ok_or_else(|| not_found("domain"))?
+            .state
+            == PowerState::Running;
+        if !running || !state.agents_answer {
+            return Err(Error::Failed(
+                "Guest agent is not responding: QEMU guest agent is not connected".to_owned(),
+            ));
+        }
+        state
+            .guest_passwords
+            .push((domain.to_owned(), user.to_owned(), crypt_hash.to_owned()));
+        Ok(())
+    }
+
+    fn try_domain(&self, xml: &str) -> Result<()> {
+        self.enter("try_domain")?;
+        let document = DomainDocument::parse(xml).map_err(|error| Error::Invalid(error.message))?;
+        let mut state = self.state.borrow_mut();
+        state.tried_cpus.push(
+            document
+                .root
+                .child("cpu")
+                .map(|cpu| cpu.to_xml())
+                .unwrap_or_default(),
+        );
+        match document.cpu() {
+            Some(cpu) if state.unrunnable_cpus.contains(&cpu) => Err(Error::Failed(format!(
+                "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69 ({})",
+                cpu.as_str()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn attach_device(&self, domain: &str, xml: &str, _live: bool) -> Result<()> {

@@ -24,8 +24,9 @@ mod tests;
 
 use caps::Imports;
 use openidcs_sdk::{
-    ConsoleEndpoint, Engine, EngineInfo, HostConfig, HostCounters, Nic, PortForward, PowerAction,
-    PowerState, ProxySite, Result, VmCounters, VmInfo, VmSpec, generate_mac,
+    ConsoleEndpoint, CpuChoice, Engine, EngineInfo, FirstBoot, HostConfig, HostCounters,
+    ImageEntry, InstallPlan, Nic, OsImage, PasswordRoute, PortForward, PowerAction, PowerState,
+    ProxySite, Result, VmCounters, VmInfo, VmSpec, generate_mac,
 };
 
 struct LibvirtEngine;
@@ -97,6 +98,27 @@ impl Engine for LibvirtEngine {
 
     fn proxy_apply(host: HostConfig, vm_uuid: String, site: ProxySite) -> Result<ProxySite> {
         ops::proxy_apply(&Imports, &host, &vm_uuid, site)
+    }
+
+    fn os_images(_host: HostConfig, catalogue: Vec<ImageEntry>) -> Result<Vec<OsImage>> {
+        ops::os_images(&Imports, &catalogue)
+    }
+
+    fn vm_install(host: HostConfig, spec: VmSpec, plan: InstallPlan) -> Result<VmInfo> {
+        ops::vm_install(&Imports, &host, &spec, &plan)
+    }
+
+    fn vm_password(
+        _host: HostConfig,
+        vm_uuid: String,
+        user: String,
+        boot: FirstBoot,
+    ) -> Result<PasswordRoute> {
+        ops::vm_password(&Imports, &vm_uuid, &user, &boot)
+    }
+
+    fn cpu_probe(host: HostConfig, wanted: Option<CpuChoice>) -> Result<CpuChoice> {
+        ops::cpu_probe(&Imports, &host, wanted.as_ref())
     }
 
     fn proxy_remove(_host: HostConfig, vm_uuid: String, site: ProxySite) -> Result<()> {

@@ -8,11 +8,16 @@
 //! [`crate::convert`]. Nothing here keeps state between calls: what the
 //! engine must remember about a VM lives in its domain's metadata.
 
-use openidcs_sdk::domain::{DomainDocument, DomainXml, InterfaceXml, VmMetadata};
+use openidcs_sdk::cloudinit::Seed;
+use openidcs_sdk::domain::{
+    CpuModel, DiskFormat, DiskXml, DomainDocument, DomainType, DomainXml, InterfaceXml,
+    VmMetadata, VolumeMeta,
+};
 use openidcs_sdk::libvirt::LifecycleOp;
 use openidcs_sdk::{
-    ConsoleEndpoint, Error, HostConfig, HostCounters, Nic, NicKind, PortForward, PowerAction,
-    PowerState, Protocol, ProxySite, Result, VmCounters, VmInfo, VmSpec,
+    ConsoleEndpoint, CpuChoice, Error, FirstBoot, HostConfig, HostCounters, ImageEntry,
+    InstallPlan, Nic, NicKind, OsImage, PasswordRoute, PortForward, PowerAction, PowerState,
+    Protocol, ProxySite, Result, VmCounters, VmInfo, VmSpec,
 };
 
 use crate::caps::{Capabilities, Level};
@@ -761,4 +766,193 @@ pub fn ip_remove<C: Capabilities>(caps: &C, host: &HostConfig, vm: &str, nic: &N
         remove_binding(caps, host, &binding)?;
     }
     Ok(())
+}
+
+/// The catalogue entries whose image the host's image storage holds.
+pub fn os_images<C: Capabilities>(caps: &C, catalogue: &[ImageEntry]) -> Result<Vec<OsImage>> {
+    let volumes = caps
+        .list_images()
+        .context(|| "listing the host's images".to_owned())?;
+    let mut images = Vec::new();
+    for entry in catalogue {
+        match volumes.iter().find(|volume| volume.name == entry.file) {
+            Some(volume) => images.push(OsImage {
+                name: entry.name.clone(),
+                file: entry.file.clone(),
+                format: volume.format.clone(),
+                size_mb: volume.capacity_bytes.div_ceil(MIB),
+                min_disk_mb: entry.min_disk_mb,
+            }),
+            None => caps.log(
+                Level::Warn,
+                &format!(
+                    "image {} of os {} is not in the host's image storage",
+                    entry.file, entry.name
+                ),
+            ),
+        }
+    }
+    Ok(images)
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Delete a volume that may not exist.
+fn delete_if_present<C: Capabilities>(caps: &C, volume: &str) -> Result<()> {
+    match caps.delete_volume(volume) {
+        Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+        Err(error) => Err(with_context(error, &format!("deleting volume {volume}"))),
+    }
+}
+
+/// Write `boot` as the VM's seed volume (replacing the one it had); answers
+/// the volume's path.
+fn write_seed<C: Capabilities>(caps: &C, vm: &str, boot: &FirstBoot, nics: &[Nic]) -> Result<String> {
+    let image = Seed::new(boot, nics)
+        .to_fat_image()
+        .map_err(|error| Error::Failed(format!("making the first-boot seed of vm {vm}: {error}")))?;
+    let volume = convert::seed_volume(vm);
+    delete_if_present(caps, &volume)?;
+    caps.upload_volume(&volume, &image)
+        .context(|| format!("uploading the first-boot seed of vm {vm}"))
+}
+
+/// Put a fresh system disk from `plan.image` under the stopped VM and a new
+/// first-boot seed beside it. The data disks stay as they are.
+pub fn vm_install<C: Capabilities>(
+    caps: &C,
+    host: &HostConfig,
+    spec: &VmSpec,
+    plan: &InstallPlan,
+) -> Result<VmInfo> {
+    let vm = spec.vm_uuid.as_str();
+    check_vm_name(vm)?;
+    let domain = look_up(caps, vm)?;
+    if domain.state != PowerState::Stopped {
+        return Err(Error::Conflict(format!(
+            "vm {vm} must be stopped to install an image (it is {:?})",
+            domain.state
+        )));
+    }
+    let image = caps
+        .list_images()
+        .context(|| "listing the host's images".to_owned())?
+        .into_iter()
+        .find(|volume| volume.name == plan.image.file)
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "image {} of os {} is not in the host's image storage",
+                plan.image.file, plan.image.name
+            ))
+        })?;
+    let size_mb = spec
+        .hdd_mb
+        .max(plan.image.min_disk_mb)
+        .max(image.capacity_bytes.div_ceil(MIB));
+
+    let mut document = read_document(caps, vm)?;
+    let current = document.read();
+    let system = convert::volume_name(vm, convert::SYSTEM_DISK);
+    delete_if_present(caps, &system)?;
+    let path = caps
+        .create_volume_from_image(&system, &image.name, size_mb, plan.linked_clone)
+        .context(|| format!("making the system disk of vm {vm} from image {}", image.name))?;
+    let seed = write_seed(caps, vm, &plan.first_boot, &convert::nics_of(&current))?;
+
+    let mut model = current.clone();
+    if current.disk_by_path(&path).is_none() {
+        // A VM created without a system disk gets one in front.
+        model.disks.insert(
+            0,
+            DiskXml {
+                path: path.clone(),
+                target: convert::free_target(&current),
+                format: DiskFormat::Qcow2,
+            },
+        );
+    }
+    let mut metadata = current.metadata.clone().unwrap_or_default();
+    metadata.os_name = plan.image.name.clone();
+    metadata.system = Some(VolumeMeta {
+        name: convert::SYSTEM_DISK.to_owned(),
+        volume: system,
+        size_mb,
+    });
+    model.metadata = Some(metadata);
+    document.apply(&model);
+    document.set_disk_format(&path, DiskFormat::Qcow2);
+    document.set_seed(Some(&seed));
+    document.ensure_guest_agent();
+    caps.define_domain(&document.to_xml())
+        .context(|| format!("redefining vm {vm} with its installed system disk"))?;
+    vm_get(caps, host, vm)
+}
+
+/// A new password: through the guest agent of a running VM, else in a new
+/// seed that the guest applies at its next boot.
+pub fn vm_password<C: Capabilities>(
+    caps: &C,
+    vm: &str,
+    user: &str,
+    boot: &FirstBoot,
+) -> Result<PasswordRoute> {
+    check_vm_name(vm)?;
+    let domain = look_up(caps, vm)?;
+    if domain.state == PowerState::Running {
+        match caps.guest_set_password(vm, user, &boot.password_hash) {
+            Ok(()) => return Ok(PasswordRoute::GuestAgent),
+            Err(error) => caps.log(
+                Level::Info,
+                &format!(
+                    "vm {vm}: the guest agent did not take the password ({}); it applies at the next boot",
+                    message_of(&error)
+                ),
+            ),
+        }
+    }
+    let mut document = read_document(caps, vm)?;
+    let current = document.read();
+    let seed = write_seed(caps, vm, boot, &convert::nics_of(&current))?;
+    document.set_seed(Some(&seed));
+    caps.define_domain(&document.to_xml())
+        .context(|| format!("redefining vm {vm} with its new seed"))?;
+    Ok(PasswordRoute::NextBoot)
+}
+
+/// The CPU this host runs: `wanted` if a throwaway domain starts with it,
+/// else the first of the fallback chain that does.
+pub fn cpu_probe<C: Capabilities>(
+    caps: &C,
+    host: &HostConfig,
+    wanted: Option<&CpuChoice>,
+) -> Result<CpuChoice> {
+    let domain_type = convert::domain_type(host)?;
+    if domain_type != DomainType::Kvm {
+        return Err(Error::Unsupported(format!(
+            "a {} host has no CPU model to choose",
+            domain_type.as_str()
+        )));
+    }
+    let candidates: Vec<CpuChoice> = wanted
+        .cloned()
+        .into_iter()
+        .chain(CpuModel::FALLBACK.into_iter().map(convert::cpu_choice_of))
+        .collect();
+    let mut refusals = Vec::new();
+    for choice in candidates {
+        let probe = convert::probe_domain(host, &choice);
+        match caps.try_domain(&probe.to_xml()) {
+            Ok(()) => return Ok(choice),
+            Err(error) => refusals.push(format!(
+                "{}: {}",
+                convert::describe_cpu(&choice),
+                message_of(&error)
+            )),
+        }
+    }
+    Err(Error::Failed(format!(
+        "no CPU model starts on host {}: {}",
+        host.name,
+        refusals.join("; ")
+    )))
 }

@@ -982,3 +982,4 @@ fn describe_names_the_engine() {
     assert_eq!(info.name, "libvirt");
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
 }
+mod provisioning;

@@ -182,7 +182,8 @@ fn reads_libvirt_output_with_other_units_and_a_live_console() {
         read.disks,
         vec![DiskXml {
             path: "/dev/vg/web1".to_owned(),
-            target: "vda".to_owned()
+            target: "vda".to_owned(),
+            format: DiskFormat::Raw,
         }]
     );
     assert_eq!(read.interfaces.len(), 1);
@@ -324,6 +325,7 @@ fn applying_a_new_model_edits_in_place_and_keeps_the_rest() {
     wanted.disks.push(DiskXml {
         path: "/srv/vm/web1-logs".to_owned(),
         target: "vdc".to_owned(),
+        format: DiskFormat::Raw,
     });
     wanted.interfaces[0].bandwidth = Bandwidth::from_mbit(200, 0);
     wanted.interfaces.remove(1);
@@ -408,6 +410,7 @@ fn device_fragments_for_hotplug() {
     let disk = DiskXml {
         path: "/srv/vm/a b&c".to_owned(),
         target: "vdb".to_owned(),
+        format: DiskFormat::Raw,
     };
     assert!(disk.to_xml(DomainType::Kvm).contains("a b&amp;c"));
 }

@@ -1,6 +1,6 @@
 //! Table-driven tests of the pure helpers: one line per case.
 
-use openidcs_sdk::domain::{DiskXml, DomainType, DomainXml};
+use openidcs_sdk::domain::{DiskFormat, DiskXml, DomainType, DomainXml};
 use openidcs_sdk::libvirt::LifecycleOp;
 use openidcs_sdk::{Disk, Error, NicKind, PowerAction, PowerState, VmSpec};
 
@@ -262,7 +262,8 @@ fn plans_disk_updates_that_only_grow() {
         model.disks.last(),
         Some(&DiskXml {
             path: "/srv/vm/web1-logs".to_owned(),
-            target: "vdc".to_owned()
+            target: "vdc".to_owned(),
+            format: DiskFormat::Raw,
         })
     );
 
