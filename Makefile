@@ -58,9 +58,11 @@ server: setup
 
 examples: setup $(PYTHON_ENGINE)
 
-$(PYTHON_ENGINE): examples/python-engine/app.py wit/engine.wit
+# Built against the frozen 0.1.0 world on purpose: it is the test that
+# plugins made before 0.2.0 still load and work.
+$(PYTHON_ENGINE): examples/python-engine/app.py wit/since_v0.1.0/engine.wit
 	@mkdir -p $(dir $@)
-	cd examples/python-engine && ../../.venv/bin/componentize-py -d ../../wit -w libvirt-engine \
+	cd examples/python-engine && ../../.venv/bin/componentize-py -d ../../wit/since_v0.1.0 -w libvirt-engine \
 	  componentize app -o ../../$@
 
 build: plugins server examples

@@ -249,7 +249,7 @@ async fn statis_engine_logget_tasget() {
     assert_eq!(panic["name"], "panic");
     assert_eq!(panic["enabled"], true);
     assert_eq!(panic["version"], "0.0.0");
-    assert_eq!(panic["wit_version"], "0.1.0");
+    assert_eq!(panic["wit_version"], "0.2.0");
     assert_eq!(panic["grants"], json!(["log"]));
     assert!(panic["error"].is_null());
     assert!(

@@ -41,6 +41,9 @@ pub struct HostScope {
     pub name_prefix: String,
     /// `extend_data.allow_hostdev`: PCI/USB passthrough allowed on this host.
     pub allow_hostdev: bool,
+    /// `images_path`: the image storage, a storage pool's directory or a
+    /// pool's name (empty: none). Engines read images, never write them.
+    pub images: String,
 }
 
 impl HostScope {

@@ -1,4 +1,5 @@
-//! The one place `bindgen!` runs for the `openidcs:engine@0.1.0` world.
+//! The one place `bindgen!` runs for the `openidcs:engine@0.2.0` world
+//! (the frozen 0.1.0 world's imports are in [`super::v0_1`]).
 //! Everything else imports the generated types from here, so the macro's
 //! options are the same for every user and the expansion is compiled once.
 //! The `engine` export is called through one typed table of its functions,
@@ -36,16 +37,23 @@ wasmtime::component::bindgen!({
 
 pub use self::openidcs::engine::types::Error as PluginError;
 pub use self::openidcs::engine::types::{
-    ConsoleEndpoint, Disk, EngineInfo, HostConfig, HostCounters, IpPool, IpVersion, Nic, NicKind,
-    PortForward, PowerAction, PowerState, Protocol, ProxySite, TlsPair, VmCounters, VmInfo, VmSpec,
+    ConsoleEndpoint, CpuChoice, Disk, EngineInfo, FirstBoot, HostConfig, HostCounters, ImageEntry,
+    InstallPlan, IpPool, IpVersion, Nic, NicKind, OsImage, PasswordRoute, PortForward,
+    PowerAction, PowerState, Protocol, ProxySite, TlsPair, VmCounters, VmInfo, VmSpec,
 };
 
-/// The WIT package version this server speaks; plugins must export a
-/// compatible `openidcs:engine/engine` (same major, and same minor while 0.x).
-pub const WIT_VERSION: &str = "0.1.0";
+/// The WIT package version this server speaks.
+pub const WIT_VERSION: &str = "0.2.0";
 
-/// The name of the export every engine has.
-const ENGINE_EXPORT: &str = "openidcs:engine/engine@0.1.0";
+/// The older versions it still loads plugins of: their worlds are frozen
+/// under `wit/since_v*/`, their records are 0.2.0's (0.2.0 only added), and
+/// their imports are linked by [`super::v0_1`].
+pub const OLDER_WIT_VERSIONS: &[&str] = &["0.1.0"];
+
+/// The export every engine has, in each version.
+fn engine_export(version: &str) -> String {
+    format!("openidcs:engine/engine@{version}")
+}
 
 /// A plugin ready to instantiate: its `InstancePre` and where each function
 /// of its `engine` export is.
@@ -63,8 +71,8 @@ pub struct EnginePre {
 impl EnginePre {
     /// Find the `engine` export and each of its functions, or say which is
     /// missing.
-    pub fn new(instance_pre: InstancePre<CallState>) -> Result<EnginePre, String> {
-        let functions = EngineFunctions::find(instance_pre.component())?;
+    pub fn new(instance_pre: InstancePre<CallState>, version: &str) -> Result<EnginePre, String> {
+        let functions = EngineFunctions::find(instance_pre.component(), version)?;
         Ok(EnginePre {
             instance_pre,
             functions: Arc::new(functions),
@@ -99,29 +107,37 @@ macro_rules! engine_functions {
     (
         fn $describe:ident = $describe_name:literal () -> $info:ty;
         $(
-            fn $method:ident = $name:literal (host: &HostConfig $(, $arg:ident: $type:ty)*)
+            fn $method:ident = $name:literal since $since:literal
+                (host: &HostConfig $(, $arg:ident: $type:ty)*)
                 -> Result<$answer:ty, PluginError>;
         )*
     ) => {
-        /// Where each function of one plugin's `engine` export is.
+        /// Where each function of one plugin's `engine` export is; a
+        /// function newer than the plugin's WIT version is `None`.
         struct EngineFunctions {
+            version: String,
             $describe: ComponentExportIndex,
-            $($method: ComponentExportIndex,)*
+            $($method: Option<ComponentExportIndex>,)*
         }
 
         impl EngineFunctions {
-            fn find(component: &Component) -> Result<EngineFunctions, String> {
+            fn find(component: &Component, version: &str) -> Result<EngineFunctions, String> {
+                let export = engine_export(version);
                 let interface = component
-                    .get_export_index(None, ENGINE_EXPORT)
-                    .ok_or_else(|| format!("it does not export {ENGINE_EXPORT}"))?;
-                let find = |name: &str| {
-                    component
-                        .get_export_index(Some(&interface), name)
-                        .ok_or_else(|| format!("its {ENGINE_EXPORT} lacks the function {name}"))
+                    .get_export_index(None, &export)
+                    .ok_or_else(|| format!("it does not export {export}"))?;
+                let find = |name: &str, since: &str| {
+                    match component.get_export_index(Some(&interface), name) {
+                        Some(index) => Ok(Some(index)),
+                        None if since_newer(since, version) => Ok(None),
+                        None => Err(format!("its {export} lacks the function {name}")),
+                    }
                 };
                 Ok(EngineFunctions {
-                    $describe: find($describe_name)?,
-                    $($method: find($name)?,)*
+                    version: version.to_owned(),
+                    $describe: find($describe_name, "0.1.0")?
+                        .ok_or_else(|| format!("its {export} lacks {}", $describe_name))?,
+                    $($method: find($name, $since)?,)*
                 })
             }
         }
@@ -131,12 +147,13 @@ macro_rules! engine_functions {
             pub fn check_types(&self, store: &mut Store<CallState>) -> wasmtime::Result<()> {
                 self.instance
                     .get_typed_func::<(), ($info,)>(&mut *store, &self.functions.$describe)?;
-                $(self
-                    .instance
-                    .get_typed_func::<(&HostConfig, $($type,)*), (Result<$answer, PluginError>,)>(
-                        &mut *store,
-                        &self.functions.$method,
-                    )?;)*
+                $(if let Some(index) = &self.functions.$method {
+                    self.instance
+                        .get_typed_func::<(&HostConfig, $($type,)*), (Result<$answer, PluginError>,)>(
+                            &mut *store,
+                            index,
+                        )?;
+                })*
                 Ok(())
             }
 
@@ -157,13 +174,19 @@ macro_rules! engine_functions {
                 host: &HostConfig,
                 $($arg: $type),*
             ) -> wasmtime::Result<Result<$answer, PluginError>> {
+                let Some(index) = &self.functions.$method else {
+                    return Ok(Err(PluginError::Unsupported(format!(
+                        "this engine speaks openidcs:engine@{}, which has no {} (added in {})",
+                        self.functions.version, $name, $since
+                    ))));
+                };
                 // Only this function's types are checked here; the others
                 // were checked when the plugin loaded.
                 let function = self
                     .instance
                     .get_typed_func::<(&HostConfig, $($type,)*), (Result<$answer, PluginError>,)>(
                         &mut *store,
-                        &self.functions.$method,
+                        index,
                     )?;
                 let (answer,) = function.call_async(&mut *store, (host, $($arg,)*)).await?;
                 Ok(answer)
@@ -192,28 +215,51 @@ macro_rules! engine_functions {
 
 engine_functions! {
     fn describe = "describe" () -> EngineInfo;
-    fn host_status = "host-status" (host: &HostConfig) -> Result<HostCounters, PluginError>;
-    fn vm_list = "vm-list" (host: &HostConfig) -> Result<Vec<VmInfo>, PluginError>;
-    fn vm_get = "vm-get" (host: &HostConfig, vm_uuid: &str) -> Result<VmInfo, PluginError>;
-    fn vm_create = "vm-create" (host: &HostConfig, spec: &VmSpec) -> Result<VmInfo, PluginError>;
-    fn vm_update = "vm-update" (host: &HostConfig, spec: &VmSpec) -> Result<VmInfo, PluginError>;
-    fn vm_delete = "vm-delete" (host: &HostConfig, vm_uuid: &str) -> Result<(), PluginError>;
-    fn vm_power = "vm-power" (host: &HostConfig, vm_uuid: &str, action: PowerAction)
+    fn host_status = "host-status" since "0.1.0" (host: &HostConfig)
+        -> Result<HostCounters, PluginError>;
+    fn vm_list = "vm-list" since "0.1.0" (host: &HostConfig) -> Result<Vec<VmInfo>, PluginError>;
+    fn vm_get = "vm-get" since "0.1.0" (host: &HostConfig, vm_uuid: &str)
+        -> Result<VmInfo, PluginError>;
+    fn vm_create = "vm-create" since "0.1.0" (host: &HostConfig, spec: &VmSpec)
+        -> Result<VmInfo, PluginError>;
+    fn vm_update = "vm-update" since "0.1.0" (host: &HostConfig, spec: &VmSpec)
+        -> Result<VmInfo, PluginError>;
+    fn vm_delete = "vm-delete" since "0.1.0" (host: &HostConfig, vm_uuid: &str)
+        -> Result<(), PluginError>;
+    fn vm_power = "vm-power" since "0.1.0" (host: &HostConfig, vm_uuid: &str, action: PowerAction)
         -> Result<PowerState, PluginError>;
-    fn vm_usage = "vm-usage" (host: &HostConfig) -> Result<Vec<VmCounters>, PluginError>;
-    fn vm_console = "vm-console" (host: &HostConfig, vm_uuid: &str)
+    fn vm_usage = "vm-usage" since "0.1.0" (host: &HostConfig)
+        -> Result<Vec<VmCounters>, PluginError>;
+    fn vm_console = "vm-console" since "0.1.0" (host: &HostConfig, vm_uuid: &str)
         -> Result<ConsoleEndpoint, PluginError>;
-    fn vm_scan = "vm-scan" (host: &HostConfig, prefix: &str) -> Result<Vec<VmInfo>, PluginError>;
-    fn nat_apply = "nat-apply" (host: &HostConfig, vm_uuid: &str, forward: &PortForward)
+    fn vm_scan = "vm-scan" since "0.1.0" (host: &HostConfig, prefix: &str)
+        -> Result<Vec<VmInfo>, PluginError>;
+    fn nat_apply = "nat-apply" since "0.1.0" (host: &HostConfig, vm_uuid: &str, forward: &PortForward)
         -> Result<PortForward, PluginError>;
-    fn nat_remove = "nat-remove" (host: &HostConfig, vm_uuid: &str, forward: &PortForward)
+    fn nat_remove = "nat-remove" since "0.1.0" (host: &HostConfig, vm_uuid: &str, forward: &PortForward)
         -> Result<(), PluginError>;
-    fn ip_apply = "ip-apply" (host: &HostConfig, vm_uuid: &str, nic: &Nic) -> Result<Nic, PluginError>;
-    fn ip_remove = "ip-remove" (host: &HostConfig, vm_uuid: &str, nic: &Nic) -> Result<(), PluginError>;
-    fn proxy_apply = "proxy-apply" (host: &HostConfig, vm_uuid: &str, site: &ProxySite)
+    fn ip_apply = "ip-apply" since "0.1.0" (host: &HostConfig, vm_uuid: &str, nic: &Nic)
+        -> Result<Nic, PluginError>;
+    fn ip_remove = "ip-remove" since "0.1.0" (host: &HostConfig, vm_uuid: &str, nic: &Nic)
+        -> Result<(), PluginError>;
+    fn proxy_apply = "proxy-apply" since "0.1.0" (host: &HostConfig, vm_uuid: &str, site: &ProxySite)
         -> Result<ProxySite, PluginError>;
-    fn proxy_remove = "proxy-remove" (host: &HostConfig, vm_uuid: &str, site: &ProxySite)
+    fn proxy_remove = "proxy-remove" since "0.1.0" (host: &HostConfig, vm_uuid: &str, site: &ProxySite)
         -> Result<(), PluginError>;
+    fn os_images = "os-images" since "0.2.0" (host: &HostConfig, catalogue: &[ImageEntry])
+        -> Result<Vec<OsImage>, PluginError>;
+    fn vm_install = "vm-install" since "0.2.0" (host: &HostConfig, spec: &VmSpec, plan: &InstallPlan)
+        -> Result<VmInfo, PluginError>;
+    fn vm_password = "vm-password" since "0.2.0"
+        (host: &HostConfig, vm_uuid: &str, user: &str, boot: &FirstBoot)
+        -> Result<PasswordRoute, PluginError>;
+    fn cpu_probe = "cpu-probe" since "0.2.0" (host: &HostConfig, wanted: Option<&CpuChoice>)
+        -> Result<CpuChoice, PluginError>;
+}
+
+/// Is a function added in `since` newer than a plugin of `version`?
+fn since_newer(since: &str, version: &str) -> bool {
+    super::loader::version_key(since) > super::loader::version_key(version)
 }
 
 /// The operator-facing text of an engine error: its kind and message.

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use super::bindings::{EnginePre, WIT_VERSION};
+use super::bindings::{EnginePre, OLDER_WIT_VERSIONS, WIT_VERSION};
 use super::instance::CallState;
 use crate::caps;
 use crate::config::{Grant, PluginConfig};
@@ -114,18 +114,36 @@ fn load_component(
     Ok((component, false))
 }
 
-/// Is a plugin's `openidcs:engine` version one this server speaks? Same
-/// major, and while the major is 0, same minor (semver for 0.x).
+/// A version as numbers, for ordering (`"0.2.0"` → `(0, 2, 0)`); missing or
+/// unreadable parts count as 0.
+pub fn version_key(version: &str) -> (u64, u64, u64) {
+    let mut parts = version
+        .split('.')
+        .map(|part| part.parse::<u64>().unwrap_or(0));
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}
+
+/// Is a plugin's `openidcs:engine` version one this server speaks? Its own
+/// or one of the older ones it keeps, by semver: same major, and while the
+/// major is 0, same minor.
 pub fn version_compatible(version: &str) -> bool {
     fn major_minor(version: &str) -> Option<(u64, u64)> {
         let mut parts = version.split('.');
         Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
     }
-    match (major_minor(version), major_minor(WIT_VERSION)) {
-        (Some((0, minor)), Some((0, our_minor))) => minor == our_minor,
-        (Some((major, _)), Some((our_major, _))) => major == our_major,
-        _ => false,
-    }
+    let Some((major, minor)) = major_minor(version) else {
+        return false;
+    };
+    std::iter::once(WIT_VERSION)
+        .chain(OLDER_WIT_VERSIONS.iter().copied())
+        .filter_map(major_minor)
+        .any(|(known_major, known_minor)| {
+            major == known_major && (major != 0 || minor == known_minor)
+        })
 }
 
 /// The interfaces a component imports and the WIT version of its engine
@@ -151,7 +169,9 @@ pub fn check_interfaces(
         let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
         if !version_compatible(version) {
             bail!(
-                "plugin {plugin_name} imports {name}, but this server speaks openidcs:engine@{WIT_VERSION}"
+                "plugin {plugin_name} imports {name}, but this server speaks openidcs:engine@{WIT_VERSION} \
+                 (and loads {})",
+                OLDER_WIT_VERSIONS.join(", ")
             );
         }
         if interface == "types" {
@@ -210,9 +230,11 @@ pub fn prepare(
     let mut linker: Linker<CallState> = Linker::new(engine);
     into_anyhow(wasmtime_wasi::p2::add_to_linker_async(&mut linker)).context("linking WASI")?;
     into_anyhow(caps::link(&mut linker, &config.grants)).context("linking capabilities")?;
+    into_anyhow(super::v0_1::link(&mut linker, &config.grants))
+        .context("linking capabilities under their 0.1.0 names")?;
     let instance_pre = into_anyhow(linker.instantiate_pre(&component))
         .with_context(|| format!("pre-instantiating plugin {}", config.name))?;
-    let pre = EnginePre::new(instance_pre).map_err(|missing| {
+    let pre = EnginePre::new(instance_pre, &wit_version).map_err(|missing| {
         anyhow::anyhow!(
             "plugin {} does not have the engine-plugin shape: {missing}",
             config.name
@@ -240,10 +262,19 @@ mod tests {
     fn versions() {
         check_version("0.1.0", true);
         check_version("0.1.7", true);
-        check_version("0.2.0", false);
+        check_version("0.2.0", true);
+        check_version("0.2.3", true);
+        check_version("0.3.0", false);
         check_version("1.1.0", false);
         check_version("", false);
         check_version("x.y", false);
+    }
+
+    #[test]
+    fn version_order() {
+        assert!(version_key("0.2.0") > version_key("0.1.0"));
+        assert!(version_key("0.10.0") > version_key("0.9.1"));
+        assert_eq!(version_key("x"), (0, 0, 0));
     }
 
     #[test]

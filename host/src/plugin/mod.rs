@@ -14,6 +14,7 @@
 pub mod bindings;
 pub mod instance;
 pub mod loader;
+pub mod v0_1;
 
 use std::collections::BTreeMap;
 use std::future::Future;

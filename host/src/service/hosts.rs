@@ -35,6 +35,7 @@ impl HostRecord {
                 .and_then(|address| address.parse().ok()),
             name_prefix: settings.filter_name.clone(),
             allow_hostdev: settings.allow_hostdev(),
+            images: settings.images_path.clone(),
         })
     }
 

@@ -36,6 +36,7 @@ use virt::error::{Error as VirtError, ErrorNumber};
 use virt::network::Network;
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
+use virt::stream::Stream;
 use virt::sys;
 
 use super::{CapError, HostScope, no_host};
@@ -43,7 +44,7 @@ use crate::model::rules::{self, UriPolicy};
 use crate::plugin::bindings::PluginError;
 use crate::plugin::bindings::PowerState;
 use crate::plugin::bindings::openidcs::engine::libvirt::{
-    Domain, DomainStats, Host, LifecycleOp, NodeSummary,
+    Domain, DomainStats, Host, ImageVolume, LifecycleOp, NodeSummary,
 };
 use convert::Fail;
 use xml_check::{check_name, clean_absolute, shown, valid_name};
@@ -269,6 +270,16 @@ impl LibvirtCall {
             .ok_or_else(|| PluginError::Invalid(format!("{capacity_mb} MB is too large")))
     }
 
+    /// Image calls need the host's image storage.
+    fn images_in_scope(&self) -> Result<(), PluginError> {
+        if self.scope()?.images.is_empty() {
+            return Err(PluginError::Denied(
+                "host has no images_path (image storage)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The checks of a DHCP binding: network name, MAC, and an address
     /// inside the host's VM networks.
     fn dhcp_in_scope(
@@ -288,6 +299,74 @@ impl LibvirtCall {
         }
         Ok((mac, ip))
     }
+}
+
+/// The largest volume `upload-volume` writes (a first-boot seed is 1 MiB).
+const MAX_UPLOAD_BYTES: usize = 16 << 20;
+
+/// The host's image storage: the pool whose directory `images` is, or the
+/// pool named `images`.
+fn images_pool(connect: &Connect, images: &str) -> Result<StoragePool, Fail> {
+    let pool = if images.starts_with('/') {
+        pool_at(connect, images)?
+    } else {
+        StoragePool::lookup_by_name(connect, images).ok()
+    };
+    pool.ok_or_else(|| {
+        Fail::Refused(PluginError::Failed(format!(
+            "no libvirt storage pool of this host is {} (the host's images_path)",
+            shown(images)
+        )))
+    })
+}
+
+/// The `<target><format type=…>` of a volume's XML (`raw` when absent).
+fn volume_format(xml: &str) -> String {
+    roxmltree::Document::parse(xml)
+        .ok()
+        .and_then(|document| {
+            document
+                .root_element()
+                .children()
+                .find(|node| node.has_tag_name("target"))?
+                .children()
+                .find(|node| node.has_tag_name("format"))?
+                .attribute("type")
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "raw".to_owned())
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '\'' => escaped.push_str("&apos;"),
+            '"' => escaped.push_str("&quot;"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+/// `$6$[rounds=N$]salt$hash` with crypt's alphabet: what `sha512_crypt`
+/// makes, and nothing a plain password is likely to be.
+pub fn is_sha512_crypt(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix("$6$") else {
+        return false;
+    };
+    let rest = rest
+        .strip_prefix("rounds=")
+        .and_then(|rounds| rounds.split_once('$').map(|(_, rest)| rest))
+        .unwrap_or(rest);
+    let crypt_alphabet =
+        |part: &str| part.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"./".contains(&byte));
+    matches!(rest.split_once('$'), Some((salt, hash))
+        if !salt.is_empty() && salt.len() <= 16 && hash.len() == 86
+            && crypt_alphabet(salt) && crypt_alphabet(hash))
 }
 
 /// Network names pass the same character rule as domain names.
@@ -819,6 +898,190 @@ impl Host for LibvirtCall {
                 sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
                 &convert::dhcp_host_xml(&mac, &ip, &name),
             )
+        })
+        .await
+    }
+
+    async fn list_images(&mut self) -> Answer<Vec<ImageVolume>> {
+        self.images_in_scope()?;
+        self.run(|connect, scope| {
+            let pool = images_pool(connect, &scope.images)?;
+            // Files copied into the directory since the pool was last read.
+            let _ = pool.refresh(0);
+            let mut images = Vec::new();
+            for volume in pool.list_all_volumes(0)? {
+                let info = volume.get_info()?;
+                images.push(ImageVolume {
+                    name: volume.get_name()?,
+                    path: volume.get_path()?,
+                    format: volume_format(&volume.get_xml_desc(0)?),
+                    capacity_bytes: info.capacity,
+                });
+            }
+            images.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(images)
+        })
+        .await
+    }
+
+    async fn create_volume_from_image(
+        &mut self,
+        name: String,
+        image: String,
+        capacity_mb: u64,
+        linked: bool,
+    ) -> Answer<String> {
+        let bytes = self.volume_in_scope(&name, Some(capacity_mb))?;
+        self.images_in_scope()?;
+        if !valid_name(&image) {
+            return Err(PluginError::Invalid(format!(
+                "image name {} is not a volume name",
+                shown(&image)
+            ))
+            .into());
+        }
+        self.run(move |connect, scope| {
+            let source = StorageVol::lookup_by_name(&images_pool(connect, &scope.images)?, &image)
+                .map_err(|_| {
+                    Fail::Refused(PluginError::NotFound(format!(
+                        "image {} is not in the host's image storage",
+                        shown(&image)
+                    )))
+                })?;
+            let pool = storage_pool(connect, &scope.storage_dir)?;
+            if StorageVol::lookup_by_name(&pool, &name).is_ok() {
+                return Err(Fail::Refused(PluginError::Conflict(format!(
+                    "volume {} already exists in the host's storage",
+                    shown(&name)
+                ))));
+            }
+            let source_bytes = source.get_info()?.capacity;
+            let capacity = bytes.max(source_bytes);
+            // The name passed the name rule; the image's path comes from
+            // libvirt and is escaped.
+            let volume = if linked {
+                let xml = format!(
+                    "<volume><name>{name}</name><capacity unit='bytes'>{capacity}</capacity>\
+                     <target><format type='qcow2'/></target><backingStore><path>{}</path>\
+                     <format type='{}'/></backingStore></volume>",
+                    xml_escape(&source.get_path()?),
+                    volume_format(&source.get_xml_desc(0)?)
+                );
+                StorageVol::create_xml(&pool, &xml, 0)?
+            } else {
+                let xml = format!(
+                    "<volume><name>{name}</name><capacity unit='bytes'>{source_bytes}</capacity>\
+                     <target><format type='qcow2'/></target></volume>"
+                );
+                StorageVol::create_xml_from(&pool, &xml, &source, 0)?
+            };
+            if volume.get_info()?.capacity < capacity
+                && let Err(error) = volume.resize(capacity, 0)
+            {
+                let _ = volume.delete(0);
+                return Err(error.into());
+            }
+            Ok(volume.get_path()?)
+        })
+        .await
+    }
+
+    async fn upload_volume(&mut self, name: String, content: Vec<u8>) -> Answer<String> {
+        if content.is_empty() || content.len() > MAX_UPLOAD_BYTES {
+            return Err(PluginError::Invalid(format!(
+                "an uploaded volume holds 1 byte to {} MiB, not {} bytes",
+                MAX_UPLOAD_BYTES / MIB as usize,
+                content.len()
+            ))
+            .into());
+        }
+        self.volume_in_scope(&name, Some((content.len() as u64).div_ceil(MIB)))?;
+        self.run(move |connect, scope| {
+            let pool = storage_pool(connect, &scope.storage_dir)?;
+            if StorageVol::lookup_by_name(&pool, &name).is_ok() {
+                return Err(Fail::Refused(PluginError::Conflict(format!(
+                    "volume {} already exists in the host's storage",
+                    shown(&name)
+                ))));
+            }
+            let length = content.len() as u64;
+            let xml = format!(
+                "<volume><name>{name}</name><capacity unit='bytes'>{length}</capacity>\
+                 <target><format type='raw'/></target></volume>"
+            );
+            let volume = StorageVol::create_xml(&pool, &xml, 0)?;
+            let written = (|| -> Result<(), VirtError> {
+                let stream = Stream::new(connect, 0)?;
+                volume.upload(&stream, 0, length, 0)?;
+                let mut rest = content.as_slice();
+                while !rest.is_empty() {
+                    let sent = stream.send(rest)?;
+                    rest = &rest[sent.min(rest.len())..];
+                }
+                stream.finish()
+            })();
+            if let Err(error) = written {
+                let _ = volume.delete(0);
+                return Err(error.into());
+            }
+            Ok(volume.get_path()?)
+        })
+        .await
+    }
+
+    async fn guest_set_password(
+        &mut self,
+        domain: String,
+        user: String,
+        crypt_hash: String,
+    ) -> Answer<()> {
+        self.domain_in_scope(&domain)?;
+        let user_ok = !user.is_empty()
+            && user.len() <= 32
+            && user
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"_-.".contains(&byte));
+        if !user_ok {
+            return Err(
+                PluginError::Invalid(format!("user {} is not a user name", shown(&user))).into(),
+            );
+        }
+        // Only hashes cross this door, so a password is never handed to
+        // libvirt (or its logs) in plain text.
+        if !is_sha512_crypt(&crypt_hash) {
+            return Err(PluginError::Invalid(
+                "the password must be a SHA-512 crypt hash ($6$…)".to_owned(),
+            )
+            .into());
+        }
+        self.run(move |connect, _| {
+            let target = lookup_domain(connect, &domain)?;
+            target
+                .set_user_password(&user, &crypt_hash, sys::VIR_DOMAIN_PASSWORD_ENCRYPTED)
+                .map_err(|error| {
+                    Fail::Refused(PluginError::Failed(format!(
+                        "the guest agent of {domain} did not set the password: {}",
+                        error.message()
+                    )))
+                })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn try_domain(&mut self, xml: String) -> Answer<()> {
+        let name = xml_check::check_domain_xml(&xml, self.scope()?)?;
+        self.run(move |connect, _| {
+            if VirtDomain::lookup_by_name(connect, &name).is_ok() {
+                return Err(Fail::Refused(PluginError::Conflict(format!(
+                    "a domain named {} exists; a probe needs a free name",
+                    shown(&name)
+                ))));
+            }
+            let domain = VirtDomain::create_xml(connect, &xml, sys::VIR_DOMAIN_START_AUTODESTROY)?;
+            // Gone at once; AUTODESTROY covers a failed destroy.
+            let _ = domain.destroy();
+            Ok(())
         })
         .await
     }

@@ -20,6 +20,7 @@ fn scope_with(uri: &str, storage_dir: &str, allow_hostdev: bool) -> HostScope {
         public_addr: None,
         name_prefix: PREFIX.to_owned(),
         allow_hostdev,
+        images: "/srv/images".to_owned(),
     }
 }
 

@@ -31,6 +31,7 @@ pub(super) fn scope_of(name: &str, ports: std::ops::RangeInclusive<u16>) -> Host
         public_addr: Some(v4(10, 232, 0, 1)),
         name_prefix: String::new(),
         allow_hostdev: false,
+        images: String::new(),
     }
 }
 

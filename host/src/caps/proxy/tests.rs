@@ -64,6 +64,7 @@ fn scope_named(name: &str) -> Arc<HostScope> {
         public_addr: None,
         name_prefix: "oid-".to_owned(),
         allow_hostdev: false,
+        images: String::new(),
     })
 }
 
