@@ -22,6 +22,7 @@ fn scope() -> Arc<HostScope> {
         public_addr: None,
         name_prefix: String::new(),
         allow_hostdev: false,
+        images: String::new(),
     })
 }
 

@@ -97,6 +97,17 @@ impl AppState {
                 format!("{interrupted} tasks were interrupted by the previous stop and are marked failed"),
             ))?;
         }
+        let hashed = crate::service::provision::hash_stored_passwords(&store)
+            .context("hashing OS passwords stored in plain text")?;
+        if hashed > 0 {
+            store.log_insert(&NewLog::new(
+                LogLevel::Info,
+                "startup",
+                format!(
+                    "{hashed} OS passwords stored by an older version in plain text are now hashes"
+                ),
+            ))?;
+        }
         let (proxy, managed_nginx) = start_proxy(&config).await;
         let capabilities = Arc::new(Capabilities {
             store: store.clone(),

@@ -553,11 +553,13 @@ fn is_seed(device: &Element) -> bool {
 
 /// The guest agent's virtio-serial channel; libvirt picks the host socket.
 fn guest_agent_element() -> Element {
-    Element::new("channel").with_attr("type", "unix").with_child(
-        Element::new("target")
-            .with_attr("type", "virtio")
-            .with_attr("name", GUEST_AGENT_CHANNEL),
-    )
+    Element::new("channel")
+        .with_attr("type", "unix")
+        .with_child(
+            Element::new("target")
+                .with_attr("type", "virtio")
+                .with_attr("name", GUEST_AGENT_CHANNEL),
+        )
 }
 
 fn is_guest_agent(device: &Element) -> bool {

@@ -1,4 +1,4 @@
-//! The 19 VM endpoints (and the original server's aliases).
+//! The 19 VM endpoints, the OS image list, and the original server's aliases.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,11 +13,11 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, AsyncFlag, HostPath, VmPath};
 use crate::error::ApiError;
 use crate::model::{
     ConsoleUrl, EncodedAnswer, Envelope, IpAddInput, Mutation, NatAddInput, NatRule, NicView,
-    PasswordAnswer, PasswordInput, Patch, PowerAnswer, ProxyAddInput, ProxyView, Removal, Sample,
-    ScanAnswer, ScanInput, TempLoginQuery, TempTokenAnswer, UploadAnswer, VmDetail, VmListItem,
-    VmPowers, VmSettings, VmStatusAnswer, VmView,
+    OsImageView, PasswordAnswer, PasswordInput, Patch, PowerAnswer, ProxyAddInput, ProxyView,
+    Removal, Sample, ScanAnswer, ScanInput, TempLoginQuery, TempTokenAnswer, UploadAnswer,
+    VmDetail, VmListItem, VmPowers, VmSettings, VmStatusAnswer, VmView,
 };
-use crate::service::{hosts, listup, network, panel, signon, vms};
+use crate::service::{hosts, listup, network, panel, provision, signon, vms};
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -84,8 +84,8 @@ pub async fn create(
     put,
     path = "/api/client/update/{hs_name}/{vm_uuid}",
     tag = "client",
-    summary = "Change a VM: absent fields keep their value",
-    params(VmPath, AsyncFlag),
+    summary = "Change a VM: absent fields keep their value; a new os_name reinstalls",
+    params(VmPath, UpdateQuery),
     request_body = VmSettings,
     responses((status = 200, description = "The VM", body = Envelope<Mutation<VmView>>)),
     security(("bearer" = []))
@@ -93,16 +93,30 @@ pub async fn create(
 pub async fn update(
     State(state): State<Arc<AppState>>,
     ApiPath(path): ApiPath<VmPath>,
-    ApiQuery(flag): ApiQuery<AsyncFlag>,
+    ApiQuery(query): ApiQuery<UpdateQuery>,
     ApiJson(body): ApiJson<Patch>,
 ) -> ApiResult<Mutation<VmView>> {
     let vm = path.resolve(&state)?;
     let settings = vms::merged(&vm, body)?;
     let task = vm.task("update");
-    let work = vms::update(state.clone(), vm, settings);
+    let work = vms::update(state.clone(), vm, settings, query.reinstall);
     Ok(ApiOk(
-        state.tasks.run(task, flag.detach, work).await?.answer(),
+        state.tasks.run(task, query.detach, work).await?.answer(),
     ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UpdateQuery {
+    /// Answer at once with `{task_id, state}`; the task goes on.
+    #[serde(default, rename = "async")]
+    #[param(required = false)]
+    detach: bool,
+    /// Reinstall the system disk from the image of `os_name` even when it
+    /// did not change (data disks stay).
+    #[serde(default)]
+    #[param(required = false)]
+    reinstall: bool,
 }
 
 #[utoipa::path(
@@ -170,7 +184,7 @@ pub async fn password(
     let vm = path.resolve(&state)?;
     let task_state = state.clone();
     let task = vm.task("password");
-    let work = async move { vms::set_password(&task_state, &vm, &body.password) };
+    let work = async move { provision::set_password(&task_state, &vm, &body.password).await };
     Ok(ApiOk(
         state.tasks.run(task, flag.detach, work).await?.answer(),
     ))
@@ -242,6 +256,25 @@ pub async fn scaner(
     Ok(ApiOk(
         state.tasks.run(task, flag.detach, work).await?.answer(),
     ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/client/os-images/{hs_name}",
+    tag = "client",
+    summary = "A host's OS images: its system_maps entries that its image storage holds",
+    description = "What a VM's `os_name` may be on this host. An entry whose image file is missing \
+        is left out (and logged).",
+    params(HostPath),
+    responses((status = 200, description = "Success", body = Envelope<Vec<OsImageView>>)),
+    security(("bearer" = []))
+)]
+pub async fn os_images(
+    State(state): State<Arc<AppState>>,
+    ApiPath(path): ApiPath<HostPath>,
+) -> ApiResult<Vec<OsImageView>> {
+    let host = hosts::get(&state, &path.hs_name)?;
+    Ok(ApiOk(provision::os_images(&state, &host).await?))
 }
 
 #[utoipa::path(

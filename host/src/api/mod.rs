@@ -78,6 +78,7 @@ fn protected_routes() -> [(RouteAccess, Routes); 5] {
         .routes(routes!(server::detail))
         .routes(routes!(server::status))
         .routes(routes!(client::listup))
+        .routes(routes!(client::os_images))
         // The billing panels' reads (by VM name, availability, ports).
         .routes(routes!(panel::status))
         .routes(routes!(panel::info))

@@ -21,7 +21,7 @@ use crate::model::{
     Envelope, Mutation, NatRule, NicView, PasswordAnswer, Patch, ProxyView, Removal,
 };
 use crate::service::vms::VmRef;
-use crate::service::{hosts, network, panel, vms};
+use crate::service::{hosts, network, panel, provision};
 use crate::state::AppState;
 
 /// The VM a by-name route names, within the caller's hosts.
@@ -125,7 +125,7 @@ pub async fn password(
     let vm = named(&state, &caller, &body.hostname)?;
     let task = vm.task("password");
     let task_state = state.clone();
-    let work = async move { vms::set_password(&task_state, &vm, &body.password) };
+    let work = async move { provision::set_password(&task_state, &vm, &body.password).await };
     Ok(ApiOk(state.tasks.run(task, false, work).await?.answer()))
 }
 

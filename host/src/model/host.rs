@@ -27,8 +27,27 @@ pub struct HostSettings {
     /// Scan prefix.
     #[schema(pattern = "^[A-Za-z0-9_.-]{0,64}$")]
     pub filter_name: String,
-    /// Absolute path.
+    /// The image storage: a libvirt storage pool's directory (absolute
+    /// path) or a pool's name.
     pub images_path: String,
+    /// The image catalogue: OS name (a VM's `os_name`) → `[image file in
+    /// images_path, smallest system disk in MB]`, as the original server had it.
+    #[serde(deserialize_with = "rules::map_or_empty_list")]
+    #[schema(value_type = Object, example = json!({"debian12": ["debian-12.qcow2", 2048]}))]
+    pub system_maps: BTreeMap<String, ImageMap>,
+    /// `linked` (default): a system disk is a qcow2 overlay backed by its
+    /// image; `full`: a full copy.
+    #[schema(pattern = "^(|linked|full)$")]
+    pub system_copy: String,
+    /// The CPU of this host's VMs: `host-passthrough`, `host-model` or
+    /// `custom`; empty: probed once per host (host detail shows the choice).
+    #[schema(pattern = "^(|host-passthrough|host-model|custom)$")]
+    pub cpu_mode: String,
+    /// The named model for `cpu_mode = custom` (`qemu64`).
+    #[schema(pattern = "^[A-Za-z0-9_.-]{0,64}$")]
+    pub cpu_model: String,
+    /// CPU features switched off, as `-name` (`-arch-capabilities`).
+    pub cpu_features: Vec<String>,
     /// Absolute path: where VM disks may live.
     pub system_path: String,
     /// libvirt network for NAT NICs.
@@ -51,6 +70,49 @@ pub struct HostSettings {
     #[schema(value_type = Object)]
     #[serde(deserialize_with = "rules::map_or_empty_list")]
     pub extend_data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One image of a host's catalogue: `[file, min_disk_mb]`. The minimum may
+/// come as a number or, from PHP panels, as a numeric string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageMap {
+    pub file: String,
+    pub min_disk_mb: u64,
+}
+
+impl Serialize for ImageMap {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (&self.file, self.min_disk_mb).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ImageMap, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Size {
+            Number(u64),
+            Text(String),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Pair(String, Size),
+            File((String,)),
+        }
+        let (file, size) = match Form::deserialize(deserializer)? {
+            Form::Pair(file, size) => (file, size),
+            Form::File((file,)) => (file, Size::Number(0)),
+        };
+        let min_disk_mb = match size {
+            Size::Number(mb) => mb,
+            Size::Text(text) if text.trim().is_empty() => 0,
+            Size::Text(text) => text.trim().parse().map_err(|_| {
+                serde::de::Error::custom(format!("minimum disk {text:?} is not a number of MB"))
+            })?,
+        };
+        Ok(ImageMap { file, min_disk_mb })
+    }
 }
 
 /// An IP pool of a host.
@@ -112,10 +174,17 @@ impl HostSettings {
         if !self.filter_name.is_empty() {
             check_name("config.filter_name", &self.filter_name)?;
         }
+        let images_is_pool = !self.images_path.is_empty() && !self.images_path.starts_with('/');
+        if images_is_pool {
+            check_name("config.images_path", &self.images_path)?;
+        }
         for (field, path) in [
             ("config.images_path", &self.images_path),
             ("config.system_path", &self.system_path),
         ] {
+            if field == "config.images_path" && images_is_pool {
+                continue;
+            }
             if !path.is_empty()
                 && (!path.starts_with('/') || path.split('/').any(|part| part == ".."))
             {
@@ -146,12 +215,82 @@ impl HostSettings {
         for (position, address) in self.public_addr.iter().enumerate() {
             rules::parse_address(&format!("config.public_addr[{position}]"), address)?;
         }
+        for (name, image) in &self.system_maps {
+            let field = format!("config.system_maps.{name}");
+            check_name(&field, name)?;
+            check_name(&field, &image.file)?;
+        }
+        if !self.system_maps.is_empty() && self.images_path.is_empty() {
+            return Err(Invalid::new(
+                "config.images_path",
+                "system_maps needs an images_path (where the images are)",
+            ));
+        }
+        if !["", "linked", "full"].contains(&self.system_copy.as_str()) {
+            return Err(Invalid::new(
+                "config.system_copy",
+                format!("{:?} must be linked or full", self.system_copy),
+            ));
+        }
+        self.check_cpu()?;
         for (name, pool) in &self.ipaddr_maps {
             let field = format!("config.ipaddr_maps.{name}");
             check_name(&field, name)?;
             pool.network().map_err(|rule| Invalid::new(&field, rule))?;
         }
         Ok(())
+    }
+
+    fn check_cpu(&self) -> Result<(), Invalid> {
+        match self.cpu_mode.as_str() {
+            "" | "host-passthrough" | "host-model" => {
+                if !self.cpu_model.is_empty() {
+                    return Err(Invalid::new(
+                        "config.cpu_model",
+                        "is only for cpu_mode custom",
+                    ));
+                }
+            }
+            "custom" => check_name("config.cpu_model", &self.cpu_model)?,
+            other => {
+                return Err(Invalid::new(
+                    "config.cpu_mode",
+                    format!("{other:?} must be host-passthrough, host-model or custom"),
+                ));
+            }
+        }
+        if !self.cpu_features.is_empty() && self.cpu_mode.is_empty() {
+            return Err(Invalid::new("config.cpu_features", "needs a cpu_mode"));
+        }
+        for (position, feature) in self.cpu_features.iter().enumerate() {
+            let name = feature.strip_prefix('-').unwrap_or("");
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"_.-".contains(&byte));
+            if !valid {
+                return Err(Invalid::new(
+                    format!("config.cpu_features[{position}]"),
+                    format!("{feature:?} must be -name (a CPU feature to switch off)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The CPU the operator chose for this host, if any.
+    pub fn cpu_choice(&self) -> Option<CpuSetting> {
+        (!self.cpu_mode.is_empty()).then(|| CpuSetting {
+            mode: self.cpu_mode.clone(),
+            model: self.cpu_model.clone(),
+            disabled_features: self
+                .cpu_features
+                .iter()
+                .filter_map(|feature| feature.strip_prefix('-'))
+                .map(str::to_owned)
+                .collect(),
+        })
     }
 
     /// The settings as answers show them: the password masked.
@@ -272,6 +411,10 @@ pub struct HostDetail {
     /// When the host last answered (RFC 3339).
     #[schema(required)]
     pub last_updated: Option<String>,
+    /// The CPU its VMs get: the config's `cpu_mode`, else what the engine's
+    /// probe found (null: not probed yet, or an engine without CPU models).
+    #[schema(required)]
+    pub cpu: Option<CpuSetting>,
 }
 
 /// A host's figures; sizes in MB, usage in %.
@@ -345,4 +488,16 @@ pub struct HostUpdate {
 #[derive(Deserialize, ToSchema)]
 pub struct HostPowers {
     pub enable: bool,
+}
+
+/// The CPU a host runs its VMs with: the operator's (`cpu_mode`…) or the
+/// one the engine's probe found.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub struct CpuSetting {
+    /// host-passthrough, host-model or custom.
+    pub mode: String,
+    /// The named model for custom.
+    pub model: String,
+    /// Features switched off.
+    pub disabled_features: Vec<String>,
 }

@@ -21,8 +21,8 @@ pub use console::{
     ConsoleCounters, ConsoleLimits, ConsoleSessionAnswer, ConsoleSessionInput, ConsoleWsQuery,
 };
 pub use host::{
-    CpuCounters, HostCreate, HostDetail, HostPowers, HostSettings, HostState, HostStatus,
-    HostStatusAnswer, HostUpdate, HostView, IpPool, MASKED, StatusSource,
+    CpuCounters, CpuSetting, HostCreate, HostDetail, HostPowers, HostSettings, HostState,
+    HostStatus, HostStatusAnswer, HostUpdate, HostView, ImageMap, IpPool, MASKED, StatusSource,
 };
 pub use network::{IpAddInput, NatAddInput, NatRule, NicView, ProxyAddInput, ProxyView};
 pub use rules::Invalid;
@@ -34,10 +34,10 @@ pub use system::{
 pub use task::{Finished, Mutation, Removal, TaskRunning};
 pub use token::{Role, TokenCreate, TokenCreated, TokenView};
 pub use vm::{
-    ConsoleUrl, DiskSettings, NicSettings, PanelStatus, PasswordAnswer, PasswordInput, PowerAnswer,
-    PowerCommand, PowerStatus, Sample, SampleView, ScanAnswer, ScanInput, TempLoginQuery,
-    TempTokenAnswer, UploadAnswer, VmDetail, VmListItem, VmPowers, VmSettings, VmStatusAnswer,
-    VmView,
+    ConsoleUrl, DiskSettings, NicSettings, OsImageView, PanelStatus, PasswordAnswer,
+    PasswordApplied, PasswordInput, PowerAnswer, PowerCommand, PowerStatus, Sample, SampleView,
+    ScanAnswer, ScanInput, TempLoginQuery, TempTokenAnswer, UploadAnswer, VmDetail, VmListItem,
+    VmPowers, VmSettings, VmStatusAnswer, VmView,
 };
 
 /// An update body: the keys present replace the stored values, the others

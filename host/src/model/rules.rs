@@ -470,6 +470,32 @@ mod uri_tests {
 /// A map field that billing panels written in PHP may send as `[]`: PHP
 /// encodes an empty array that way, so `[]` is read as an empty map; any
 /// other list is refused. Errors inside a map keep their field paths.
+/// One OpenSSH public key line: a key type, base64 key data, an optional
+/// comment; no line breaks, at most 16 KiB.
+pub fn is_ssh_public_key(line: &str) -> bool {
+    const TYPES: &[&str] = &[
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    ];
+    if line.len() > 16 * 1024 || line.chars().any(char::is_control) {
+        return false;
+    }
+    let mut parts = line.split(' ');
+    let (Some(kind), Some(data)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    TYPES.contains(&kind)
+        && data.len() >= 16
+        && data
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"+/=".contains(&byte))
+}
+
 pub fn map_or_empty_list<'de, D, M>(deserializer: D) -> Result<M, D::Error>
 where
     D: serde::Deserializer<'de>,

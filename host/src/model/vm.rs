@@ -19,9 +19,13 @@ pub struct VmSettings {
     /// Image key.
     #[schema(pattern = "^[A-Za-z0-9_.-]{0,64}$")]
     pub os_name: String,
-    /// At most 128 characters, no control characters.
+    /// root's password: at most 128 characters, no control characters.
+    /// Stored and passed on only as a SHA-512 crypt hash; answers show
+    /// `******` when one is set, and `******` sent back keeps it.
     #[schema(max_length = 128)]
     pub os_pass: String,
+    /// OpenSSH public keys for root, applied with the OS image.
+    pub ssh_keys: Vec<String>,
     pub vc_port: u16,
     /// VNC password, up to 8 letters or digits; generated when empty.
     #[schema(pattern = "^[A-Za-z0-9]{0,8}$")]
@@ -65,6 +69,7 @@ impl Default for VmSettings {
             vm_uuid: String::new(),
             os_name: String::new(),
             os_pass: String::new(),
+            ssh_keys: Vec::new(),
             vc_port: 0,
             vc_pass: String::new(),
             cpu_num: 2,
@@ -157,6 +162,17 @@ impl VmSettings {
         if !self.os_name.is_empty() {
             check_name("os_name", &self.os_name)?;
         }
+        if self.ssh_keys.len() > 16 {
+            return Err(Invalid::new("ssh_keys", "at most 16 keys"));
+        }
+        for (position, key) in self.ssh_keys.iter().enumerate() {
+            if !rules::is_ssh_public_key(key) {
+                return Err(Invalid::new(
+                    format!("ssh_keys[{position}]"),
+                    "must be one OpenSSH public key line (ssh-ed25519 AAAA… comment)",
+                ));
+            }
+        }
         for (name, nic) in &self.nic_all {
             check_name(&format!("nic_all.{name}"), name)?;
             nic.check()
@@ -172,6 +188,15 @@ impl VmSettings {
             }
         }
         Ok(())
+    }
+}
+
+impl VmSettings {
+    /// The settings as answers show them: a set password as `******`.
+    pub fn hide_password(&mut self) {
+        if !self.os_pass.is_empty() {
+            self.os_pass = super::MASKED.to_owned();
+        }
     }
 }
 
@@ -240,6 +265,14 @@ impl PowerStatus {
             PowerStatus::Unknown => "unknown",
             PowerStatus::Missing => "missing",
         }
+    }
+
+    /// Running or paused: a guest that exists in memory.
+    pub fn is_on(self) -> bool {
+        matches!(
+            self,
+            PowerStatus::Running | PowerStatus::Paused | PowerStatus::Suspended
+        )
     }
 
     /// The state as billing panels read it: `running`, `stopped`, `paused`
@@ -406,6 +439,35 @@ pub struct TempLoginQuery {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct PasswordAnswer {
     pub vm_uuid: String,
+    /// How the password reaches the guest.
+    pub applied: PasswordApplied,
+}
+
+/// How a new OS password reaches the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PasswordApplied {
+    /// Set at once in the running guest by its agent.
+    GuestAgent,
+    /// Applied when the guest boots next.
+    NextBoot,
+    /// The VM has no installed image yet: applied with its next install.
+    NextInstall,
+}
+
+/// One image of a host's catalogue (`GET /api/client/os-images/<hs>`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct OsImageView {
+    /// The `os_name` that picks it.
+    pub name: String,
+    /// Its file in the host's `images_path`.
+    pub file: String,
+    /// qcow2, raw, ...
+    pub format: String,
+    /// Its virtual size.
+    pub size_mb: u64,
+    /// The smallest system disk it needs (from `system_maps`).
+    pub min_disk_mb: u64,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]

@@ -38,8 +38,8 @@ wasmtime::component::bindgen!({
 pub use self::openidcs::engine::types::Error as PluginError;
 pub use self::openidcs::engine::types::{
     ConsoleEndpoint, CpuChoice, Disk, EngineInfo, FirstBoot, HostConfig, HostCounters, ImageEntry,
-    InstallPlan, IpPool, IpVersion, Nic, NicKind, OsImage, PasswordRoute, PortForward,
-    PowerAction, PowerState, Protocol, ProxySite, TlsPair, VmCounters, VmInfo, VmSpec,
+    InstallPlan, IpPool, IpVersion, Nic, NicKind, OsImage, PasswordRoute, PortForward, PowerAction,
+    PowerState, Protocol, ProxySite, TlsPair, VmCounters, VmInfo, VmSpec,
 };
 
 /// The WIT package version this server speaks.

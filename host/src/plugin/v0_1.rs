@@ -38,22 +38,24 @@ pub fn link(linker: &mut Linker<CallState>, grants: &[Grant]) -> wasmtime::Resul
     linker.instance("openidcs:engine/types@0.1.0")?;
     for grant in grants {
         match grant {
-            Grant::Libvirt => libvirt::add_to_linker::<CallState, HasSelf<caps::libvirt::LibvirtCall>>(
-                linker,
-                |state| &mut state.caps.libvirt,
-            )?,
-            Grant::Nat => nat::add_to_linker::<CallState, HasSelf<caps::nat::NatCall>>(
-                linker,
-                |state| &mut state.caps.nat,
-            )?,
+            Grant::Libvirt => libvirt::add_to_linker::<
+                CallState,
+                HasSelf<caps::libvirt::LibvirtCall>,
+            >(linker, |state| &mut state.caps.libvirt)?,
+            Grant::Nat => {
+                nat::add_to_linker::<CallState, HasSelf<caps::nat::NatCall>>(linker, |state| {
+                    &mut state.caps.nat
+                })?
+            }
             Grant::Proxy => proxy::add_to_linker::<CallState, HasSelf<caps::proxy::ProxyCall>>(
                 linker,
                 |state| &mut state.caps.proxy,
             )?,
-            Grant::Log => log::add_to_linker::<CallState, HasSelf<caps::log::LogCall>>(
-                linker,
-                |state| &mut state.caps.log,
-            )?,
+            Grant::Log => {
+                log::add_to_linker::<CallState, HasSelf<caps::log::LogCall>>(linker, |state| {
+                    &mut state.caps.log
+                })?
+            }
         }
     }
     Ok(())
@@ -75,13 +77,17 @@ impl libvirt::Host for caps::libvirt::LibvirtCall {
         Ok(domains.into_iter().map(domain).collect())
     }
     async fn get_domain(&mut self, name: String) -> Answer<libvirt::Domain> {
-        current::libvirt::Host::get_domain(self, name).await.map(domain)
+        current::libvirt::Host::get_domain(self, name)
+            .await
+            .map(domain)
     }
     async fn domain_xml(&mut self, name: String, inactive: bool) -> Answer<String> {
         current::libvirt::Host::domain_xml(self, name, inactive).await
     }
     async fn define_domain(&mut self, xml: String) -> Answer<libvirt::Domain> {
-        current::libvirt::Host::define_domain(self, xml).await.map(domain)
+        current::libvirt::Host::define_domain(self, xml)
+            .await
+            .map(domain)
     }
     async fn undefine_domain(&mut self, name: String) -> Answer<()> {
         current::libvirt::Host::undefine_domain(self, name).await

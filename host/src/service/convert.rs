@@ -2,10 +2,10 @@
 //! told (`HostConfig`, `VmSpec`, `Nic`, `PortForward`, `ProxySite`) and what
 //! its answers become. A change of either side shows here, and only here.
 
-use crate::model::{DiskSettings, NicSettings, PowerCommand, PowerStatus, VmSettings};
+use crate::model::{DiskSettings, NicSettings, OsImageView, PowerCommand, PowerStatus, VmSettings};
 use crate::plugin::bindings::{
-    Disk, HostConfig, IpPool, IpVersion, Nic, NicKind, PortForward, PowerAction, PowerState,
-    Protocol, ProxySite, TlsPair, VmSpec,
+    Disk, HostConfig, IpPool, IpVersion, Nic, NicKind, OsImage, PortForward, PowerAction,
+    PowerState, Protocol, ProxySite, TlsPair, VmSpec,
 };
 use crate::store::{HostRecord, NatRuleRecord, ProxyRecord};
 
@@ -44,9 +44,29 @@ impl From<&HostRecord> for HostConfig {
                     dns: pool.dnss.clone(),
                 })
                 .collect(),
-            extend_data: serde_json::Value::Object(settings.extend_data.clone()).to_string(),
+            extend_data: engine_options(host),
         }
     }
+}
+
+/// The host's engine options (`extend_data`) with its CPU choice in them
+/// (`cpu_mode`, `cpu_model`, `cpu_features`): the CPU is a libvirt engine's
+/// matter, passed the way engine-specific options are.
+fn engine_options(host: &HostRecord) -> String {
+    let mut options = host.config.extend_data.clone();
+    if let Some(cpu) = host.cpu_choice() {
+        options.insert("cpu_mode".into(), cpu.mode.into());
+        if !cpu.model.is_empty() {
+            options.insert("cpu_model".into(), cpu.model.into());
+        }
+        let features: Vec<serde_json::Value> = cpu
+            .disabled_features
+            .iter()
+            .map(|feature| format!("-{feature}").into())
+            .collect();
+        options.insert("cpu_features".into(), features.into());
+    }
+    serde_json::Value::Object(options).to_string()
 }
 
 fn nic_kind(text: &str) -> NicKind {
@@ -214,6 +234,18 @@ impl From<&ProxyRecord> for ProxySite {
                 cert_pem: entry.ssl_cert.clone(),
                 key_pem: entry.ssl_key.clone(),
             }),
+        }
+    }
+}
+
+impl From<OsImage> for OsImageView {
+    fn from(image: OsImage) -> OsImageView {
+        OsImageView {
+            name: image.name,
+            file: image.file,
+            format: image.format,
+            size_mb: image.size_mb,
+            min_disk_mb: image.min_disk_mb,
         }
     }
 }

@@ -8,8 +8,8 @@ use parking_lot::RwLock;
 use super::error::{ServiceError, ServiceResult};
 use crate::caps::HostScope;
 use crate::model::{
-    CpuCounters, EncodedAnswer, HostDetail, HostSettings, HostState, HostStatus, HostStatusAnswer,
-    HostView, MASKED, Patch, StatusSource, rules,
+    CpuCounters, CpuSetting, EncodedAnswer, HostDetail, HostSettings, HostState, HostStatus,
+    HostStatusAnswer, HostView, MASKED, Patch, StatusSource, rules,
 };
 use crate::plugin::EngineTarget;
 use crate::plugin::bindings::{HostConfig, HostCounters};
@@ -37,6 +37,11 @@ impl HostRecord {
             allow_hostdev: settings.allow_hostdev(),
             images: settings.images_path.clone(),
         })
+    }
+
+    /// The CPU this host's VMs get: the operator's, else the probed one.
+    pub fn cpu_choice(&self) -> Option<CpuSetting> {
+        self.config.cpu_choice().or_else(|| self.cpu.clone())
     }
 
     /// What an engine call for this host needs.
@@ -219,6 +224,7 @@ pub fn detail(state: &AppState, name: &str, with_status: bool) -> ServiceResult<
         .map(|vm| vm.vm_uuid)
         .collect();
     Ok(HostDetail {
+        cpu: host.cpu_choice(),
         last_updated: host.status_at.max(host.polled_at).map(format_ms),
         status: if with_status {
             host.status.clone()

@@ -136,7 +136,11 @@ async fn build(state: &AppState, host_name: &str) -> ServiceResult<Built> {
     let store = state.store.clone();
     let name = host_name.to_owned();
     let stored = tokio::task::spawn_blocking(move || {
-        Ok::<_, ServiceError>((store.vm_list(&name)?, store.sample_latest_by_vm(&name)?))
+        let mut records = store.vm_list(&name)?;
+        for record in &mut records {
+            record.config.hide_password();
+        }
+        Ok::<_, ServiceError>((records, store.sample_latest_by_vm(&name)?))
     });
     let live: HashMap<String, PowerStatus> = state
         .plugins

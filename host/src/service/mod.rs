@@ -10,6 +10,7 @@ pub mod listup;
 pub mod network;
 pub mod panel;
 pub mod poller;
+pub mod provision;
 pub mod signon;
 pub mod system;
 pub mod tokens;

@@ -5,15 +5,17 @@ use std::sync::Arc;
 
 use super::error::{ErrorKind, ServiceError, ServiceResult};
 use super::hosts::{self, Host};
+use super::provision;
 use crate::model::{
-    ConsoleUrl, PanelStatus, PasswordAnswer, Patch, PowerAnswer, PowerCommand, PowerStatus,
-    SampleView, ScanAnswer, VmDetail, VmSettings, VmStatusAnswer, VmView, rules,
+    ConsoleUrl, PanelStatus, Patch, PowerAnswer, PowerCommand, PowerStatus, SampleView, ScanAnswer,
+    VmDetail, VmSettings, VmStatusAnswer, VmView, rules,
 };
 use crate::plugin::bindings::{PowerState, VmInfo, VmSpec};
 use crate::state::AppState;
 use crate::store::{
     LogLevel, NewLog, NewTask, SampleRecord, StoreError, VmRecord, format_ms, now_ms,
 };
+use crate::tasks;
 
 /// A VM addressed by an API path: its enabled host and its record.
 #[derive(Clone, Debug)]
@@ -100,10 +102,12 @@ pub fn sample_view(record: SampleRecord) -> SampleView {
 }
 
 fn view(record: &VmRecord, info: &VmInfo) -> VmView {
+    let mut config = record.config.clone();
+    config.hide_password();
     VmView {
         uuid: record.vm_uuid.clone(),
         domain_uuid: info.domain_uuid.clone(),
-        config: record.config.clone(),
+        config,
         power_status: info.power.into(),
         upload_key: record.upload_key.clone(),
     }
@@ -141,10 +145,12 @@ pub async fn detail(state: &AppState, vm: &VmRef) -> ServiceResult<VmDetail> {
         .into_iter()
         .map(sample_view)
         .collect();
+    let mut config = record.config.clone();
+    config.hide_password();
     Ok(VmDetail {
         uuid: record.vm_uuid.clone(),
         domain_uuid: info.map(|info| info.domain_uuid).unwrap_or_default(),
-        config: record.config.clone(),
+        config,
         power_status,
         upload_key: record.upload_key.clone(),
         flu_usage: record.flu_usage,
@@ -185,12 +191,15 @@ fn unicast_macs(state: &AppState, host: &str, settings: &mut VmSettings, action:
 }
 
 /// Create: reserve the key (and the host's VM limit) in the database first,
-/// then ask the engine; if the engine fails the reservation is removed.
+/// then ask the engine to define the VM and, with an `os_name`, to install
+/// its image; if the engine fails, the VM and the reservation are removed.
 pub async fn create(
     state: Arc<AppState>,
     host: Host,
     mut settings: VmSettings,
 ) -> ServiceResult<VmView> {
+    let image = provision::image_for(&host.config, &settings.os_name)?;
+    provision::protect_password(&mut settings, "")?;
     unicast_macs(&state, &host.name, &mut settings, "create");
     let record = state.store.vm_insert(
         &host.name,
@@ -215,10 +224,34 @@ pub async fn create(
             return Err(error.into());
         }
     };
-    let created = state
+    if let Err(error) = provision::ensure_cpu(&state, &host).await {
+        tracing::warn!(host = %host.name, "CPU probe: {}", error.message());
+    }
+    // The probe's choice is in the host record now.
+    let host = state.store.host_get(&host.name).unwrap_or(host);
+    let created: ServiceResult<VmInfo> = match state
         .plugins
         .vm_create(&host.target(), &VmSpec::from(&settings))
-        .await;
+        .await
+    {
+        Ok(info) => match image {
+            Some(image) => {
+                tasks::progress(40, "writing the system disk from the image");
+                let installed = provision::install(&state, &host, &settings, image).await;
+                if installed.is_err()
+                    && let Err(error) = state
+                        .plugins
+                        .vm_delete(&host.target(), &settings.vm_uuid)
+                        .await
+                {
+                    tracing::warn!(vm = %settings.vm_uuid, "removing a VM whose install failed: {error}");
+                }
+                installed
+            }
+            None => Ok(info),
+        },
+        Err(error) => Err(error.into()),
+    };
     match created {
         Ok(info) => {
             let mut stored = settings;
@@ -236,7 +269,7 @@ pub async fn create(
         }
         Err(error) => {
             state.store.vm_delete(&host.name, &record.vm_uuid)?;
-            Err(error.into())
+            Err(error)
         }
     }
 }
@@ -256,22 +289,46 @@ fn adopt_engine_view(settings: &mut VmSettings, info: &VmInfo) {
     }
 }
 
-/// The settings an update asks for: absent fields keep their value, the key stays.
+/// The settings an update asks for: absent fields keep their value, the key
+/// stays, a new password is hashed.
 pub fn merged(vm: &VmRef, changes: Patch) -> ServiceResult<VmSettings> {
-    checked(changes.apply(&vm.record.config, "", |key, _| key != "vm_uuid")?)
+    let mut settings = checked(changes.apply(&vm.record.config, "", |key, _| key != "vm_uuid")?)?;
+    provision::protect_password(&mut settings, &vm.record.config.os_pass)?;
+    Ok(settings)
 }
 
-/// Update: the engine gets the merged config.
+/// Update: the engine gets the merged config. A new `os_name` (or
+/// `reinstall`) reinstalls the system disk from its image.
 pub async fn update(
     state: Arc<AppState>,
     vm: VmRef,
     mut settings: VmSettings,
+    reinstall: bool,
 ) -> ServiceResult<VmView> {
     unicast_macs(&state, &vm.host.name, &mut settings, "update");
-    let info = state
-        .plugins
-        .vm_update(&vm.host.target(), &VmSpec::from(&settings))
-        .await?;
+    let image = if reinstall || settings.os_name != vm.record.config.os_name {
+        provision::image_for(&vm.host.config, &settings.os_name)?
+    } else {
+        None
+    };
+    if reinstall && image.is_none() {
+        return Err(crate::model::rules::Invalid::new(
+            "os_name",
+            "a reinstall needs the os_name of an image of this host",
+        )
+        .into());
+    }
+    let info = match image {
+        Some(image) => {
+            provision::reinstall(state.clone(), vm.clone(), settings.clone(), image).await?
+        }
+        None => {
+            state
+                .plugins
+                .vm_update(&vm.host.target(), &VmSpec::from(&settings))
+                .await?
+        }
+    };
     let record =
         state
             .store
@@ -330,30 +387,6 @@ pub async fn power(
         .vm_set_power(&vm.host.name, vm.key(), power.as_str())?;
     Ok(PowerAnswer {
         power_status: power.into(),
-    })
-}
-
-/// Set `os_pass` (the original's `password` endpoint); applied by the
-/// guest agent or at next provisioning, so only the stored config changes.
-pub fn set_password(state: &AppState, vm: &VmRef, password: &str) -> ServiceResult<PasswordAnswer> {
-    if password.is_empty() || password.len() > 128 || password.chars().any(char::is_control) {
-        return Err(rules::Invalid::new(
-            "password",
-            "must be 1 to 128 characters, without control characters",
-        )
-        .into());
-    }
-    let record = &vm.record;
-    let mut settings = record.config.clone();
-    settings.os_pass = password.to_owned();
-    state.store.vm_update_config(
-        &record.host,
-        &record.vm_uuid,
-        &settings,
-        &record.domain_uuid,
-    )?;
-    Ok(PasswordAnswer {
-        vm_uuid: record.vm_uuid.clone(),
     })
 }
 

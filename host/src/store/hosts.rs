@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use crate::model::{HostSettings, HostStatus, Patch};
+use crate::model::{CpuSetting, HostSettings, HostStatus, Patch};
 
 use super::{Store, StoreError, StoreResult, now_ms, off_reactor};
 
@@ -19,14 +19,19 @@ pub struct HostRecord {
     pub polled_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The CPU the engine's probe found for this host (`None`: not probed).
+    pub cpu: Option<CpuSetting>,
 }
 
 const HOST_COLUMNS: &str =
-    "name, engine, config, enabled, status, status_at, created_at, updated_at, polled_at";
+    "name, engine, config, enabled, status, status_at, created_at, updated_at, polled_at, cpu";
 
-fn host_from_row(row: &Row<'_>) -> rusqlite::Result<(HostRecord, String, Option<String>)> {
+type HostRow = (HostRecord, String, Option<String>, Option<String>);
+
+fn host_from_row(row: &Row<'_>) -> rusqlite::Result<HostRow> {
     let config_text: String = row.get(2)?;
     let status_text: Option<String> = row.get(4)?;
+    let cpu_text: Option<String> = row.get(9)?;
     Ok((
         HostRecord {
             name: row.get(0)?,
@@ -38,15 +43,18 @@ fn host_from_row(row: &Row<'_>) -> rusqlite::Result<(HostRecord, String, Option<
             created_at: row.get(6)?,
             updated_at: row.get(7)?,
             polled_at: row.get(8)?,
+            cpu: None,
         },
         config_text,
         status_text,
+        cpu_text,
     ))
 }
 
-fn decode_host(
-    (mut host, config_text, status_text): (HostRecord, String, Option<String>),
-) -> StoreResult<HostRecord> {
+fn decode_host((mut host, config_text, status_text, cpu_text): HostRow) -> StoreResult<HostRecord> {
+    host.cpu = cpu_text
+        .map(|text| serde_json::from_str(&text))
+        .transpose()?;
     host.config = serde_json::from_str(&config_text)?;
     host.status = status_text
         .map(|text| serde_json::from_str(&text))
@@ -156,6 +164,18 @@ impl Store {
     }
 
     /// Record that the host answered the poller now.
+    /// Record the CPU the engine's probe found for the host.
+    pub fn host_set_cpu(&self, name: &str, cpu: &CpuSetting) -> StoreResult<()> {
+        let text = serde_json::to_string(cpu)?;
+        off_reactor(|| {
+            self.connection().execute(
+                "UPDATE hosts SET cpu = ?2 WHERE name = ?1",
+                params![name, text],
+            )?;
+            Ok(())
+        })
+    }
+
     pub fn host_touch(&self, name: &str) -> StoreResult<()> {
         off_reactor(|| {
             self.connection().execute(

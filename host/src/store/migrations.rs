@@ -129,6 +129,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (host, name)
     );
     "#,
+    // 6: the CPU model the engine's probe chose for a host (JSON).
+    r#"
+    ALTER TABLE hosts ADD COLUMN cpu TEXT;
+    "#,
 ];
 
 pub fn apply(connection: &mut Connection) -> rusqlite::Result<()> {

@@ -89,6 +89,17 @@ impl Store {
         })
     }
 
+    /// A running task's progress (percent) and the step it is at.
+    pub fn task_progress(&self, id: i64, progress: u8, message: &str) -> StoreResult<()> {
+        off_reactor(|| {
+            self.connection().execute(
+                "UPDATE tasks SET progress = ?2, message = ?3 WHERE id = ?1 AND state = 'running'",
+                params![id, progress.min(99), message],
+            )?;
+            Ok(())
+        })
+    }
+
     pub fn task_finish(&self, id: i64, success: bool, message: &str) -> StoreResult<()> {
         off_reactor(|| {
             let state = if success {

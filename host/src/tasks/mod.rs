@@ -23,6 +23,18 @@ pub struct Tasks {
 tokio::task_local! {
     /// The warnings noted while a task's work runs ([`note_warning`]).
     static WARNINGS: RefCell<Vec<String>>;
+    /// The store and id of the task this code runs in ([`progress`]).
+    static CURRENT: (Arc<Store>, i64);
+}
+
+/// Record how far the task this code runs in got (a reinstall's steps), so
+/// `GET /api/system/tasks` shows it while it runs. Outside a task, nothing.
+pub fn progress(percent: u8, step: &str) {
+    let _ = CURRENT.try_with(|(store, task_id)| {
+        if let Err(error) = store.task_progress(*task_id, percent, step) {
+            tracing::warn!(task_id, "cannot record the task's progress: {error}");
+        }
+    });
 }
 
 /// Note a warning for the answer of the task this code runs in: an engine
@@ -78,11 +90,15 @@ impl Tasks {
             if let Err(error) = store.task_start(task_id) {
                 tracing::error!(task_id, "cannot mark the task running: {error}");
             }
+            let current = (store.clone(), task_id);
             let (result, warnings) = WARNINGS
-                .scope(RefCell::new(Vec::new()), async move {
-                    let result = work.await;
-                    (result, WARNINGS.with(|warnings| warnings.take()))
-                })
+                .scope(
+                    RefCell::new(Vec::new()),
+                    CURRENT.scope(current, async move {
+                        let result = work.await;
+                        (result, WARNINGS.with(|warnings| warnings.take()))
+                    }),
+                )
                 .await;
             let (success, message) = match &result {
                 Ok(_) => (true, "done".to_owned()),

@@ -9,8 +9,8 @@
 
 use openidcs_sdk::domain::xmltree;
 use openidcs_sdk::domain::{
-    Bandwidth, CpuModel, DiskFormat, DiskXml, DomainType, DomainXml, InterfaceXml, NetSource, NicMeta, VmMetadata,
-    VncXml, VolumeMeta, cpu_element, disk_target,
+    Bandwidth, CpuModel, DiskFormat, DiskXml, DomainType, DomainXml, InterfaceXml, NetSource,
+    NicMeta, VmMetadata, VncXml, VolumeMeta, cpu_element, disk_target,
 };
 use openidcs_sdk::libvirt::{Domain, DomainStats, LifecycleOp, NodeSummary};
 use openidcs_sdk::{
@@ -128,7 +128,10 @@ pub fn cpu_choice_of(model: CpuModel) -> CpuChoice {
     CpuChoice {
         mode: mode.to_owned(),
         model: name.to_owned(),
-        disabled_features: disabled.iter().map(|feature| (*feature).to_owned()).collect(),
+        disabled_features: disabled
+            .iter()
+            .map(|feature| (*feature).to_owned())
+            .collect(),
     }
 }
 
@@ -176,9 +179,12 @@ pub fn host_cpu(host: &HostConfig) -> Option<CpuChoice> {
 
 /// The throwaway domain a CPU probe starts: no disk, no NIC, 32 MiB.
 pub fn probe_domain(host: &HostConfig, choice: &CpuChoice) -> DomainXml {
-    let mut probe = DomainXml::new(&format!("{}openidcs-cpu-probe", host.filter_name), DomainType::Kvm)
-        .memory_mib(32)
-        .vcpus(1);
+    let mut probe = DomainXml::new(
+        &format!("{}openidcs-cpu-probe", host.filter_name),
+        DomainType::Kvm,
+    )
+    .memory_mib(32)
+    .vcpus(1);
     probe.cpu = Some(cpu_element(choice));
     probe
 }
@@ -754,7 +760,10 @@ pub fn owned_volumes(vm: &str, domain: &DomainXml) -> Vec<String> {
             .chain(metadata.disks.iter())
             .map(|volume| volume.volume.clone())
     });
-    let seed = domain.seed.as_deref().map(|path| file_name(path).to_owned());
+    let seed = domain
+        .seed
+        .as_deref()
+        .map(|path| file_name(path).to_owned());
     let mut volumes: Vec<String> = Vec::new();
     for volume in from_disks.chain(from_metadata).chain(seed) {
         if volume.starts_with(&prefix) && !volumes.contains(&volume) {

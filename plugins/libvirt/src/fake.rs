@@ -449,7 +449,9 @@ impl Capabilities for Fake {
         if state.volumes.contains_key(name) {
             return Err(Error::Conflict(format!("volume {name} already exists")));
         }
-        state.volumes.insert(name.to_owned(), capacity_mb.max(image_mb));
+        state
+            .volumes
+            .insert(name.to_owned(), capacity_mb.max(image_mb));
         state
             .clones
             .insert(name.to_owned(), (image.to_owned(), linked));

@@ -10,8 +10,8 @@
 
 use openidcs_sdk::cloudinit::Seed;
 use openidcs_sdk::domain::{
-    CpuModel, DiskFormat, DiskXml, DomainDocument, DomainType, DomainXml, InterfaceXml,
-    VmMetadata, VolumeMeta,
+    CpuModel, DiskFormat, DiskXml, DomainDocument, DomainType, DomainXml, InterfaceXml, VmMetadata,
+    VolumeMeta,
 };
 use openidcs_sdk::libvirt::LifecycleOp;
 use openidcs_sdk::{
@@ -807,10 +807,15 @@ fn delete_if_present<C: Capabilities>(caps: &C, volume: &str) -> Result<()> {
 
 /// Write `boot` as the VM's seed volume (replacing the one it had); answers
 /// the volume's path.
-fn write_seed<C: Capabilities>(caps: &C, vm: &str, boot: &FirstBoot, nics: &[Nic]) -> Result<String> {
-    let image = Seed::new(boot, nics)
-        .to_fat_image()
-        .map_err(|error| Error::Failed(format!("making the first-boot seed of vm {vm}: {error}")))?;
+fn write_seed<C: Capabilities>(
+    caps: &C,
+    vm: &str,
+    boot: &FirstBoot,
+    nics: &[Nic],
+) -> Result<String> {
+    let image = Seed::new(boot, nics).to_fat_image().map_err(|error| {
+        Error::Failed(format!("making the first-boot seed of vm {vm}: {error}"))
+    })?;
     let volume = convert::seed_volume(vm);
     delete_if_present(caps, &volume)?;
     caps.upload_volume(&volume, &image)
@@ -856,7 +861,12 @@ pub fn vm_install<C: Capabilities>(
     delete_if_present(caps, &system)?;
     let path = caps
         .create_volume_from_image(&system, &image.name, size_mb, plan.linked_clone)
-        .context(|| format!("making the system disk of vm {vm} from image {}", image.name))?;
+        .context(|| {
+            format!(
+                "making the system disk of vm {vm} from image {}",
+                image.name
+            )
+        })?;
     let seed = write_seed(caps, vm, &plan.first_boot, &convert::nics_of(&current))?;
 
     let mut model = current.clone();

@@ -44,7 +44,10 @@ fn user_data_sets_roots_hashed_password_and_keys() {
     assert_eq!(root["name"], "root");
     assert_eq!(root["hashed_passwd"], HASH);
     assert_eq!(root["lock_passwd"], false);
-    assert_eq!(root["ssh_authorized_keys"][0], "ssh-ed25519 AAAAC3Nza test@example");
+    assert_eq!(
+        root["ssh_authorized_keys"][0],
+        "ssh-ed25519 AAAAC3Nza test@example"
+    );
     assert_eq!(config["ssh_pwauth"], true);
     assert_eq!(config["hostname"], "vm7");
     assert!(!seed.user_data.contains("Customer-Pw-1"));
@@ -58,7 +61,11 @@ fn user_data_sets_roots_hashed_password_and_keys() {
 fn no_password_keeps_password_login_off() {
     let mut boot = boot();
     boot.password_hash.clear();
-    let config = parsed(Seed::new(&boot, &[]).user_data.trim_start_matches("#cloud-config\n"));
+    let config = parsed(
+        Seed::new(&boot, &[])
+            .user_data
+            .trim_start_matches("#cloud-config\n"),
+    );
     assert_eq!(config["users"][0]["lock_passwd"], true);
     assert!(config["users"][0].get("hashed_passwd").is_none());
     assert_eq!(config["ssh_pwauth"], false);
@@ -77,8 +84,14 @@ fn network_config_matches_each_nic_by_mac() {
     assert_eq!(config["version"], 2);
     let first = &config["ethernets"]["nic0"];
     assert_eq!(first["match"]["macaddress"], "52:54:00:ab:cd:ef");
-    assert_eq!(first["addresses"], json!(["192.168.122.10/24", "fd00::10/64"]));
-    assert_eq!(first["routes"], json!([{ "to": "0.0.0.0/0", "via": "192.168.122.1" }]));
+    assert_eq!(
+        first["addresses"],
+        json!(["192.168.122.10/24", "fd00::10/64"])
+    );
+    assert_eq!(
+        first["routes"],
+        json!([{ "to": "0.0.0.0/0", "via": "192.168.122.1" }])
+    );
     assert_eq!(first["nameservers"]["addresses"], json!(["192.168.122.1"]));
     let second = &config["ethernets"]["nic1"];
     assert_eq!(second["dhcp4"], true, "a NIC without an address asks DHCP");

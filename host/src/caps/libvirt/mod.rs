@@ -362,8 +362,10 @@ pub fn is_sha512_crypt(text: &str) -> bool {
         .strip_prefix("rounds=")
         .and_then(|rounds| rounds.split_once('$').map(|(_, rest)| rest))
         .unwrap_or(rest);
-    let crypt_alphabet =
-        |part: &str| part.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"./".contains(&byte));
+    let crypt_alphabet = |part: &str| {
+        part.bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"./".contains(&byte))
+    };
     matches!(rest.split_once('$'), Some((salt, hash))
         if !salt.is_empty() && salt.len() <= 16 && hash.len() == 86
             && crypt_alphabet(salt) && crypt_alphabet(hash))

@@ -976,3 +976,59 @@ async fn node_info_of_the_test_driver() {
     );
     assert_eq!(info.storage_capacity_bytes, 107_374_182_400);
 }
+
+#[test]
+fn backing_stores_may_be_images_and_channels_the_agents_socket() {
+    use Expect::{Denied, Ok};
+    let overlay = |backing: &str| {
+        format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source file='{STORAGE}/oidcs-vm-system'/>\
+             <backingStore type='file'><format type='qcow2'/><source file='{backing}'/>\
+             <backingStore/></backingStore><target dev='vda'/></disk>"
+        )
+    };
+    check(&overlay("/srv/images/debian-12.qcow2"), Ok);
+    check(&overlay(&format!("{STORAGE}/base.qcow2")), Ok);
+    check(
+        &overlay("/etc/shadow"),
+        Denied("outside the host's storage directory"),
+    );
+    check(&overlay("/srv/images/../../etc/shadow"), Denied(".."));
+    // The image itself is never a guest's writable disk.
+    check(&file_disk("/srv/images/debian-12.qcow2"), Denied("outside"));
+
+    let channel = |path: &str| {
+        format!(
+            "<channel type='unix'><source mode='bind' path='{path}'/>\
+             <target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+        )
+    };
+    check(&channel(""), Ok);
+    check(
+        &channel("/var/lib/libvirt/qemu/channel/target/domain-3-oidcs-vm/org.qemu.guest_agent.0"),
+        Ok,
+    );
+    check(
+        &channel("/run/libvirt/qemu/channel/3-oidcs-vm/org.qemu.guest_agent.0"),
+        Ok,
+    );
+    check(
+        &channel("/run/libvirt/qemu/channel/3-oidcs-vm/other"),
+        Denied("outside"),
+    );
+    check(&channel("/etc/passwd"), Denied("outside"));
+}
+
+#[test]
+fn only_sha512_crypt_hashes_pass_as_guest_passwords() {
+    let hash = "$6$abcdefgh$fBjixaOJXbtpeqJdiQsYIHIa42/fa3wTDb6nG6p2c3UDtaXL78djglFNAqhWp9XrkyON4rXLAbtWriSzgLCB50";
+    assert!(super::is_sha512_crypt(hash));
+    assert!(super::is_sha512_crypt(
+        &hash.replace("$6$", "$6$rounds=5000$")
+    ));
+    assert!(!super::is_sha512_crypt("hunter2"));
+    assert!(!super::is_sha512_crypt("$6$salt$short"));
+    assert!(!super::is_sha512_crypt(&hash.replace("$6$", "$5$")));
+    assert!(!super::is_sha512_crypt(&format!("{hash} ")));
+}

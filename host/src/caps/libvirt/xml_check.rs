@@ -36,6 +36,12 @@ const EMULATOR_DIRS: &[&str] = &[
 const FIRMWARE_DIR: &str = "/usr/share";
 /// Where libvirt keeps per-domain UEFI variable stores it generates.
 const NVRAM_DIR: &str = "/var/lib/libvirt/qemu/nvram";
+/// Where libvirt puts the host end of a guest agent channel it generates
+/// (older releases, then newer ones).
+const CHANNEL_DIRS: &[&str] = &[
+    "/var/lib/libvirt/qemu/channel/target",
+    "/run/libvirt/qemu/channel",
+];
 /// Entropy sources an `<rng>` backend may read.
 const RNG_SOURCES: &[&str] = &["/dev/urandom", "/dev/random"];
 
@@ -154,11 +160,11 @@ fn check_all(document: &Document, scope: &HostScope, domain: Option<&str>) -> Ch
     no_host_devices(document, scope.allow_hostdev)?;
     no_network_disks(document)?;
     disk_types_are_local(document)?;
-    disk_sources_in_storage(document, &scope.storage_dir)?;
+    disk_sources_in_storage(document, scope)?;
     emulator_is_a_hypervisor(document)?;
     no_interface_scripts(document)?;
     no_security_label_override(document)?;
-    host_paths_in_storage(document, &scope.storage_dir, domain)
+    host_paths_in_storage(document, scope, domain)
 }
 
 /// The text of the root's one `<name>` child, as libvirt's XPath reads it.
@@ -299,9 +305,15 @@ fn disk_types_are_local(document: &Document) -> Check {
 }
 
 /// Prevents giving a guest (and relabelling) a host file outside the storage dir, e.g. `/etc/shadow`.
-fn disk_sources_in_storage(document: &Document, storage_dir: &str) -> Check {
+///
+/// A `<backingStore>` source (the image under a linked clone) may also be in
+/// the host's image directory: the guest reads it, QEMU never writes it.
+fn disk_sources_in_storage(document: &Document, scope: &HostScope) -> Check {
     for disk in elements(document, "disk") {
         for node in disk.descendants().filter(|node| node.is_element()) {
+            if in_images_backing_store(&node, scope) {
+                continue;
+            }
             let attributes: &[&str] = match node.tag_name().name() {
                 "source" => &["file", "dev", "dir"],
                 "mirror" => &["file"],
@@ -310,7 +322,7 @@ fn disk_sources_in_storage(document: &Document, storage_dir: &str) -> Check {
             for attribute in attributes {
                 // An empty source is an empty CD-ROM drive.
                 if let Some(path) = node.attribute(*attribute).filter(|path| !path.is_empty()) {
-                    in_storage("disk source", path, storage_dir)?;
+                    in_storage("disk source", path, &scope.storage_dir)?;
                 }
             }
         }
@@ -391,9 +403,10 @@ fn no_security_label_override(document: &Document) -> Check {
 //
 // Every absolute path, and every relative one where libvirt expects a path,
 // must be under the storage directory, bar a few read-only exceptions.
-fn host_paths_in_storage(document: &Document, storage_dir: &str, domain: Option<&str>) -> Check {
+fn host_paths_in_storage(document: &Document, scope: &HostScope, domain: Option<&str>) -> Check {
+    let storage_dir = scope.storage_dir.as_str();
     for node in checked(document) {
-        if free_text_or_own_rule(&node) {
+        if free_text_or_own_rule(&node) || in_images_backing_store(&node, scope) {
             continue;
         }
         let element = node.tag_name().name();
@@ -428,6 +441,28 @@ fn host_paths_in_storage(document: &Document, storage_dir: &str, domain: Option<
         }
     }
     Ok(())
+}
+
+/// A `<source>` of a disk's `<backingStore>` whose file is inside the host's
+/// image directory (`images_path`, when it is a directory).
+fn in_images_backing_store(node: &Node, scope: &HostScope) -> bool {
+    if !is(node, "source")
+        || !node
+            .ancestors()
+            .any(|ancestor| is(&ancestor, "backingStore"))
+    {
+        return false;
+    }
+    let Some(images) = clean_absolute(&scope.images) else {
+        return false;
+    };
+    node.attributes()
+        .filter(|attribute| !attribute.value().is_empty())
+        .all(|attribute| {
+            attribute.name() == "file"
+                && clean_absolute(attribute.value())
+                    .is_some_and(|path| path.starts_with(&images) && path != images)
+        })
 }
 
 /// Free text libvirt never reads as paths, `<emulator>`, which has its own
@@ -474,6 +509,16 @@ fn allowed_path(
         ("partition", "") => value == "/machine",
         ("backend", "") => parent == "rng" && RNG_SOURCES.contains(&value),
         ("loader", "") | ("nvram", "template") => under(FIRMWARE_DIR),
+        // The guest agent's socket, where libvirt generates it.
+        ("source", "path") => {
+            parent == "channel"
+                && CHANNEL_DIRS.iter().any(|dir| under(dir))
+                && clean
+                    .as_deref()
+                    .and_then(|path| path.file_name())
+                    .and_then(|file| file.to_str())
+                    .is_some_and(|file| file.ends_with("org.qemu.guest_agent.0"))
+        }
         // The variable store libvirt generates for this domain, and only it.
         ("nvram", "") => clean.as_deref().is_some_and(|path| {
             let file = path

@@ -65,7 +65,11 @@ fn os_images_lists_the_catalogue_entries_the_storage_holds() {
     assert_eq!(images[0].size_mb, 2048);
     assert_eq!(images[0].min_disk_mb, 4096);
     assert!(
-        fake.state.borrow().logs.iter().any(|line| line.contains("missing.qcow2")),
+        fake.state
+            .borrow()
+            .logs
+            .iter()
+            .any(|line| line.contains("missing.qcow2")),
         "the missing image is logged"
     );
 }
@@ -82,8 +86,16 @@ fn install_clones_the_image_grown_and_attaches_a_seed_and_the_agent() {
         Some(&("debian-12.qcow2".to_owned(), true)),
         "the system disk is a linked clone"
     );
-    assert_eq!(state.volumes.get("web1-system"), Some(&8192), "grown to hdd_mb");
-    assert_eq!(state.volumes.get("web1-data"), Some(&1024), "the data disk stays");
+    assert_eq!(
+        state.volumes.get("web1-system"),
+        Some(&8192),
+        "grown to hdd_mb"
+    );
+    assert_eq!(
+        state.volumes.get("web1-data"),
+        Some(&1024),
+        "the data disk stays"
+    );
     assert!(state.uploads.contains_key("web1-seed.img"));
     drop(state);
     let domain = definition(&fake);
@@ -91,10 +103,16 @@ fn install_clones_the_image_grown_and_attaches_a_seed_and_the_agent() {
         .disk_by_path(&format!("{STORAGE_DIR}/web1-system"))
         .expect("system disk");
     assert_eq!(system.format, DiskFormat::Qcow2);
-    assert_eq!(domain.seed.as_deref(), Some(format!("{STORAGE_DIR}/web1-seed.img").as_str()));
+    assert_eq!(
+        domain.seed.as_deref(),
+        Some(format!("{STORAGE_DIR}/web1-seed.img").as_str())
+    );
     assert_eq!(domain.disks.len(), 2, "the seed is not a data disk");
     let xml = fake.domain("web1").expect("web1").xml;
-    assert!(xml.contains(SEED_SERIAL) && xml.contains("org.qemu.guest_agent.0"), "{xml}");
+    assert!(
+        xml.contains(SEED_SERIAL) && xml.contains("org.qemu.guest_agent.0"),
+        "{xml}"
+    );
 }
 
 #[test]
@@ -106,8 +124,14 @@ fn the_seed_carries_the_hash_and_each_nics_mac_and_address() {
     let text = String::from_utf8_lossy(&image).into_owned();
     assert!(text.contains(HASH), "the crypt hash is in the seed");
     assert!(text.contains("192.168.122.10/24"), "nic0's address");
-    assert!(text.contains("52:54:00:aa:bb:cc"), "nic1 matched by its MAC");
-    assert!(!text.contains("root-secret"), "the spec's os-pass never reaches the seed");
+    assert!(
+        text.contains("52:54:00:aa:bb:cc"),
+        "nic1 matched by its MAC"
+    );
+    assert!(
+        !text.contains("root-secret"),
+        "the spec's os-pass never reaches the seed"
+    );
 }
 
 #[test]
@@ -119,7 +143,11 @@ fn the_system_disk_is_at_least_the_image_and_its_minimum() {
     ops::vm_install(&fake, &host(), &small, &plan(3000)).expect("install");
     assert_eq!(fake.volumes().get("web1-system"), Some(&3000));
     ops::vm_install(&fake, &host(), &small, &plan(0)).expect("reinstall");
-    assert_eq!(fake.volumes().get("web1-system"), Some(&2048), "the image's size");
+    assert_eq!(
+        fake.volumes().get("web1-system"),
+        Some(&2048),
+        "the image's size"
+    );
 }
 
 #[test]
@@ -130,12 +158,23 @@ fn reinstall_replaces_the_system_disk_and_the_seed_and_keeps_data() {
     let mut again = plan(0);
     again.first_boot = boot("web1-2");
     ops::vm_install(&fake, &host(), &spec(), &again).expect("reinstall");
-    assert_eq!(fake.count("delete_volume"), 2 + 2, "old system disk and seed, twice");
+    assert_eq!(
+        fake.count("delete_volume"),
+        2 + 2,
+        "old system disk and seed, twice"
+    );
     let image = fake.state.borrow().uploads["web1-seed.img"].clone();
-    assert!(String::from_utf8_lossy(&image).contains("web1-2"), "new instance id");
+    assert!(
+        String::from_utf8_lossy(&image).contains("web1-2"),
+        "new instance id"
+    );
     assert_eq!(fake.volumes().get("web1-data"), Some(&1024));
     ops::vm_delete(&fake, &host(), "web1").expect("delete");
-    assert!(fake.volumes().is_empty(), "the seed goes with the VM: {:?}", fake.volumes());
+    assert!(
+        fake.volumes().is_empty(),
+        "the seed goes with the VM: {:?}",
+        fake.volumes()
+    );
 }
 
 #[test]
@@ -180,7 +219,10 @@ fn password_goes_through_the_agent_or_waits_for_the_next_boot() {
     fake.state.borrow_mut().agents_answer = false;
     let route = ops::vm_password(&fake, "web1", "root", &boot("web1-5")).expect("password");
     assert_eq!(route, PasswordRoute::NextBoot);
-    assert_eq!(fake.domain("web1").map(|domain| domain.state), Some(PowerState::Running));
+    assert_eq!(
+        fake.domain("web1").map(|domain| domain.state),
+        Some(PowerState::Running)
+    );
 }
 
 #[test]
@@ -202,7 +244,10 @@ fn the_cpu_probe_walks_the_fallback_chain() {
     let Err(Error::Failed(message)) = ops::cpu_probe(&fake, &host(), None) else {
         panic!("no model runs");
     };
-    assert!(message.contains("host-model") && message.contains("qemu64"), "{message}");
+    assert!(
+        message.contains("host-model") && message.contains("qemu64"),
+        "{message}"
+    );
 }
 
 #[test]
