@@ -8,7 +8,7 @@ CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
 APT_PACKAGES := pkg-config libvirt-dev libvirt-clients libvirt-daemon-system qemu-system-x86 \
                 nftables nginx-light iproute2 openssl curl novnc chromium \
-                python3-venv jq
+                python3-venv jq dnsmasq-base openssh-client sshpass
 PLUGINS      := -p openidcs-plugin-libvirt
 TEST_PLUGINS := -p test-component-loop-forever -p test-component-memory-bomb \
                 -p test-component-panic -p test-component-nat-ungranted \

@@ -282,7 +282,14 @@ pub fn update(
             stranded.join(", ")
         )));
     }
+    let previous = state.store.host_get(name)?;
     let record = state.store.host_update(name, engine, settings)?;
+    if previous.config.server_addr != settings.server_addr
+        || engine.is_some_and(|engine| engine != previous.engine)
+    {
+        // Another hypervisor: the CPU probed on the old one says nothing.
+        state.store.host_set_cpu(name, None)?;
+    }
     let vm_count = state.store.vm_count(Some(name))?;
     Ok(record.view(vm_count))
 }

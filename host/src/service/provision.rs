@@ -253,7 +253,7 @@ pub async fn ensure_cpu(state: &AppState, host: &Host) -> ServiceResult<Option<C
                 model: choice.model,
                 disabled_features: choice.disabled_features,
             };
-            state.store.host_set_cpu(&host.name, &setting)?;
+            state.store.host_set_cpu(&host.name, Some(&setting))?;
             Ok(Some(setting))
         }
         Err(EngineError::Plugin {

@@ -164,9 +164,9 @@ impl Store {
     }
 
     /// Record that the host answered the poller now.
-    /// Record the CPU the engine's probe found for the host.
-    pub fn host_set_cpu(&self, name: &str, cpu: &CpuSetting) -> StoreResult<()> {
-        let text = serde_json::to_string(cpu)?;
+    /// Record the CPU the engine's probe found for the host (`None`: forget it).
+    pub fn host_set_cpu(&self, name: &str, cpu: Option<&CpuSetting>) -> StoreResult<()> {
+        let text = cpu.map(serde_json::to_string).transpose()?;
         off_reactor(|| {
             self.connection().execute(
                 "UPDATE hosts SET cpu = ?2 WHERE name = ?1",

@@ -64,14 +64,31 @@ pub fn message_of(error: &Error) -> &str {
     }
 }
 
-/// The domain type this host's connection runs.
+/// The domain type this host's connection runs: from the URI, and for a
+/// QEMU host `extend_data.virt_type = "qemu"` asks for software emulation
+/// (TCG) instead of KVM, for a host whose KVM cannot run guests.
 pub fn domain_type(host: &HostConfig) -> Result<DomainType> {
-    DomainType::for_uri(&host.server_addr).ok_or_else(|| {
+    let from_uri = DomainType::for_uri(&host.server_addr).ok_or_else(|| {
         Error::Unsupported(format!(
             "the libvirt engine builds domains for qemu, lxc and test connections, not {:?}",
             host.server_addr
         ))
+    })?;
+    let software = host_options(host)
+        .get("virt_type")
+        .and_then(|value| value.as_str())
+        == Some("qemu");
+    Ok(if from_uri == DomainType::Kvm && software {
+        DomainType::Qemu
+    } else {
+        from_uri
     })
+}
+
+/// The host's engine options (`extend-data`, a JSON object); unreadable
+/// text reads as none.
+fn host_options(host: &HostConfig) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::from_str(&host.extend_data).unwrap_or_default()
 }
 
 /// Whether this panel manages the domain (its name has the host's prefix).
@@ -152,7 +169,7 @@ pub fn describe_cpu(choice: &CpuChoice) -> String {
 /// feature). The operator's setting, or what the core's probe found;
 /// `None`: the fallback chain at start.
 pub fn host_cpu(host: &HostConfig) -> Option<CpuChoice> {
-    let options: serde_json::Value = serde_json::from_str(&host.extend_data).ok()?;
+    let options = host_options(host);
     let mode = options.get("cpu_mode")?.as_str()?.to_owned();
     let model = options
         .get("cpu_model")

@@ -1,7 +1,7 @@
 //! Install from an image, first-boot seeds, passwords and the CPU probe,
 //! against the fake host.
 
-use openidcs_sdk::domain::{CpuModel, DiskFormat, DomainXml, SEED_SERIAL};
+use openidcs_sdk::domain::{CpuModel, DiskFormat, DomainType, DomainXml, SEED_SERIAL};
 use openidcs_sdk::{
     Error, FirstBoot, ImageEntry, InstallPlan, PasswordRoute, PowerAction, PowerState,
 };
@@ -267,4 +267,14 @@ fn a_host_cpu_choice_goes_into_new_domains() {
         convert::host_cpu(&host).map(|choice| convert::describe_cpu(&choice)),
         Some("host-passthrough -arch-capabilities".to_owned())
     );
+}
+
+#[test]
+fn virt_type_qemu_asks_for_software_emulation() {
+    let mut host = host();
+    assert_eq!(convert::domain_type(&host).ok(), Some(DomainType::Kvm));
+    host.extend_data = r#"{"virt_type":"qemu"}"#.to_owned();
+    assert_eq!(convert::domain_type(&host).ok(), Some(DomainType::Qemu));
+    host.server_addr = "test:///default".to_owned();
+    assert_eq!(convert::domain_type(&host).ok(), Some(DomainType::Test));
 }

@@ -1,0 +1,438 @@
+//! The customer path on a real hypervisor: a VM created from the Debian test
+//! image on `qemu:///system` with a root password and a bigger disk, a NAT
+//! forward of a public port to its SSH, and a client in a network namespace
+//! of its own that logs in with the password. Then the password changed in
+//! the running guest, and a reinstall with a new password that wipes the
+//! system disk and keeps the data disk.
+//!
+//! Needs root, the libvirt daemons (`make test` starts them) and /dev/kvm.
+//! Where KVM cannot run a Linux guest (the software `kvm_pvm` module: QEMU
+//! starts, the kernel hangs), the host is set to software emulation
+//! (`virt_type = "qemu"`) and the test says so: slower, the same path.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use openidcs_tests::{DomainCleanup, Server, plugin_toml, qemu_system_skip_reason, root, virsh};
+use serde_json::{Value, json};
+
+const VM: &str = "oidcs-test-cust1";
+const SUBNET: &str = "10.233.7";
+const PUBLIC: &str = "10.232.7.1";
+const CLIENT: &str = "10.232.7.2";
+const SSH_PORT: u16 = 40022;
+
+/// Everything the test made outside the server, removed on drop.
+struct Fixture {
+    id: String,
+    dir: PathBuf,
+    netns: String,
+    veth: String,
+}
+
+impl Fixture {
+    fn images_pool(&self) -> String {
+        format!("oidcs-test-images-{}", self.id)
+    }
+    fn vms_pool(&self) -> String {
+        format!("oidcs-test-vms-{}", self.id)
+    }
+    fn network(&self) -> String {
+        format!("oidcs-test-net-{}", self.id)
+    }
+    fn images_dir(&self) -> PathBuf {
+        self.dir.join("images")
+    }
+    fn vms_dir(&self) -> PathBuf {
+        self.dir.join("vms")
+    }
+
+    fn create(image: &Path) -> Fixture {
+        let id = format!("{:x}", std::process::id() & 0xffff);
+        let fixture = Fixture {
+            dir: PathBuf::from(format!("/var/lib/openidcs-test-{id}")),
+            netns: format!("oidcs-cl-{id}"),
+            veth: format!("oidcsv{id}"),
+            id,
+        };
+        for dir in [fixture.images_dir(), fixture.vms_dir()] {
+            std::fs::create_dir_all(&dir).expect("test directories");
+        }
+        let linked = fixture.images_dir().join("debian-12.qcow2");
+        if std::fs::hard_link(image, &linked).is_err() {
+            std::fs::copy(image, &linked).expect("the image in the images pool");
+        }
+        for (pool, dir) in [
+            (fixture.images_pool(), fixture.images_dir()),
+            (fixture.vms_pool(), fixture.vms_dir()),
+        ] {
+            let dir = dir.display().to_string();
+            let (created, output) = virsh(&["pool-create-as", &pool, "dir", "--target", &dir]);
+            assert!(created, "pool {pool}: {output}");
+        }
+        // A routed network: libvirt lets traffic in to it (a NAT network
+        // rejects new connections from outside, DNATed ones included).
+        let network_xml = fixture.dir.join("network.xml");
+        std::fs::write(
+            &network_xml,
+            format!(
+                "<network><name>{}</name><forward mode='route'/>\
+                 <bridge name='oidcsbr{}' stp='off'/>\
+                 <ip address='{SUBNET}.1' netmask='255.255.255.0'>\
+                 <dhcp><range start='{SUBNET}.100' end='{SUBNET}.200'/></dhcp></ip></network>",
+                fixture.network(),
+                fixture.id
+            ),
+        )
+        .expect("network XML");
+        let (created, output) = virsh(&["net-create", &network_xml.display().to_string()]);
+        assert!(created, "network: {output}");
+        // The customer's side: a namespace behind a veth pair whose host end
+        // is the host's public address.
+        let peer = format!("oidcsc{}", fixture.id);
+        for command in [
+            vec!["ip", "netns", "add", &fixture.netns],
+            vec![
+                "ip", "link", "add", &fixture.veth, "type", "veth", "peer", "name", &peer,
+            ],
+            vec!["ip", "link", "set", &peer, "netns", &fixture.netns],
+            vec!["ip", "addr", "add", &format!("{PUBLIC}/24"), "dev", &fixture.veth],
+            vec!["ip", "link", "set", &fixture.veth, "up"],
+            vec![
+                "ip", "-n", &fixture.netns, "addr", "add", &format!("{CLIENT}/24"), "dev", &peer,
+            ],
+            vec!["ip", "-n", &fixture.netns, "link", "set", &peer, "up"],
+            vec!["ip", "-n", &fixture.netns, "link", "set", "lo", "up"],
+            vec![
+                "ip", "-n", &fixture.netns, "route", "add", "default", "via", PUBLIC,
+            ],
+        ] {
+            let status = Command::new(command[0])
+                .args(&command[1..])
+                .status()
+                .expect("ip");
+            assert!(status.success(), "{command:?}");
+        }
+        fixture
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = virsh(&["destroy", VM]);
+        let _ = virsh(&["undefine", VM]);
+        let _ = virsh(&["net-destroy", &self.network()]);
+        for pool in [self.images_pool(), self.vms_pool()] {
+            let _ = virsh(&["pool-destroy", &pool]);
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.veth]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Why KVM cannot boot a Linux guest here, if it cannot: only the
+/// software `kvm_pvm` module provides /dev/kvm (QEMU starts; a stock kernel
+/// hangs in early boot).
+fn kvm_cannot_boot_linux() -> Option<String> {
+    let hardware = ["kvm_intel", "kvm_amd"]
+        .iter()
+        .any(|module| Path::new("/sys/module").join(module).exists());
+    if hardware {
+        return None;
+    }
+    let provider = if Path::new("/sys/module/kvm_pvm").exists() {
+        "the kvm_pvm module (software virtualisation)"
+    } else {
+        "no kvm_intel or kvm_amd module"
+    };
+    Some(format!(
+        "/dev/kvm comes from {provider}; the host runs the VM under software emulation (virt_type = \"qemu\")"
+    ))
+}
+
+/// The test image (built from Debian packages and cached under target/).
+fn test_image() -> PathBuf {
+    let output = Command::new(root().join("tests/scripts/debian-image.sh"))
+        .arg(root().join("target/test-image"))
+        .output()
+        .expect("debian-image.sh");
+    assert!(
+        output.status.success(),
+        "building the test image failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+/// Run `command` on the VM over SSH from the client namespace with
+/// `password`: `Ok(output)` or `Err(why)`.
+fn ssh(netns: &str, password: &str, command: &str) -> Result<String, String> {
+    let output = Command::new("ip")
+        .args(["netns", "exec", netns, "sshpass", "-p", password, "ssh"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+            &SSH_PORT.to_string(),
+            &format!("root@{PUBLIC}"),
+            command,
+        ])
+        .output()
+        .map_err(|error| error.to_string())?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "exit {:?}: {} {}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).trim(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        ))
+    }
+}
+
+/// SSH with `password` until it answers, within `limit`; answers the
+/// output and how long it took.
+fn ssh_when_up(netns: &str, password: &str, command: &str, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    loop {
+        match ssh(netns, password, command) {
+            Ok(output) => return (output, started.elapsed()),
+            Err(why) if started.elapsed() > limit => {
+                let (_, console) = virsh(&["domstate", VM]);
+                panic!(
+                    "no SSH with the password after {limit:?}: {why} (domain {})",
+                    console.trim()
+                );
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(3)),
+        }
+    }
+}
+
+/// sshpass exits 5 for a refused password.
+fn refused(netns: &str, password: &str) -> bool {
+    matches!(ssh(netns, password, "true"), Err(why) if why.starts_with("exit Some(5)"))
+}
+
+#[tokio::test]
+async fn create_start_forward_ssh_password_reinstall() {
+    if let Some(reason) = qemu_system_skip_reason() {
+        println!("SKIPPED create_start_forward_ssh_password_reinstall: {reason}");
+        assert!(std::env::var("CI").is_err(), "CI runs as root with libvirtd: {reason}");
+        return;
+    }
+    if !Path::new("/dev/kvm").exists() {
+        println!("SKIPPED create_start_forward_ssh_password_reinstall: no /dev/kvm");
+        return;
+    }
+    let software = kvm_cannot_boot_linux();
+    if let Some(reason) = &software {
+        println!("NOTE: {reason}");
+    }
+    // Boot to SSH: seconds under KVM, a minute or two under emulation.
+    let boot_limit = Duration::from_secs(if software.is_some() { 420 } else { 180 });
+
+    let image = test_image();
+    let fixture = Fixture::create(&image);
+    let _cleanup = DomainCleanup(VM);
+    let server = Server::start(&format!(
+        "[nat]\n\n{}",
+        plugin_toml(
+            "libvirt",
+            "openidcs_plugin_libvirt",
+            &["libvirt", "nat", "proxy", "log"],
+            "timeout_ms = 120000",
+        )
+    ));
+    let mut extend_data = serde_json::Map::new();
+    if software.is_some() {
+        extend_data.insert("virt_type".into(), "qemu".into());
+    }
+    server
+        .ok(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "kvm", "type": "libvirt", "config": {
+                "server_addr": "qemu:///system", "filter_name": "oidcs-test-",
+                "system_path": fixture.vms_dir(), "images_path": fixture.images_dir(),
+                "network_nat": fixture.network(),
+                "ports_start": 40000, "ports_close": 40100, "public_addr": [PUBLIC],
+                "ipaddr_maps": { "lan": {
+                    "vers": "ipv4", "type": "nat", "gate": format!("{SUBNET}.1"),
+                    "mask": "255.255.255.0", "from": format!("{SUBNET}.10"), "nums": 10,
+                    "dnss": [format!("{SUBNET}.1")] } },
+                "system_maps": { "debian12": ["debian-12.qcow2", 2048] },
+                "extend_data": extend_data,
+            } })),
+        )
+        .await;
+    let images = server.ok("GET", "/api/client/os-images/kvm", None).await;
+    assert_eq!(images[0]["name"], "debian12", "{images}");
+    assert_eq!(images[0]["format"], "qcow2", "{images}");
+
+    // An unknown image is refused before anything is made.
+    let (status, refusal) = server
+        .call(
+            "POST",
+            "/api/client/create/kvm",
+            Some(json!({ "vm_uuid": VM, "os_name": "win2022" })),
+        )
+        .await;
+    assert_eq!(status, 400, "{refusal}");
+    assert!(
+        refusal["msg"].as_str().unwrap_or("").contains("choices: debian12"),
+        "{refusal}"
+    );
+
+    let started = Instant::now();
+    let created = server
+        .ok(
+            "POST",
+            "/api/client/create/kvm",
+            Some(json!({
+                "vm_uuid": VM, "os_name": "debian12", "os_pass": "First-Pw-1",
+                "cpu_num": 1, "mem_num": 1024, "hdd_num": 4096,
+                "nic_all": { "nic0": { "nic_type": "nat" } },
+                "hdd_all": { "data": { "hdd_size": 64 } },
+            })),
+        )
+        .await;
+    assert_eq!(created["config"]["os_pass"], "******", "{created}");
+    let address = created["config"]["nic_all"]["nic0"]["ip4_addr"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(address, format!("{SUBNET}.10"), "{created}");
+    let stored = std::fs::read(server.data_dir().join("openidcs.db")).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&stored).contains("First-Pw-1"),
+        "the password is not in the database"
+    );
+    server
+        .ok(
+            "POST",
+            &format!("/api/client/powers/kvm/{VM}"),
+            Some(json!({ "action": "start" })),
+        )
+        .await;
+    server
+        .ok(
+            "POST",
+            &format!("/api/client/natadd/kvm/{VM}"),
+            Some(json!({ "protocol": "tcp", "wan_port": SSH_PORT, "lan_port": 22 })),
+        )
+        .await;
+
+    let (output, _) = ssh_when_up(
+        &fixture.netns,
+        "First-Pw-1",
+        "hostname; ip -4 -o addr; df -m / | tail -1",
+        boot_limit,
+    );
+    let create_to_ssh = started.elapsed();
+    println!("create → SSH answering: {:.1} s", create_to_ssh.as_secs_f64());
+    assert!(output.lines().next() == Some(VM), "hostname is the VM name: {output}");
+    assert!(output.contains(&format!("inet {address}/24")), "{output}");
+    let root_mb: u64 = output
+        .lines()
+        .last()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|size| size.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        root_mb > 3500,
+        "the root file system grew from the image's 2 GiB towards hdd_num 4096 MB: {output}"
+    );
+    // A file on the system disk (gone after a reinstall) and one on the
+    // data disk (kept).
+    ssh(
+        &fixture.netns,
+        "First-Pw-1",
+        "echo before > /root/marker && \
+         data=$(for d in /dev/vd?; do [ $(blockdev --getsize64 $d) = 67108864 ] && echo $d; done; true) && \
+         [ -n \"$data\" ] && mkfs.ext4 -q -F $data && mkdir -p /mnt/data && mount $data /mnt/data && \
+         echo kept > /mnt/data/file && umount /mnt/data && sync",
+    )
+    .expect("writing the marker files");
+
+    // The password of the running guest, through its agent (which may
+    // start a little after SSH).
+    let agent_started = Instant::now();
+    loop {
+        let answer = server
+            .ok(
+                "POST",
+                &format!("/api/client/password/kvm/{VM}"),
+                Some(json!({ "password": "Second-Pw-2" })),
+            )
+            .await;
+        if answer["applied"] == "guest-agent" {
+            break;
+        }
+        assert!(
+            agent_started.elapsed() < Duration::from_secs(120),
+            "the guest agent never took the password: {answer}"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    ssh(&fixture.netns, "Second-Pw-2", "true").expect("the new password works at once");
+    assert!(refused(&fixture.netns, "First-Pw-1"), "the old password is refused");
+
+    // Reinstall with a new password: the system disk is new, data stays.
+    let reinstall_started = Instant::now();
+    let reinstalled = server
+        .ok(
+            "PUT",
+            &format!("/api/client/update/kvm/{VM}?reinstall=true"),
+            Some(json!({ "os_pass": "Third-Pw-3" })),
+        )
+        .await;
+    assert_eq!(reinstalled["power_status"], "running", "{reinstalled}");
+    let (output, _) = ssh_when_up(
+        &fixture.netns,
+        "Third-Pw-3",
+        "cat /root/marker 2>/dev/null || echo no-marker; \
+         data=$(for d in /dev/vd?; do [ $(blockdev --getsize64 $d) = 67108864 ] && echo $d; done; true); \
+         mkdir -p /mnt/data && mount $data /mnt/data && cat /mnt/data/file",
+        boot_limit,
+    );
+    let reinstall_to_ssh = reinstall_started.elapsed();
+    println!("reinstall → SSH answering: {:.1} s", reinstall_to_ssh.as_secs_f64());
+    assert!(output.contains("no-marker"), "the system disk is new: {output}");
+    assert!(output.contains("kept"), "the data disk kept its file: {output}");
+    assert!(refused(&fixture.netns, "Second-Pw-2"), "the previous password is refused");
+
+    let tasks = server
+        .ok("GET", "/api/system/tasget?hs_name=kvm&limit=20", None)
+        .await;
+    let update_task: Option<&Value> = tasks
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|task| task["actions"] == "update"));
+    assert!(
+        update_task.is_some_and(|task| task["state"] == "done"),
+        "the reinstall is a task: {tasks}"
+    );
+
+    server
+        .ok("DELETE", &format!("/api/client/delete/kvm/{VM}"), None)
+        .await;
+    let left: Vec<_> = std::fs::read_dir(fixture.vms_dir())
+        .map(|entries| entries.flatten().map(|entry| entry.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the VM's volumes and seed are gone: {left:?}");
+}
