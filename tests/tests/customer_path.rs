@@ -94,18 +94,47 @@ impl Fixture {
         for command in [
             vec!["ip", "netns", "add", &fixture.netns],
             vec![
-                "ip", "link", "add", &fixture.veth, "type", "veth", "peer", "name", &peer,
+                "ip",
+                "link",
+                "add",
+                &fixture.veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
             ],
             vec!["ip", "link", "set", &peer, "netns", &fixture.netns],
-            vec!["ip", "addr", "add", &format!("{PUBLIC}/24"), "dev", &fixture.veth],
+            vec![
+                "ip",
+                "addr",
+                "add",
+                &format!("{PUBLIC}/24"),
+                "dev",
+                &fixture.veth,
+            ],
             vec!["ip", "link", "set", &fixture.veth, "up"],
             vec![
-                "ip", "-n", &fixture.netns, "addr", "add", &format!("{CLIENT}/24"), "dev", &peer,
+                "ip",
+                "-n",
+                &fixture.netns,
+                "addr",
+                "add",
+                &format!("{CLIENT}/24"),
+                "dev",
+                &peer,
             ],
             vec!["ip", "-n", &fixture.netns, "link", "set", &peer, "up"],
             vec!["ip", "-n", &fixture.netns, "link", "set", "lo", "up"],
             vec![
-                "ip", "-n", &fixture.netns, "route", "add", "default", "via", PUBLIC,
+                "ip",
+                "-n",
+                &fixture.netns,
+                "route",
+                "add",
+                "default",
+                "via",
+                PUBLIC,
             ],
         ] {
             let status = Command::new(command[0])
@@ -126,7 +155,9 @@ impl Drop for Fixture {
         for pool in [self.images_pool(), self.vms_pool()] {
             let _ = virsh(&["pool-destroy", &pool]);
         }
-        let _ = Command::new("ip").args(["link", "del", &self.veth]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .status();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .status();
@@ -233,7 +264,10 @@ fn refused(netns: &str, password: &str) -> bool {
 async fn create_start_forward_ssh_password_reinstall() {
     if let Some(reason) = qemu_system_skip_reason() {
         println!("SKIPPED create_start_forward_ssh_password_reinstall: {reason}");
-        assert!(std::env::var("CI").is_err(), "CI runs as root with libvirtd: {reason}");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root with libvirtd: {reason}"
+        );
         return;
     }
     if !Path::new("/dev/kvm").exists() {
@@ -295,7 +329,10 @@ async fn create_start_forward_ssh_password_reinstall() {
         .await;
     assert_eq!(status, 400, "{refusal}");
     assert!(
-        refusal["msg"].as_str().unwrap_or("").contains("choices: debian12"),
+        refusal["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("choices: debian12"),
         "{refusal}"
     );
 
@@ -345,8 +382,14 @@ async fn create_start_forward_ssh_password_reinstall() {
         boot_limit,
     );
     let create_to_ssh = started.elapsed();
-    println!("create → SSH answering: {:.1} s", create_to_ssh.as_secs_f64());
-    assert!(output.lines().next() == Some(VM), "hostname is the VM name: {output}");
+    println!(
+        "create → SSH answering: {:.1} s",
+        create_to_ssh.as_secs_f64()
+    );
+    assert!(
+        output.lines().next() == Some(VM),
+        "hostname is the VM name: {output}"
+    );
     assert!(output.contains(&format!("inet {address}/24")), "{output}");
     let root_mb: u64 = output
         .lines()
@@ -391,7 +434,10 @@ async fn create_start_forward_ssh_password_reinstall() {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     ssh(&fixture.netns, "Second-Pw-2", "true").expect("the new password works at once");
-    assert!(refused(&fixture.netns, "First-Pw-1"), "the old password is refused");
+    assert!(
+        refused(&fixture.netns, "First-Pw-1"),
+        "the old password is refused"
+    );
 
     // Reinstall with a new password: the system disk is new, data stays.
     let reinstall_started = Instant::now();
@@ -412,10 +458,22 @@ async fn create_start_forward_ssh_password_reinstall() {
         boot_limit,
     );
     let reinstall_to_ssh = reinstall_started.elapsed();
-    println!("reinstall → SSH answering: {:.1} s", reinstall_to_ssh.as_secs_f64());
-    assert!(output.contains("no-marker"), "the system disk is new: {output}");
-    assert!(output.contains("kept"), "the data disk kept its file: {output}");
-    assert!(refused(&fixture.netns, "Second-Pw-2"), "the previous password is refused");
+    println!(
+        "reinstall → SSH answering: {:.1} s",
+        reinstall_to_ssh.as_secs_f64()
+    );
+    assert!(
+        output.contains("no-marker"),
+        "the system disk is new: {output}"
+    );
+    assert!(
+        output.contains("kept"),
+        "the data disk kept its file: {output}"
+    );
+    assert!(
+        refused(&fixture.netns, "Second-Pw-2"),
+        "the previous password is refused"
+    );
 
     let tasks = server
         .ok("GET", "/api/system/tasget?hs_name=kvm&limit=20", None)
@@ -434,5 +492,8 @@ async fn create_start_forward_ssh_password_reinstall() {
     let left: Vec<_> = std::fs::read_dir(fixture.vms_dir())
         .map(|entries| entries.flatten().map(|entry| entry.file_name()).collect())
         .unwrap_or_default();
-    assert!(left.is_empty(), "the VM's volumes and seed are gone: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the VM's volumes and seed are gone: {left:?}"
+    );
 }

@@ -27,6 +27,19 @@ async fn a_real_vm_through_qemu_system() {
         )
         .await;
     assert_eq!(vm["power_status"], "stopped", "{vm}");
+    // The first create probed the host's CPU with a throwaway domain; the
+    // choice is in the host's detail and in the VM's definition.
+    let host = server.ok("GET", "/api/server/detail/kvm", None).await;
+    let mode = host["cpu"]["mode"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        ["host-passthrough", "host-model", "custom"].contains(&mode.as_str()),
+        "a probed CPU: {host}"
+    );
+    let (_, definition) = virsh(&["dumpxml", "--inactive", VM]);
+    assert!(
+        definition.contains(&format!("mode='{mode}'")),
+        "the VM has the host's CPU {mode}: {definition}"
+    );
     let (defined, output) = virsh(&["dominfo", VM]);
     assert!(defined, "libvirt knows the VM: {output}");
 

@@ -41,6 +41,7 @@ pub trait Capabilities {
     ) -> Result<String>;
     fn upload_volume(&self, name: &str, content: &[u8]) -> Result<String>;
     fn guest_set_password(&self, domain: &str, user: &str, crypt_hash: &str) -> Result<()>;
+    fn domain_capabilities(&self) -> Result<String>;
     fn try_domain(&self, xml: &str) -> Result<()>;
     fn nat_add_rule(&self, forward: &PortForward) -> Result<()>;
     fn nat_remove_rule(&self, id: u64) -> Result<()>;
@@ -118,6 +119,9 @@ impl Capabilities for Imports {
     }
     fn guest_set_password(&self, domain: &str, user: &str, crypt_hash: &str) -> Result<()> {
         libvirt::guest_set_password(domain, user, crypt_hash)
+    }
+    fn domain_capabilities(&self) -> Result<String> {
+        libvirt::domain_capabilities()
     }
     fn try_domain(&self, xml: &str) -> Result<()> {
         libvirt::try_domain(xml)

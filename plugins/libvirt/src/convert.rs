@@ -152,6 +152,67 @@ pub fn cpu_choice_of(model: CpuModel) -> CpuChoice {
     }
 }
 
+/// The CPU models worth trying on a host, best first, from its domain
+/// capabilities (`None`: unreadable or none, the plain fallback order).
+///
+/// Modes libvirt says are unsupported, and `qemu64` when it is not usable,
+/// are left out. An AMD host whose host model requires `arch-capabilities`
+/// (an Intel MSR that KVM emulates on AMD; with nested KVM QEMU cannot set
+/// it, so passthrough and host-model both abort) starts with passthrough
+/// without that feature. The probe still starts each candidate once.
+pub fn cpu_candidates(domain_capabilities: Option<&str>) -> Vec<CpuModel> {
+    let Some(cpu) = domain_capabilities
+        .and_then(|xml| xmltree::parse(xml).ok())
+        .and_then(|root| root.child("cpu").cloned())
+    else {
+        return CpuModel::FALLBACK.to_vec();
+    };
+    let mode = |name: &str| {
+        cpu.children_named("mode")
+            .find(|mode| mode.attr("name") == Some(name))
+    };
+    let supported =
+        |name: &str| mode(name).is_some_and(|mode| mode.attr("supported") == Some("yes"));
+    let host_model = mode("host-model");
+    let vendor = host_model
+        .and_then(|model| model.child("vendor"))
+        .map(|vendor| vendor.text())
+        .unwrap_or_default();
+    let requires_arch_capabilities = host_model.is_some_and(|model| {
+        model.children_named("feature").any(|feature| {
+            feature.attr("name") == Some("arch-capabilities")
+                && feature.attr("policy") == Some("require")
+        })
+    });
+    let qemu64_usable = mode("custom").is_none_or(|custom| {
+        custom
+            .children_named("model")
+            .find(|model| model.text() == "qemu64")
+            .is_none_or(|model| model.attr("usable") != Some("no"))
+    });
+    let order: &[CpuModel] = if vendor == "AMD" && requires_arch_capabilities {
+        &[
+            CpuModel::PassthroughWithoutArchCapabilities,
+            CpuModel::Baseline,
+            CpuModel::Passthrough,
+            CpuModel::HostModel,
+        ]
+    } else {
+        &CpuModel::FALLBACK
+    };
+    order
+        .iter()
+        .copied()
+        .filter(|model| match model {
+            CpuModel::Passthrough | CpuModel::PassthroughWithoutArchCapabilities => {
+                supported("host-passthrough")
+            }
+            CpuModel::HostModel => supported("host-model"),
+            CpuModel::Baseline => qemu64_usable,
+        })
+        .collect()
+}
+
 /// A CPU choice as logs and errors show it.
 pub fn describe_cpu(choice: &CpuChoice) -> String {
     let mut text = choice.mode.clone();

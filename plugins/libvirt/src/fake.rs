@@ -59,6 +59,8 @@ pub struct State {
     /// Whether the guest agents answer, and the passwords they set.
     pub agents_answer: bool,
     pub guest_passwords: Vec<(String, String, String)>,
+    /// What `domain-capabilities` answers (`None`: the driver has none).
+    pub domain_capabilities: Option<String>,
     /// `<cpu>` XML of every throwaway domain started.
     pub tried_cpus: Vec<String>,
     next_uuid: u32,
@@ -489,6 +491,16 @@ impl Capabilities for Fake {
             .guest_passwords
             .push((domain.to_owned(), user.to_owned(), crypt_hash.to_owned()));
         Ok(())
+    }
+
+    fn domain_capabilities(&self) -> Result<String> {
+        self.enter("domain_capabilities")?;
+        self.state.borrow().domain_capabilities.clone().ok_or_else(|| {
+            Error::Unsupported(
+                "this function is not supported by the connection driver: virConnectGetDomainCapabilities"
+                    .to_owned(),
+            )
+        })
     }
 
     fn try_domain(&self, xml: &str) -> Result<()> {

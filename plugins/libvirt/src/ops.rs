@@ -10,7 +10,7 @@
 
 use openidcs_sdk::cloudinit::Seed;
 use openidcs_sdk::domain::{
-    CpuModel, DiskFormat, DiskXml, DomainDocument, DomainType, DomainXml, InterfaceXml, VmMetadata,
+    DiskFormat, DiskXml, DomainDocument, DomainType, DomainXml, InterfaceXml, VmMetadata,
     VolumeMeta,
 };
 use openidcs_sdk::libvirt::LifecycleOp;
@@ -943,10 +943,15 @@ pub fn cpu_probe<C: Capabilities>(
             domain_type.as_str()
         )));
     }
+    let capabilities = caps.domain_capabilities().ok();
     let candidates: Vec<CpuChoice> = wanted
         .cloned()
         .into_iter()
-        .chain(CpuModel::FALLBACK.into_iter().map(convert::cpu_choice_of))
+        .chain(
+            convert::cpu_candidates(capabilities.as_deref())
+                .into_iter()
+                .map(convert::cpu_choice_of),
+        )
         .collect();
     let mut refusals = Vec::new();
     for choice in candidates {

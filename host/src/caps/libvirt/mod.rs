@@ -1071,6 +1071,13 @@ impl Host for LibvirtCall {
         .await
     }
 
+    async fn domain_capabilities(&mut self) -> Answer<String> {
+        self.run(|connect, _| {
+            Ok(connect.get_domain_capabilities(None, None, None, Some("kvm"), 0)?)
+        })
+        .await
+    }
+
     async fn try_domain(&mut self, xml: String) -> Answer<()> {
         let name = xml_check::check_domain_xml(&xml, self.scope()?)?;
         self.run(move |connect, _| {

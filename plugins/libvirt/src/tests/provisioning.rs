@@ -250,6 +250,70 @@ fn the_cpu_probe_walks_the_fallback_chain() {
     );
 }
 
+const AMD_NESTED: &str = include_str!("domcaps/amd-epyc-nested.xml");
+const INTEL: &str = include_str!("domcaps/intel-skylake.xml");
+
+#[test]
+fn cpu_candidates_follow_the_domain_capabilities_of_each_vendor() {
+    use CpuModel::{Baseline, HostModel, Passthrough, PassthroughWithoutArchCapabilities};
+    // AMD with nested KVM: the host model requires arch-capabilities, which
+    // QEMU cannot set; qemu64 is not usable (svm missing).
+    assert_eq!(
+        convert::cpu_candidates(Some(AMD_NESTED)),
+        vec![PassthroughWithoutArchCapabilities, Passthrough, HostModel]
+    );
+    // Intel: arch-capabilities is the CPU's own; the plain order.
+    assert_eq!(
+        convert::cpu_candidates(Some(INTEL)),
+        vec![
+            Passthrough,
+            PassthroughWithoutArchCapabilities,
+            HostModel,
+            Baseline
+        ]
+    );
+    // Nothing to read: the plain order.
+    assert_eq!(convert::cpu_candidates(None), CpuModel::FALLBACK.to_vec());
+    assert_eq!(
+        convert::cpu_candidates(Some("not xml")),
+        CpuModel::FALLBACK.to_vec()
+    );
+    // A host without passthrough (TCG-only capabilities).
+    let tcg = INTEL.replace(
+        "<mode name='host-passthrough' supported='yes'>",
+        "<mode name='host-passthrough' supported='no'>",
+    );
+    assert_eq!(
+        convert::cpu_candidates(Some(&tcg)),
+        vec![HostModel, Baseline]
+    );
+}
+
+#[test]
+fn the_probe_on_nested_amd_picks_passthrough_without_arch_capabilities_first_time() {
+    let fake = Fake::new();
+    {
+        let mut state = fake.state.borrow_mut();
+        state.domain_capabilities = Some(AMD_NESTED.to_owned());
+        state.unrunnable_cpus = vec![CpuModel::Passthrough, CpuModel::HostModel];
+    }
+    let choice = ops::cpu_probe(&fake, &host(), None).expect("probe");
+    assert_eq!(
+        convert::describe_cpu(&choice),
+        "host-passthrough -arch-capabilities"
+    );
+    assert_eq!(
+        fake.state.borrow().tried_cpus.len(),
+        1,
+        "one throwaway domain"
+    );
+    // On Intel, passthrough runs and is kept.
+    let fake = Fake::new();
+    fake.state.borrow_mut().domain_capabilities = Some(INTEL.to_owned());
+    let choice = ops::cpu_probe(&fake, &host(), None).expect("probe");
+    assert_eq!(convert::describe_cpu(&choice), "host-passthrough");
+}
+
 #[test]
 fn a_host_cpu_choice_goes_into_new_domains() {
     let fake = Fake::new();
