@@ -168,7 +168,8 @@ def main():
     for n, ms in rebuilt.items():
         notes.append(f"(c) listup of {n} VMs right after a power action (a fresh answer, not the "
                      f"reused one): median {ms:.0f} ms of 6")
-    write(results, ceiling, cold, warm, idle_warm, loaded, notes, engine_calls(), console_bench())
+    write(results, ceiling, cold, warm, idle_warm, loaded, notes, engine_calls(), console_bench(),
+          provision_bench())
 
 
 def engine_calls():
@@ -278,13 +279,44 @@ def console_bench():
         shutil.rmtree(work, ignore_errors=True)
 
 
+PROVISION_RUNS = 3
+
+
+def provision_bench():
+    """(h): create → SSH answering and reinstall → SSH answering, PROVISION_RUNS
+    times each, by the customer-path test (real VMs from the Debian test image
+    on qemu:///system); None when not root."""
+    if os.geteuid() != 0:
+        print("provisioning bench skipped: it needs root (qemu:///system)")
+        return None
+    subprocess.run([DAEMONS, "start"], check=True)
+    try:
+        out = subprocess.run(
+            ["cargo", "test", "-q", "--release", "-p", "openidcs-tests", "--test", "customer_path",
+             "--", "--nocapture"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+            env={**os.environ, "OPENIDCS_PROVISION_RUNS": str(PROVISION_RUNS)}).stdout
+    finally:
+        subprocess.run([DAEMONS, "stop"], check=False)
+    line = next((line for line in out.splitlines() if line.startswith("PROVISION ")), None)
+    if line is None:
+        print(f"provisioning bench: the test printed no figures (skipped?):\n{out}")
+        return None
+    return json.loads(line[len("PROVISION "):])
+
+
+def median(values):
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
 def get_token(work):
     out = subprocess.run([BIN, "token", "reset", "--config", os.path.join(work, "openidcs.toml")],
                          capture_output=True, text=True, check=True).stdout
     return out.strip()
 
 
-def write(results, ceiling, cold, warm, idle, loaded, notes, calls, console):
+def write(results, ceiling, cold, warm, idle, loaded, notes, calls, console, provision):
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -324,6 +356,15 @@ def write(results, ceiling, cold, warm, idle, loaded, notes, calls, console):
                   f"{moved['setup_ms_median']:.0f} / {moved['setup_ms_max']:.0f} ms |", ""]
     else:
         lines += ["(g) web consoles: not measured (needs root for qemu:///system and KVM).", ""]
+    if provision:
+        creates, reinstalls = provision["create_to_ssh_s"], provision["reinstall_to_ssh_s"]
+        lines += [f"| (h) provisioning, median of {len(creates)} (runs) | seconds |", "|---|---:|",
+                  f"| create → SSH answering (linked clone, cloud-init, {provision['virt']}) | "
+                  f"{median(creates):.1f} ({', '.join(f'{t:.1f}' for t in creates)}) |",
+                  f"| reinstall → SSH answering | "
+                  f"{median(reinstalls):.1f} ({', '.join(f'{t:.1f}' for t in reinstalls)}) |", ""]
+    else:
+        lines += ["(h) provisioning: not measured (needs root for qemu:///system).", ""]
     lines += [f"- {note}" for note in notes]
     text = "\n".join(lines) + "\n"
     path = os.path.join(ROOT, "docs/benchmarks.md")
