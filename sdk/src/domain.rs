@@ -1164,6 +1164,22 @@ impl DomainDocument {
         });
     }
 
+    /// The XML of the NIC with this MAC as the document has it, with
+    /// `bandwidth` instead of its own (for `update-device`); `None` when the
+    /// NIC is absent or already has that bandwidth.
+    pub fn interface_with_bandwidth(&self, mac: &str, bandwidth: &Bandwidth) -> Option<String> {
+        let devices = self.root.child("devices")?;
+        let element = devices.elements().find(|device| {
+            interface_of(device).is_some_and(|interface| interface.mac.eq_ignore_ascii_case(mac))
+        })?;
+        if interface_of(element).is_some_and(|interface| interface.bandwidth == *bandwidth) {
+            return None;
+        }
+        let mut changed = element.clone();
+        set_bandwidth(&mut changed, bandwidth);
+        Some(changed.to_xml())
+    }
+
     /// Add the guest agent channel when the domain has none.
     pub fn ensure_guest_agent(&mut self) {
         self.root.edit_child("devices", |devices| {

@@ -28,6 +28,7 @@ pub trait Capabilities {
     fn delete_volume(&self, name: &str) -> Result<()>;
     fn attach_device(&self, domain: &str, xml: &str, live: bool) -> Result<()>;
     fn detach_device(&self, domain: &str, xml: &str, live: bool) -> Result<()>;
+    fn update_device(&self, domain: &str, xml: &str, live: bool) -> Result<()>;
     fn network_xml(&self, network: &str) -> Result<String>;
     fn dhcp_host_add(&self, network: &str, mac: &str, ip: &str, name: &str) -> Result<()>;
     fn dhcp_host_remove(&self, network: &str, mac: &str, ip: &str) -> Result<()>;
@@ -92,6 +93,9 @@ impl Capabilities for Imports {
     }
     fn detach_device(&self, domain: &str, xml: &str, live: bool) -> Result<()> {
         libvirt::detach_device(domain, xml, live)
+    }
+    fn update_device(&self, domain: &str, xml: &str, live: bool) -> Result<()> {
+        libvirt::update_device(domain, xml, live)
     }
     fn network_xml(&self, network: &str) -> Result<String> {
         libvirt::network_xml(network)

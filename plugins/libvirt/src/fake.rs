@@ -61,6 +61,8 @@ pub struct State {
     pub guest_passwords: Vec<(String, String, String)>,
     /// What `domain-capabilities` answers (`None`: the driver has none).
     pub domain_capabilities: Option<String>,
+    /// Devices changed in place: domain, XML, live.
+    pub updated_devices: Vec<(String, String, bool)>,
     /// `<cpu>` XML of every throwaway domain started.
     pub tried_cpus: Vec<String>,
     next_uuid: u32,
@@ -559,6 +561,18 @@ impl Capabilities for Fake {
                 Ok(())
             })
         })
+    }
+
+    fn update_device(&self, domain: &str, xml: &str, live: bool) -> Result<()> {
+        self.enter("update_device")?;
+        let mut state = self.state.borrow_mut();
+        if !state.domains.contains_key(domain) {
+            return Err(not_found("domain"));
+        }
+        state
+            .updated_devices
+            .push((domain.to_owned(), xml.to_owned(), live));
+        Ok(())
     }
 
     fn network_xml(&self, network: &str) -> Result<String> {

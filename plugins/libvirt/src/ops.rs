@@ -10,8 +10,8 @@
 
 use openidcs_sdk::cloudinit::Seed;
 use openidcs_sdk::domain::{
-    DiskFormat, DiskXml, DomainDocument, DomainType, DomainXml, InterfaceXml, VmMetadata,
-    VolumeMeta,
+    Bandwidth, DiskFormat, DiskXml, DomainDocument, DomainType, DomainXml, InterfaceXml,
+    VmMetadata, VolumeMeta,
 };
 use openidcs_sdk::libvirt::LifecycleOp;
 use openidcs_sdk::{
@@ -261,7 +261,16 @@ pub fn vm_update<C: Capabilities>(
 ) -> Result<VmInfo> {
     let vm = spec.vm_uuid.as_str();
     check_vm_name(vm)?;
-    look_up(caps, vm)?;
+    let domain = look_up(caps, vm)?;
+    // The running domain as it is before the redefinition (what a live
+    // change starts from).
+    let live = if domain.state == PowerState::Running {
+        caps.domain_xml(vm, false)
+            .ok()
+            .and_then(|xml| DomainDocument::parse(&xml).ok())
+    } else {
+        None
+    };
     let mut document = read_document(caps, vm)?;
     let current = document.read();
     convert::validate_spec(host, spec)?;
@@ -297,7 +306,32 @@ pub fn vm_update<C: Capabilities>(
     for binding in &add {
         add_binding(caps, host, binding).map_err(redefined_but)?;
     }
+    if let Some(live) = live {
+        apply_bandwidth_live(caps, vm, &live, spec);
+    }
     vm_get(caps, host, vm)
+}
+
+/// A running VM's NICs get the spec's bandwidth at once (the definition
+/// already has it); where the driver cannot, a warning says it applies from
+/// the VM's next start.
+fn apply_bandwidth_live<C: Capabilities>(caps: &C, vm: &str, live: &DomainDocument, spec: &VmSpec) {
+    let bandwidth = Bandwidth::from_mbit(spec.speed_down, spec.speed_up);
+    for interface in live.read().interfaces {
+        let Some(xml) = live.interface_with_bandwidth(&interface.mac, &bandwidth) else {
+            continue;
+        };
+        if let Err(error) = caps.update_device(vm, &xml, true) {
+            caps.log(
+                Level::Warn,
+                &format!(
+                    "vm {vm}: the bandwidth of NIC {} applies from its next start ({})",
+                    interface.mac,
+                    message_of(&error)
+                ),
+            );
+        }
+    }
 }
 
 pub fn vm_delete<C: Capabilities>(caps: &C, host: &HostConfig, vm: &str) -> Result<()> {

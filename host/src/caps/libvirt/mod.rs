@@ -487,11 +487,13 @@ fn check_lifecycle(op: LifecycleOp, state: PowerState, name: &str) -> Result<(),
 enum DeviceChange {
     Attach,
     Detach,
+    Update,
 }
 
 impl LibvirtCall {
-    /// Attach or detach a checked device; a driver without hot-plug takes a
-    /// persistent-only change as a redefinition of the inactive XML.
+    /// Attach, detach or update a checked device; a driver without
+    /// hot-plug takes a persistent-only attach or detach as a redefinition
+    /// of the inactive XML (an update it cannot do is answered as it is).
     async fn change_device(
         &self,
         domain: String,
@@ -504,18 +506,24 @@ impl LibvirtCall {
         self.run(move |connect, scope| {
             let target = lookup_domain(connect, &domain)?;
             let flags = device_flags(&target, live)?;
-            let answer = match change {
-                DeviceChange::Attach => target.attach_device_flags(&xml, flags),
-                DeviceChange::Detach => target.detach_device_flags(&xml, flags),
-            };
-            match answer {
-                Err(error) if persistent_only(&target, flags) && unsupported(&error) => {
-                    redefine_with(connect, &target, scope, |definition| match change {
-                        DeviceChange::Attach => insert_device(definition, &xml),
-                        DeviceChange::Detach => remove_interface(definition, &xml),
-                    })
+            let (answer, redefinition): (_, Option<fn(&str, &str) -> Result<String, Fail>>) =
+                match change {
+                    DeviceChange::Attach => {
+                        (target.attach_device_flags(&xml, flags), Some(insert_device))
+                    }
+                    DeviceChange::Detach => (
+                        target.detach_device_flags(&xml, flags),
+                        Some(remove_interface),
+                    ),
+                    DeviceChange::Update => (target.update_device_flags(&xml, flags), None),
+                };
+            match (answer, redefinition) {
+                (Err(error), Some(edit))
+                    if persistent_only(&target, flags) && unsupported(&error) =>
+                {
+                    redefine_with(connect, &target, scope, |definition| edit(definition, &xml))
                 }
-                answer => Ok(answer.map(|_| ())?),
+                (answer, _) => Ok(answer.map(|_| ())?),
             }
         })
         .await
@@ -856,6 +864,11 @@ impl Host for LibvirtCall {
 
     async fn detach_device(&mut self, domain: String, xml: String, live: bool) -> Answer<()> {
         self.change_device(domain, xml, live, DeviceChange::Detach)
+            .await
+    }
+
+    async fn update_device(&mut self, domain: String, xml: String, live: bool) -> Answer<()> {
+        self.change_device(domain, xml, live, DeviceChange::Update)
             .await
     }
 

@@ -342,3 +342,32 @@ fn virt_type_qemu_asks_for_software_emulation() {
     host.server_addr = "test:///default".to_owned();
     assert_eq!(convert::domain_type(&host).ok(), Some(DomainType::Test));
 }
+
+#[test]
+fn speeds_change_a_running_vms_nics_live() {
+    let fake = Fake::new();
+    created(&fake);
+    // Stopped: the definition alone carries the new speeds.
+    let mut faster = spec();
+    faster.speed_down = 200;
+    ops::vm_update(&fake, &host(), &faster, &mut super::macs()).expect("update");
+    assert!(fake.state.borrow().updated_devices.is_empty());
+    ops::vm_power(&fake, "web1", PowerAction::Start).expect("start");
+    faster.speed_down = 300;
+    faster.speed_up = 30;
+    ops::vm_update(&fake, &host(), &faster, &mut super::macs()).expect("update");
+    let updated = fake.state.borrow().updated_devices.clone();
+    assert_eq!(updated.len(), 2, "both NICs: {updated:?}");
+    for (domain, xml, live) in &updated {
+        assert_eq!(domain, "web1");
+        assert!(*live);
+        // 300 Mbit/s in = 37500 KB/s average, 30 out = 3750.
+        assert!(
+            xml.contains("<inbound average=\"37500\"") || xml.contains("<inbound average='37500'"),
+            "{xml}"
+        );
+    }
+    // The same speeds again: nothing to change.
+    ops::vm_update(&fake, &host(), &faster, &mut super::macs()).expect("update");
+    assert_eq!(fake.state.borrow().updated_devices.len(), 2);
+}
