@@ -25,6 +25,8 @@ pub struct Config {
     pub poller: PollerConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    #[serde(default)]
+    pub traffic: TrafficConfig,
     /// Port forwarding; absent: the nat capability answers `unsupported`.
     #[serde(default)]
     pub nat: Option<NatConfig>,
@@ -267,6 +269,27 @@ fn default_http_port() -> u16 {
 
 fn default_https_port() -> u16 {
     443
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficConfig {
+    /// What a VM over its traffic quota (`flu_num`) is throttled to, in
+    /// Mbit/s each way, on hosts whose `flu_over` is `throttle` (the default).
+    #[serde(default = "default_over_quota_mbps")]
+    pub over_quota_mbps: u32,
+}
+
+impl Default for TrafficConfig {
+    fn default() -> Self {
+        TrafficConfig {
+            over_quota_mbps: default_over_quota_mbps(),
+        }
+    }
+}
+
+fn default_over_quota_mbps() -> u32 {
+    1
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -3,8 +3,8 @@
 //! (`[]` for empty maps, unknown fields), a 12-character panel password as
 //! `vc_pass`, a random (multicast) MAC, no address, `S_*` power words, and
 //! `data[0].vm_status` read from the status. Each step checks the server's
-//! state, and the routes by VM name the modules call. (templogin, traffic
-//! accounting and reinstall are not served yet.)
+//! state, and the routes by VM name the modules call; and a VM over its
+//! traffic quota paused until the panel resets its traffic.
 
 use openidcs_tests::{Server, plugin_toml};
 use serde_json::{Value, json};
@@ -364,4 +364,105 @@ async fn plans_give_a_create_its_defaults() {
         .call("DELETE", "/api/server/plan/node1/basic", None)
         .await;
     assert_eq!(status, 404);
+}
+
+/// A sample the VM reports with its upload key: `megabytes` of traffic.
+async fn report_traffic(server: &Server, key: &str, mac: &str, megabytes: f64) {
+    let (status, envelope) = server
+        .call_as(
+            None,
+            "POST",
+            &format!("/api/client/upload?nic={mac}&key={key}"),
+            Some(json!({ "ac_status": "running", "cpu_total": 1, "flu_usage": megabytes })),
+        )
+        .await;
+    assert_eq!(status, 200, "{envelope}");
+}
+
+async fn power_status(server: &Server, vm: &str) -> String {
+    let detail = server
+        .ok("GET", &format!("/api/client/detail/node1/{vm}"), None)
+        .await;
+    detail["power_status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_vm_over_its_traffic_quota_is_paused_until_the_reset() {
+    let server = Server::start(&plugin_toml(
+        "libvirt",
+        "openidcs_plugin_libvirt",
+        &["libvirt", "nat", "proxy", "log"],
+        "",
+    ));
+    let mut host = host();
+    host["config"]["flu_over"] = json!("pause");
+    server.ok("POST", "/api/server/create", Some(host)).await;
+    let mac = "52:54:00:12:34:56";
+    let created = server
+        .ok(
+            "POST",
+            "/api/client/create/node1",
+            Some(
+                json!({ "vm_uuid": "quota1", "mem_num": 64, "hdd_num": 0, "flu_num": 10,
+                         "nic_all": { "nic0": { "nic_type": "nat", "mac_addr": mac } } }),
+            ),
+        )
+        .await;
+    assert_eq!(
+        created["config"]["flu_rst"], 1,
+        "the period starts on the 1st by default"
+    );
+    power(&server, "quota1", "S_START").await;
+    let detail = server
+        .ok("GET", "/api/client/detail/node1/quota1", None)
+        .await;
+    let key = detail["upload_key"].as_str().unwrap_or_default().to_owned();
+
+    report_traffic(&server, &key, mac, 6.0).await;
+    assert_eq!(
+        power_status(&server, "quota1").await,
+        "running",
+        "under the quota"
+    );
+    report_traffic(&server, &key, mac, 6.0).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while power_status(&server, "quota1").await != "paused" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "12 MB of a 10 MB quota pauses the VM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let traffic = server.ok("GET", "/api/traffic?hostname=quota1", None).await;
+    assert_eq!(traffic["used"], 12 * 1024 * 1024, "{traffic}");
+    let tasks = server
+        .ok("GET", "/api/system/tasget?hs_name=node1", None)
+        .await;
+    assert!(
+        tasks.as_array().is_some_and(|tasks| tasks
+            .iter()
+            .any(|task| task["actions"] == "traffic-limit" && task["state"] == "done")),
+        "the measure is a task: {tasks}"
+    );
+    let logs = server
+        .ok("GET", "/api/system/logget?hs_name=node1", None)
+        .await;
+    assert!(
+        logs.to_string().contains("traffic quota"),
+        "and a log record: {logs}"
+    );
+
+    server
+        .ok("POST", "/api/traffic/reset?hostname=quota1", None)
+        .await;
+    assert_eq!(
+        power_status(&server, "quota1").await,
+        "running",
+        "the reset lets it go"
+    );
+    let traffic = server.ok("GET", "/api/traffic?hostname=quota1", None).await;
+    assert_eq!(traffic["used"], 0);
 }

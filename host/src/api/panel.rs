@@ -104,7 +104,7 @@ pub async fn traffic_reset(
     let vm = named(&state, &caller, &query.hostname)?;
     let task = vm.task("traffic:reset");
     let task_state = state.clone();
-    let work = async move { panel::traffic_reset(&task_state, &vm) };
+    let work = async move { panel::traffic_reset(task_state, vm).await };
     Ok(ApiOk(state.tasks.run(task, false, work).await?.answer()))
 }
 

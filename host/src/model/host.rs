@@ -48,6 +48,10 @@ pub struct HostSettings {
     pub cpu_model: String,
     /// CPU features switched off, as `-name` (`-arch-capabilities`).
     pub cpu_features: Vec<String>,
+    /// What happens to a VM over its traffic quota: `throttle` (default,
+    /// to `[traffic] over_quota_mbps`) or `pause`.
+    #[schema(pattern = "^(|throttle|pause)$")]
+    pub flu_over: String,
     /// Absolute path: where VM disks may live.
     pub system_path: String,
     /// libvirt network for NAT NICs.
@@ -233,6 +237,12 @@ impl HostSettings {
             ));
         }
         self.check_cpu()?;
+        if !["", "throttle", "pause"].contains(&self.flu_over.as_str()) {
+            return Err(Invalid::new(
+                "config.flu_over",
+                format!("{:?} must be throttle or pause", self.flu_over),
+            ));
+        }
         for (name, pool) in &self.ipaddr_maps {
             let field = format!("config.ipaddr_maps.{name}");
             check_name(&field, name)?;

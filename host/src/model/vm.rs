@@ -45,8 +45,13 @@ pub struct VmSettings {
     /// Mbit/s.
     pub speed_u: u32,
     pub speed_d: u32,
-    /// Traffic quota MB.
+    /// Traffic quota per month, MB (0: none). Over it, the VM is throttled
+    /// or paused (the host's `flu_over`) until the next period or a reset.
     pub flu_num: u64,
+    /// The day of the month the traffic period starts (1 to 31; a short
+    /// month starts it on its last day).
+    #[schema(minimum = 1, maximum = 31, default = 1)]
+    pub flu_rst: u32,
     /// Max NAT rules, default 100.
     #[schema(default = 100)]
     pub nat_num: u32,
@@ -79,6 +84,7 @@ impl Default for VmSettings {
             speed_u: 0,
             speed_d: 0,
             flu_num: 0,
+            flu_rst: 1,
             nat_num: 100,
             web_num: 100,
             nic_all: BTreeMap::new(),
@@ -161,6 +167,12 @@ impl VmSettings {
         }
         if !self.os_name.is_empty() {
             check_name("os_name", &self.os_name)?;
+        }
+        if !(1..=31).contains(&self.flu_rst) {
+            return Err(Invalid::new(
+                "flu_rst",
+                format!("must be a day of the month, 1..=31, got {}", self.flu_rst),
+            ));
         }
         if self.ssh_keys.len() > 16 {
             return Err(Invalid::new("ssh_keys", "at most 16 keys"));

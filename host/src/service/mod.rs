@@ -14,6 +14,7 @@ pub mod provision;
 pub mod signon;
 pub mod system;
 pub mod tokens;
+pub mod traffic;
 pub mod vms;
 
 pub use error::{ErrorKind, ServiceError, ServiceResult};

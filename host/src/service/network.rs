@@ -741,7 +741,7 @@ pub async fn pxydel(state: Arc<AppState>, vm: VmRef, index: usize) -> ServiceRes
 /// A wrong key is 401 whether or not the MAC exists; a right key with a MAC
 /// that is not the VM's is 404.
 pub fn upload(
-    state: &AppState,
+    state: &Arc<AppState>,
     key: &str,
     mac: &str,
     sample: Sample,
@@ -768,9 +768,10 @@ pub fn upload(
     state
         .store
         .sample_insert(&record.host, &record.vm_uuid, "upload", &sample)?;
-    state
-        .store
-        .vm_add_traffic(&record.host, &record.vm_uuid, sample.flu_usage)?;
+    // The traffic the guest reports counts towards its quota like the
+    // poller's.
+    let host = super::hosts::get(state, &record.host)?;
+    super::traffic::account(state, &host, &record, sample.flu_usage)?;
     Ok(UploadAnswer {
         hs_name: record.host,
         vm_uuid: record.vm_uuid,

@@ -7,6 +7,7 @@ use super::hosts::{self, Host};
 use super::network::{self, nat_protocol, ordered_nics};
 use super::vms::{self, VmRef};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::model::panel::{
     Availability, InfoConfig, NamedStatus, PlanInput, PortsAnswer, TrafficAnswer, VmInfoAnswer,
@@ -121,8 +122,9 @@ pub fn traffic(vm: &VmRef) -> TrafficAnswer {
 }
 
 /// Zero the month's traffic.
-pub fn traffic_reset(state: &AppState, vm: &VmRef) -> ServiceResult<TrafficAnswer> {
-    state.store.vm_set_traffic(&vm.host.name, vm.key(), 0.0)?;
+/// The period's count to 0; a VM throttled or paused for its quota is let go.
+pub async fn traffic_reset(state: Arc<AppState>, vm: VmRef) -> ServiceResult<TrafficAnswer> {
+    super::traffic::reset(state, vm).await?;
     Ok(TrafficAnswer { used: 0 })
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::error::ServiceResult;
 use super::hosts::{self, Host, percent_of, round2};
+use super::traffic;
 use crate::model::Sample;
 use crate::plugin::bindings::VmCounters;
 use crate::state::AppState;
@@ -48,7 +49,7 @@ pub async fn run(state: Arc<AppState>) {
     }
 }
 
-async fn poll_once(state: &AppState, previous: &mut HashMap<(String, String), Previous>) {
+async fn poll_once(state: &Arc<AppState>, previous: &mut HashMap<(String, String), Previous>) {
     let hosts = match state.store.host_list() {
         Ok(hosts) => hosts,
         Err(error) => {
@@ -74,25 +75,25 @@ async fn poll_once(state: &AppState, previous: &mut HashMap<(String, String), Pr
 }
 
 async fn poll_host(
-    state: &AppState,
+    state: &Arc<AppState>,
     host: &Host,
     previous: &mut HashMap<(String, String), Previous>,
 ) -> ServiceResult<()> {
-    let known: std::collections::HashSet<String> = state
+    let known: HashMap<String, crate::store::VmRecord> = state
         .store
         .vm_list(&host.name)?
         .into_iter()
-        .map(|record| record.vm_uuid)
+        .map(|record| (record.vm_uuid.clone(), record))
         .collect();
     if known.is_empty() {
         return Ok(());
     }
     let counters = state.plugins.vm_usage(&host.target()).await?;
     let now = Instant::now();
-    for usage in counters
-        .into_iter()
-        .filter(|usage| known.contains(&usage.vm_uuid))
-    {
+    for usage in counters {
+        let Some(record) = known.get(&usage.vm_uuid) else {
+            continue;
+        };
         let key = (host.name.clone(), usage.vm_uuid.clone());
         let sample = sample_from(&usage, previous.get(&key), now);
         state
@@ -101,9 +102,7 @@ async fn poll_host(
         state
             .store
             .vm_set_power(&host.name, &usage.vm_uuid, usage.power.as_str())?;
-        state
-            .store
-            .vm_add_traffic(&host.name, &usage.vm_uuid, sample.flu_usage)?;
+        traffic::account(state, host, record, sample.flu_usage)?;
         previous.insert(
             key,
             Previous {
@@ -124,8 +123,8 @@ fn sample_from(usage: &VmCounters, previous: Option<&Previous>, now: Instant) ->
         Some(previous) => {
             let seconds = now.duration_since(previous.at).as_secs_f64().max(0.001);
             let cpu_ns = usage.cpu_time_ns.saturating_sub(previous.cpu_time_ns) as f64;
-            let tx = usage.net_tx_bytes.saturating_sub(previous.tx_bytes) as f64;
-            let rx = usage.net_rx_bytes.saturating_sub(previous.rx_bytes) as f64;
+            let tx = traffic::counter_delta(previous.tx_bytes, usage.net_tx_bytes) as f64;
+            let rx = traffic::counter_delta(previous.rx_bytes, usage.net_rx_bytes) as f64;
             let cpus = f64::from(usage.cpu_num.max(1));
             (
                 (cpu_ns / (seconds * 1e9 * cpus) * 100.0).min(100.0),

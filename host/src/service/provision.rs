@@ -172,10 +172,8 @@ pub async fn reinstall(
             .await?;
     }
     tasks::progress(35, "applying the new configuration");
-    state
-        .plugins
-        .vm_update(&target, &VmSpec::from(&settings))
-        .await?;
+    let spec = super::traffic::engine_spec(&state, &settings, &vm.record.flu_limited);
+    state.plugins.vm_update(&target, &spec).await?;
     tasks::progress(50, "writing the system disk from the image");
     let mut info = install(&state, &vm.host, &settings, image).await?;
     if was_running {

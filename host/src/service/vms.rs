@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::error::{ErrorKind, ServiceError, ServiceResult};
 use super::hosts::{self, Host};
-use super::provision;
+use super::{provision, traffic};
 use crate::model::{
     ConsoleUrl, PanelStatus, Patch, PowerAnswer, PowerCommand, PowerStatus, SampleView, ScanAnswer,
     VmDetail, VmSettings, VmStatusAnswer, VmView, rules,
@@ -323,10 +323,8 @@ pub async fn update(
             provision::reinstall(state.clone(), vm.clone(), settings.clone(), image).await?
         }
         None => {
-            state
-                .plugins
-                .vm_update(&vm.host.target(), &VmSpec::from(&settings))
-                .await?
+            let spec = traffic::engine_spec(&state, &settings, &vm.record.flu_limited);
+            state.plugins.vm_update(&vm.host.target(), &spec).await?
         }
     };
     let record =

@@ -133,6 +133,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE hosts ADD COLUMN cpu TEXT;
     "#,
+    // 7: the traffic period `flu_usage` counts (its first day), and the
+    // over-quota measure in force ('', 'throttle', 'pause').
+    r#"
+    ALTER TABLE vms ADD COLUMN flu_period TEXT NOT NULL DEFAULT '';
+    ALTER TABLE vms ADD COLUMN flu_limited TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 pub fn apply(connection: &mut Connection) -> rusqlite::Result<()> {

@@ -36,7 +36,7 @@ pub use network::{NatRuleRecord, ProxyRecord};
 pub use samples::SampleRecord;
 pub use tasks::{NewTask, TaskFilter, TaskState};
 pub use tokens::ApiTokenRecord;
-pub use vms::VmRecord;
+pub use vms::{TrafficState, VmRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

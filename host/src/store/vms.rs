@@ -17,13 +17,27 @@ pub struct VmRecord {
     pub domain_uuid: String,
     pub upload_key: String,
     pub power_status: String,
+    /// Traffic of the current period, MB.
     pub flu_usage: f64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The first day of the period `flu_usage` counts (`YYYY-MM-DD`).
+    pub flu_period: String,
+    /// The over-quota measure in force: `throttle`, `pause` or empty.
+    pub flu_limited: String,
 }
 
-const VM_COLUMNS: &str =
-    "host, vm_uuid, config, upload_key, power_status, flu_usage, created_at, updated_at";
+const VM_COLUMNS: &str = "host, vm_uuid, config, upload_key, power_status, flu_usage, created_at, \
+                          updated_at, flu_period, flu_limited";
+
+/// A VM's traffic after an addition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficState {
+    pub usage_mb: f64,
+    /// The addition opened a new period (the old one's count is gone).
+    pub new_period: bool,
+    pub limited: String,
+}
 
 fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<(VmRecord, String)> {
     Ok((
@@ -37,6 +51,8 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<(VmRecord, String)> {
             flu_usage: row.get(5)?,
             created_at: row.get(6)?,
             updated_at: row.get(7)?,
+            flu_period: row.get(8)?,
+            flu_limited: row.get(9)?,
         },
         row.get(2)?,
     ))
@@ -343,12 +359,56 @@ impl Store {
         })
     }
 
-    /// Add an uploaded sample's traffic to the VM's counter.
-    pub fn vm_add_traffic(&self, host: &str, vm_uuid: &str, megabytes: f64) -> StoreResult<()> {
+    /// Add traffic to the VM's count of `period` (its first day); a count of
+    /// an older period starts over.
+    pub fn vm_add_traffic(
+        &self,
+        host: &str,
+        vm_uuid: &str,
+        period: &str,
+        megabytes: f64,
+    ) -> StoreResult<TrafficState> {
+        off_reactor(|| {
+            let mut connection = self.connection();
+            let transaction = connection.transaction()?;
+            let current: Option<(f64, String, String)> = transaction
+                .query_row(
+                    "SELECT flu_usage, flu_period, flu_limited FROM vms WHERE host = ?1 AND vm_uuid = ?2",
+                    params![host, vm_uuid],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?;
+            let Some((usage, stored_period, limited)) = current else {
+                return Err(StoreError::NotFound(format!(
+                    "vm {vm_uuid:?} not found on host {host:?}"
+                )));
+            };
+            let new_period = stored_period != period;
+            let usage_mb = if new_period {
+                megabytes
+            } else {
+                usage + megabytes
+            };
+            transaction.execute(
+                "UPDATE vms SET flu_usage = ?3, flu_period = ?4 WHERE host = ?1 AND vm_uuid = ?2",
+                params![host, vm_uuid, usage_mb, period],
+            )?;
+            transaction.commit()?;
+            Ok(TrafficState {
+                usage_mb,
+                // A VM counted for the first time opens no "new" period.
+                new_period: new_period && !stored_period.is_empty(),
+                limited,
+            })
+        })
+    }
+
+    /// Record the over-quota measure in force (`""`: none).
+    pub fn vm_set_limited(&self, host: &str, vm_uuid: &str, limited: &str) -> StoreResult<()> {
         off_reactor(|| {
             self.connection().execute(
-                "UPDATE vms SET flu_usage = flu_usage + ?3 WHERE host = ?1 AND vm_uuid = ?2",
-                params![host, vm_uuid, megabytes],
+                "UPDATE vms SET flu_limited = ?3 WHERE host = ?1 AND vm_uuid = ?2",
+                params![host, vm_uuid, limited],
             )?;
             Ok(())
         })

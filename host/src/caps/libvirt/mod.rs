@@ -483,6 +483,9 @@ fn check_lifecycle(op: LifecycleOp, state: PowerState, name: &str) -> Result<(),
     }
 }
 
+/// How a persistent-only device change is made by redefinition instead.
+type DefinitionEdit = fn(&str, &str) -> Result<String, Fail>;
+
 #[derive(Clone, Copy)]
 enum DeviceChange {
     Attach,
@@ -506,17 +509,16 @@ impl LibvirtCall {
         self.run(move |connect, scope| {
             let target = lookup_domain(connect, &domain)?;
             let flags = device_flags(&target, live)?;
-            let (answer, redefinition): (_, Option<fn(&str, &str) -> Result<String, Fail>>) =
-                match change {
-                    DeviceChange::Attach => {
-                        (target.attach_device_flags(&xml, flags), Some(insert_device))
-                    }
-                    DeviceChange::Detach => (
-                        target.detach_device_flags(&xml, flags),
-                        Some(remove_interface),
-                    ),
-                    DeviceChange::Update => (target.update_device_flags(&xml, flags), None),
-                };
+            let (answer, redefinition): (_, Option<DefinitionEdit>) = match change {
+                DeviceChange::Attach => {
+                    (target.attach_device_flags(&xml, flags), Some(insert_device))
+                }
+                DeviceChange::Detach => (
+                    target.detach_device_flags(&xml, flags),
+                    Some(remove_interface),
+                ),
+                DeviceChange::Update => (target.update_device_flags(&xml, flags), None),
+            };
             match (answer, redefinition) {
                 (Err(error), Some(edit))
                     if persistent_only(&target, flags) && unsupported(&error) =>
