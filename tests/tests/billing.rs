@@ -466,3 +466,224 @@ async fn a_vm_over_its_traffic_quota_is_paused_until_the_reset() {
     let traffic = server.ok("GET", "/api/traffic?hostname=quota1", None).await;
     assert_eq!(traffic["used"], 0);
 }
+
+/// A test-driver host with an image pool (the test driver keeps volumes,
+/// not their contents): two images, a pool for VM disks, and the NAT
+/// network of the namespaces' VM side.
+fn image_node(directory: &std::path::Path) -> std::path::PathBuf {
+    let volume = |name: &str, gib: u64| {
+        format!(
+            "<volume type='file'><name>{name}</name><capacity unit='bytes'>{}</capacity>\
+             <allocation unit='bytes'>0</allocation><target><format type='qcow2'/></target></volume>",
+            gib << 30
+        )
+    };
+    let pool = |name: &str, path: &str, volumes: &str| {
+        format!(
+            "<pool type='dir'><name>{name}</name><capacity unit='bytes'>107374182400</capacity>\
+             <allocation unit='bytes'>0</allocation><available unit='bytes'>107374182400</available>\
+             <source/><target><path>{path}</path></target>{volumes}</pool>"
+        )
+    };
+    let node = format!(
+        "<node><network><name>default</name><bridge name='virbr0'/><forward/>\
+         <ip address='10.231.0.1' netmask='255.255.255.0'><dhcp>\
+         <range start='10.231.0.100' end='10.231.0.200'/></dhcp></ip></network>{}{}</node>",
+        pool("php-vms", "/srv/php-vms", ""),
+        pool(
+            "php-images",
+            "/srv/php-images",
+            &(volume("debian-12.qcow2", 2) + &volume("alpine-3.qcow2", 1))
+        ),
+    );
+    let path = directory.join("node.xml");
+    std::fs::write(&path, node).expect("node XML");
+    path
+}
+
+#[tokio::test]
+async fn a_php_module_reinstalls_forwards_and_publishes_on_a_full_host() {
+    use openidcs_tests::netns::{self, Namespaces, PUBLIC_ADDRESS, VM_ADDRESS};
+    if !netns::require_root("a_php_module_reinstalls_forwards_and_publishes_on_a_full_host") {
+        return;
+    }
+    let mut namespaces = Namespaces::create();
+    namespaces.start_echo_servers(22);
+    let nft: Vec<String> = namespaces
+        .nft_command()
+        .iter()
+        .map(|part| format!("{part:?}"))
+        .collect();
+    let directory = tempfile::tempdir().expect("tempdir");
+    let node = image_node(directory.path());
+    let mut server = Server::start_https(&format!(
+        "[libvirt]\ntest_files = true\n\n[nat]\nnft_command = [{}]\n\n\
+         [proxy]\nmanaged = true\nhttp_port = {}\nhttps_port = {}\n\n{}",
+        nft.join(", "),
+        openidcs_tests::free_port(),
+        openidcs_tests::free_port(),
+        plugin_toml(
+            "libvirt",
+            "openidcs_plugin_libvirt",
+            &["libvirt", "nat", "proxy", "log"],
+            ""
+        )
+    ));
+    server.client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    server
+        .ok(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "node1", "type": "libvirt", "config": {
+                "server_addr": format!("test://{}", node.display()),
+                "system_path": "/srv/php-vms", "images_path": "/srv/php-images",
+                "network_nat": "default", "ports_start": 20000, "ports_close": 20099,
+                "public_addr": [PUBLIC_ADDRESS],
+                "ipaddr_maps": { "lan": { "vers": "ipv4", "type": "nat", "gate": "10.231.0.1",
+                                          "mask": "255.255.255.0", "from": VM_ADDRESS, "nums": 1 } },
+                "system_maps": { "debian12": ["debian-12.qcow2", "2048"],
+                                 "alpine3": ["alpine-3.qcow2", 1024] } } })),
+        )
+        .await;
+    let images = server.ok("GET", "/api/client/os-images/node1", None).await;
+    assert_eq!(images.as_array().map(Vec::len), Some(2), "{images}");
+
+    let vm = "ser2612030a7c11";
+    let by_name = |path: &str| format!("{path}?hostname={vm}");
+    let created = server
+        .ok(
+            "POST",
+            "/api/client/create/node1",
+            Some(json!({
+                "vm_uuid": vm, "os_name": "debian12", "os_pass": "Zj9kLm2Qx7Pw",
+                "vc_port": 0, "vc_pass": "Zj9kLm2Qx7Pw", "cpu_num": 1, "cpu_per": 100,
+                "mem_num": 1024, "hdd_num": 10240, "speed_u": 100, "speed_d": 100,
+                "flu_num": 102400, "nat_num": 10, "web_num": 5, "hdd_all": [], "iso_all": [],
+                "nic_all": { "eth0": { "nic_type": "nat", "mac_addr": "a1:d7:1a:02:4c:7e",
+                                       "ip4_addr": "", "ip6_addr": "" } } })),
+        )
+        .await;
+    assert_eq!(created["config"]["os_pass"], "******", "{created}");
+    assert_eq!(created["config"]["nic_all"]["eth0"]["ip4_addr"], VM_ADDRESS);
+    power(&server, vm, "S_START").await;
+
+    // Reinstall, as the module's "reinstall OS" sends it: another os_name
+    // and a new password. The VM runs again afterwards.
+    let reinstalled = server
+        .ok(
+            "PUT",
+            &format!("/api/client/update/node1/{vm}"),
+            Some(json!({ "os_name": "alpine3", "os_pass": "N3wPassw0rd!", "hdd_all": [] })),
+        )
+        .await;
+    assert_eq!(reinstalled["config"]["os_name"], "alpine3", "{reinstalled}");
+    assert_eq!(reinstalled["power_status"], "running", "{reinstalled}");
+    let tasks = server
+        .ok("GET", "/api/system/tasget?hs_name=node1", None)
+        .await;
+    assert!(
+        tasks.as_array().is_some_and(|tasks| tasks.iter().any(|task| {
+            task["actions"] == "update" && task["state"] == "done" && task["progress"] == 100
+        })),
+        "{tasks}"
+    );
+    // An image the host does not have is refused, naming the choices.
+    let (status, refusal) = server
+        .call(
+            "PUT",
+            &format!("/api/client/update/node1/{vm}"),
+            Some(json!({ "os_name": "win2022" })),
+        )
+        .await;
+    assert_eq!(status, 400, "{refusal}");
+    assert!(
+        refusal["msg"].as_str().unwrap_or_default().contains("alpine3, debian12"),
+        "{refusal}"
+    );
+
+    // NAT as the module does it: check, add (no internal address: the VM's
+    // own), list, check again, delete; real TCP through the forward.
+    let check = server
+        .ok(
+            "GET",
+            &format!("/api/nat/check?hostname={vm}&protocol=tcp&port=20022"),
+            None,
+        )
+        .await;
+    assert_eq!(check["available"], true, "{check}");
+    server
+        .ok(
+            "POST",
+            &format!("/api/client/natadd/node1/{vm}"),
+            Some(json!({ "protocol": "tcp", "external_port": 20022, "internal_port": 22 })),
+        )
+        .await;
+    assert_eq!(
+        namespaces.echo("tcp", 20022, "php-nat").as_deref(),
+        Some("php-nat"),
+        "the forward carries traffic to the VM"
+    );
+    let listed = server.ok("GET", &by_name("/api/natlist"), None).await;
+    assert_eq!(listed[0]["external_port"], 20022, "{listed}");
+    assert_eq!(listed[0]["internal_port"], 22, "{listed}");
+    let check = server
+        .ok(
+            "GET",
+            &format!("/api/nat/check?hostname={vm}&protocol=tcp&port=20022"),
+            None,
+        )
+        .await;
+    assert_eq!(check["available"], false, "taken now: {check}");
+    server
+        .ok("DELETE", &format!("/api/client/natdel/node1/{vm}/0"), None)
+        .await;
+    assert_eq!(namespaces.echo("tcp", 20022, "gone"), None, "no forward after natdel");
+
+    // Proxy: check, add, list, check again, delete.
+    let check = server
+        .ok("GET", "/api/proxy/check?domain=shop.example.com", None)
+        .await;
+    assert_eq!(check["available"], true, "{check}");
+    server
+        .ok(
+            "POST",
+            &format!("/api/client/pxyadd/node1/{vm}"),
+            Some(json!({ "web_addr": "shop.example.com", "lan_port": 80, "web_tips": "shop" })),
+        )
+        .await;
+    let listed = server.ok("GET", &by_name("/api/proxy/list"), None).await;
+    assert_eq!(listed[0]["domain"], "shop.example.com", "{listed}");
+    let check = server
+        .ok("GET", "/api/proxy/check?domain=shop.example.com", None)
+        .await;
+    assert_eq!(check["available"], false, "taken now: {check}");
+    server
+        .ok("DELETE", &format!("/api/client/pxydel/node1/{vm}/0"), None)
+        .await;
+    let listed = server.ok("GET", &by_name("/api/proxy/list"), None).await;
+    assert_eq!(listed, json!([]), "{listed}");
+
+    // Password, traffic reset, terminate.
+    let answer = server
+        .ok(
+            "POST",
+            "/api/password",
+            Some(json!({ "hostname": vm, "password": "An0therPass" })),
+        )
+        .await;
+    // The test driver answers set-user-password for a running domain as an
+    // agent would.
+    assert_eq!(answer["applied"], "guest-agent", "{answer}");
+    server
+        .ok("POST", &by_name("/api/traffic/reset"), None)
+        .await;
+    server
+        .ok("DELETE", &format!("/api/client/delete/node1/{vm}"), None)
+        .await;
+    let listed = server.ok("GET", "/api/client/listup/node1", None).await;
+    assert!(listed.get(vm).is_none(), "{listed}");
+    server.stop(false);
+}

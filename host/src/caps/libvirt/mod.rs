@@ -1037,9 +1037,15 @@ impl Host for LibvirtCall {
                 }
                 stream.finish()
             })();
-            if let Err(error) = written {
-                let _ = volume.delete(0);
-                return Err(error.into());
+            match written {
+                // libvirt's test driver keeps no volume contents, so it has
+                // no upload; its volumes are as empty as every other.
+                Err(error) if scope.uri.starts_with("test:") && unsupported(&error) => {}
+                Err(error) => {
+                    let _ = volume.delete(0);
+                    return Err(error.into());
+                }
+                Ok(()) => {}
             }
             Ok(volume.get_path()?)
         })
