@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 pub mod netns;
@@ -167,6 +167,41 @@ impl Server {
             .build()
             .expect("https client");
         server
+    }
+
+    /// A TLS connection to a server started with [`Server::start_https`],
+    /// trusting its certificate only (for what reqwest cannot do, such as a
+    /// raw websocket).
+    pub async fn tls_connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        let pem = std::fs::read(self.data_dir().join("https/cert.pem")).expect("the certificate");
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(&pem).expect("PEM"))
+            .expect("a trust anchor");
+        // ring, as the server uses (its deprecation is only about post-quantum
+        // key exchange).
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let address = self
+            .base
+            .strip_prefix("https://")
+            .expect("an https:// base");
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+        let name = ServerName::try_from(host.to_owned()).expect("a server name");
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("a TLS handshake")
     }
 
     /// Start a server with this `[server]` section and `config`.

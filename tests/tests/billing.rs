@@ -585,9 +585,11 @@ async fn a_php_module_reinstalls_forwards_and_publishes_on_a_full_host() {
         .ok("GET", "/api/system/tasget?hs_name=node1", None)
         .await;
     assert!(
-        tasks.as_array().is_some_and(|tasks| tasks.iter().any(|task| {
-            task["actions"] == "update" && task["state"] == "done" && task["progress"] == 100
-        })),
+        tasks
+            .as_array()
+            .is_some_and(|tasks| tasks.iter().any(|task| {
+                task["actions"] == "update" && task["state"] == "done" && task["progress"] == 100
+            })),
         "{tasks}"
     );
     // An image the host does not have is refused, naming the choices.
@@ -600,7 +602,10 @@ async fn a_php_module_reinstalls_forwards_and_publishes_on_a_full_host() {
         .await;
     assert_eq!(status, 400, "{refusal}");
     assert!(
-        refusal["msg"].as_str().unwrap_or_default().contains("alpine3, debian12"),
+        refusal["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("alpine3, debian12"),
         "{refusal}"
     );
 
@@ -640,7 +645,11 @@ async fn a_php_module_reinstalls_forwards_and_publishes_on_a_full_host() {
     server
         .ok("DELETE", &format!("/api/client/natdel/node1/{vm}/0"), None)
         .await;
-    assert_eq!(namespaces.echo("tcp", 20022, "gone"), None, "no forward after natdel");
+    assert_eq!(
+        namespaces.echo("tcp", 20022, "gone"),
+        None,
+        "no forward after natdel"
+    );
 
     // Proxy: check, add, list, check again, delete.
     let check = server

@@ -157,9 +157,13 @@ async fn console_logs(server: &Server, vm: &str) -> Vec<String> {
 
 /// Just enough of RFC 6455 to drive the proxy without a browser.
 struct Ws {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buffer: Vec<u8>,
 }
+
+/// A plain or TLS connection to the server.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 enum Frame {
     Binary(Vec<u8>),
@@ -168,14 +172,20 @@ enum Frame {
     Eof,
 }
 
-/// `GET <path>` as a websocket handshake: the socket on 101, else the
-/// status and the envelope.
+/// `GET <path>` as a websocket handshake (`wss` on an HTTPS server): the
+/// socket on 101, else the status and the envelope.
 async fn ws_open(server: &Server, path: &str) -> Result<Ws, (u16, Value)> {
-    let address = server
-        .base
-        .strip_prefix("http://")
-        .expect("an http:// base");
-    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let (address, mut stream): (&str, Box<dyn Io>) = match server.base.strip_prefix("https://") {
+        Some(address) => (address, Box::new(server.tls_connect().await)),
+        None => {
+            let address = server
+                .base
+                .strip_prefix("http://")
+                .expect("an http:// base");
+            let tcp = TcpStream::connect(address).await.expect("connect");
+            (address, Box::new(tcp))
+        }
+    };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
@@ -620,6 +630,35 @@ async fn the_proxy_moves_bytes_within_limits_and_closes_with_either_side() {
     );
     assert!(logs.iter().all(|log| !log.contains("passA1")), "{logs:?}");
     assert_eq!(console_logs(&server, "vmb").await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_console_works_over_wss_on_the_https_server() {
+    let vnc = FakeVnc::start().await;
+    let server = Server::start_https(&config(""));
+    test_host(&server).await;
+    running_vm(&server, "secure1", vnc.port, "pw").await;
+    let url = server
+        .ok("GET", "/api/client/vncons/local/secure1", None)
+        .await;
+    assert!(
+        url["url"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("https://"),
+        "the console page is on HTTPS, so its socket is wss: {url}"
+    );
+    let token = ws_token(&server, &ticket(&server, "local", "secure1").await).await;
+    let mut ws = ws_open(&server, &format!("/console/ws?token={token}"))
+        .await
+        .expect("a console over wss");
+    expect_banner(&mut ws).await;
+    ws.send_binary(b"RFB 003.008\n").await;
+    match ws.next().await {
+        Frame::Binary(echo) => assert_eq!(echo, b"RFB 003.008\n", "echoed through TLS"),
+        _ => panic!("no echo over wss"),
+    }
+    ws.close().await;
 }
 
 #[tokio::test]

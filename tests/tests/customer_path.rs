@@ -255,6 +255,88 @@ fn ssh_when_up(netns: &str, password: &str, command: &str, limit: Duration) -> (
     }
 }
 
+/// Mbit/s of `bytes` sent by the VM to the client over SSH.
+fn transfer_from_vm_mbit(netns: &str, password: &str, bytes: u64) -> f64 {
+    let started = Instant::now();
+    let output = ssh(netns, password, &format!("head -c {bytes} /dev/zero"))
+        .expect("a transfer from the VM");
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(output.len() as u64, bytes, "the whole transfer arrived");
+    bytes as f64 * 8.0 / seconds / 1e6
+}
+
+/// Whether this kernel has what libvirt's `<bandwidth>` runs (`tc` htb and
+/// sfq qdiscs, an ingress u32 filter with a police action), tried on a dummy
+/// link in a throwaway namespace.
+fn kernel_can_shape() -> Result<(), String> {
+    let netns = format!("oidcs-tc-{}", std::process::id());
+    let run = |arguments: &[&str]| -> Result<(), String> {
+        let output = Command::new(arguments[0])
+            .args(&arguments[1..])
+            .output()
+            .map_err(|error| error.to_string())?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{}`: {}",
+                arguments.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    };
+    let tried = (|| {
+        run(&["ip", "netns", "add", &netns])?;
+        run(&["ip", "-n", &netns, "link", "add", "d0", "type", "dummy"])?;
+        run(&[
+            "tc", "-n", &netns, "qdisc", "add", "dev", "d0", "root", "handle", "1:", "htb",
+        ])?;
+        run(&[
+            "tc", "-n", &netns, "qdisc", "add", "dev", "d0", "parent", "1:", "sfq",
+        ])?;
+        run(&["tc", "-n", &netns, "qdisc", "add", "dev", "d0", "ingress"])?;
+        run(&[
+            "tc", "-n", &netns, "filter", "add", "dev", "d0", "parent", "ffff:", "protocol", "all",
+            "u32", "match", "u32", "0", "0", "police", "rate", "1mbit", "burst", "100k", "drop",
+        ])
+    })();
+    let _ = Command::new("ip").args(["netns", "del", &netns]).status();
+    tried
+}
+
+/// Wait until libvirt says the domain is in `state`.
+fn wait_for_state(vm: &str, state: &str) {
+    let started = Instant::now();
+    loop {
+        let (_, now) = virsh(&["domstate", vm]);
+        if now.trim() == state {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the domain is {}, not {state}",
+            now.trim()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The running domain's XML once it contains `part` (a task is changing it).
+fn wait_for_xml(vm: &str, part: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let (_, xml) = virsh(&["dumpxml", vm]);
+        if xml.contains(part) {
+            return xml;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the domain never got {part}: {xml}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// sshpass exits 5 for a refused password.
 fn refused(netns: &str, password: &str) -> bool {
     matches!(ssh(netns, password, "true"), Err(why) if why.starts_with("exit Some(5)"))
@@ -449,6 +531,93 @@ async fn create_start_forward_ssh_password_reinstall() {
         refused(&fixture.netns, "First-Pw-1"),
         "the old password is refused"
     );
+
+    // Bandwidth and the traffic quota. libvirt's <bandwidth> is tc (htb,
+    // sfq, an ingress police filter): a kernel without them cannot shape, so
+    // there the quota pauses the VM instead (the host's `flu_over`).
+    let shaping = kernel_can_shape();
+    if let Err(reason) = &shaping {
+        println!("NOTE: no bandwidth shaping on this kernel ({reason}); the quota pauses instead");
+        server
+            .ok(
+                "PUT",
+                "/api/server/update/kvm",
+                Some(json!({ "config": { "flu_over": "pause" } })),
+            )
+            .await;
+    } else {
+        // speed_u caps what the VM sends, changed on the running VM.
+        server
+            .ok(
+                "PUT",
+                &format!("/api/client/update/kvm/{VM}"),
+                Some(json!({ "speed_u": 10 })),
+            )
+            .await;
+        let (_, live) = virsh(&["dumpxml", VM]);
+        assert!(
+            live.contains("<outbound average='1250'"),
+            "10 Mbit/s out is 1250 KB/s on the running VM's NIC: {live}"
+        );
+        let megabits = transfer_from_vm_mbit(&fixture.netns, "Second-Pw-2", 8_000_000);
+        println!("a transfer from the VM with speed_u = 10: {megabits:.1} Mbit/s");
+        assert!(
+            megabits <= 12.0,
+            "at most ~10 Mbit/s, measured {megabits:.1}"
+        );
+    }
+
+    // Over the traffic quota: throttled to [traffic] over_quota_mbps (1) in
+    // the running domain, or paused; the panel's reset lets the VM go.
+    server
+        .ok(
+            "PUT",
+            &format!("/api/client/update/kvm/{VM}"),
+            Some(json!({ "flu_num": 1 })),
+        )
+        .await;
+    let detail = server
+        .ok("GET", &format!("/api/client/detail/kvm/{VM}"), None)
+        .await;
+    let key = detail["upload_key"].as_str().unwrap_or_default().to_owned();
+    let mac = detail["config"]["nic_all"]["nic0"]["mac_addr"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, uploaded) = server
+        .call_as(
+            None,
+            "POST",
+            &format!("/api/client/upload?nic={mac}&key={key}"),
+            Some(json!({ "ac_status": "running", "flu_usage": 2.0 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{uploaded}");
+    if shaping.is_ok() {
+        let throttled = wait_for_xml(VM, "<inbound average='125'");
+        assert!(
+            throttled.contains("<outbound average='125'"),
+            "1 Mbit/s each way: {throttled}"
+        );
+    } else {
+        wait_for_state(VM, "paused");
+    }
+    server
+        .ok("POST", &format!("/api/traffic/reset?hostname={VM}"), None)
+        .await;
+    if shaping.is_ok() {
+        let lifted = wait_for_xml(VM, "<outbound average='1250'");
+        assert!(!lifted.contains("average='125'"), "{lifted}");
+    } else {
+        wait_for_state(VM, "running");
+    }
+    server
+        .ok(
+            "PUT",
+            &format!("/api/client/update/kvm/{VM}"),
+            Some(json!({ "flu_num": 0 })),
+        )
+        .await;
 
     // Reinstall with a new password: the system disk is new, data stays.
     let reinstall_started = Instant::now();
