@@ -266,8 +266,8 @@ fn transfer_from_vm_mbit(netns: &str, password: &str, bytes: u64) -> f64 {
 }
 
 /// Whether this kernel has what libvirt's `<bandwidth>` runs (`tc` htb and
-/// sfq qdiscs, an ingress u32 filter with a police action), tried on a dummy
-/// link in a throwaway namespace.
+/// sfq qdiscs, an ingress u32 filter with a police action), tried on a veth
+/// pair in a throwaway namespace.
 fn kernel_can_shape() -> Result<(), String> {
     let netns = format!("oidcs-tc-{}", std::process::id());
     let run = |arguments: &[&str]| -> Result<(), String> {
@@ -287,7 +287,9 @@ fn kernel_can_shape() -> Result<(), String> {
     };
     let tried = (|| {
         run(&["ip", "netns", "add", &netns])?;
-        run(&["ip", "-n", &netns, "link", "add", "d0", "type", "dummy"])?;
+        run(&[
+            "ip", "-n", &netns, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+        ])?;
         run(&[
             "tc", "-n", &netns, "qdisc", "add", "dev", "d0", "root", "handle", "1:", "htb",
         ])?;
