@@ -292,9 +292,14 @@ fn kernel_can_shape() -> Result<(), String> {
         ])?;
         run(&[
             "tc", "-n", &netns, "qdisc", "add", "dev", "d0", "root", "handle", "1:", "htb",
+            "default", "1",
         ])?;
         run(&[
-            "tc", "-n", &netns, "qdisc", "add", "dev", "d0", "parent", "1:", "sfq",
+            "tc", "-n", &netns, "class", "add", "dev", "d0", "parent", "1:", "classid", "1:1",
+            "htb", "rate", "1mbit",
+        ])?;
+        run(&[
+            "tc", "-n", &netns, "qdisc", "add", "dev", "d0", "parent", "1:1", "handle", "2:", "sfq",
         ])?;
         run(&["tc", "-n", &netns, "qdisc", "add", "dev", "d0", "ingress"])?;
         run(&[
