@@ -696,3 +696,105 @@ async fn a_php_module_reinstalls_forwards_and_publishes_on_a_full_host() {
     assert!(listed.get(vm).is_none(), "{listed}");
     server.stop(false);
 }
+
+/// The speeds of `vm` as libvirt's domain XML has them: a second host on the
+/// same test driver imports the domain with a scan (the engine reads the
+/// NICs' `<bandwidth>` back), then goes again without touching the domain.
+async fn speeds_in_domain_xml(server: &Server, vm: &str) -> (Value, Value) {
+    let mut reader = host();
+    reader["name"] = json!("reader");
+    server.ok("POST", "/api/server/create", Some(reader)).await;
+    server
+        .ok(
+            "POST",
+            "/api/client/scaner/reader",
+            Some(json!({ "prefix": vm })),
+        )
+        .await;
+    let imported = server
+        .ok("GET", &format!("/api/client/detail/reader/{vm}"), None)
+        .await;
+    // Forced: the records go, the domain (node1's VM) stays.
+    server
+        .ok("DELETE", "/api/server/delete/reader?force=true", None)
+        .await;
+    (
+        imported["config"]["speed_u"].clone(),
+        imported["config"]["speed_d"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_vm_over_its_quota_is_throttled_in_its_domain_until_the_reset() {
+    let server = Server::start(&plugin_toml(
+        "libvirt",
+        "openidcs_plugin_libvirt",
+        &["libvirt", "nat", "proxy", "log"],
+        "",
+    ));
+    server.ok("POST", "/api/server/create", Some(host())).await;
+    let mac = "52:54:00:12:34:57";
+    server
+        .ok(
+            "POST",
+            "/api/client/create/node1",
+            Some(
+                json!({ "vm_uuid": "quota2", "mem_num": 64, "hdd_num": 0, "flu_num": 10,
+                         "speed_u": 100, "speed_d": 50,
+                         "nic_all": { "nic0": { "nic_type": "nat", "mac_addr": mac } } }),
+            ),
+        )
+        .await;
+    power(&server, "quota2", "S_START").await;
+    assert_eq!(
+        speeds_in_domain_xml(&server, "quota2").await,
+        (json!(100), json!(50)),
+        "the VM's own speeds"
+    );
+    let detail = server
+        .ok("GET", "/api/client/detail/node1/quota2", None)
+        .await;
+    let key = detail["upload_key"].as_str().unwrap_or_default().to_owned();
+    report_traffic(&server, &key, mac, 12.0).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let tasks = server
+            .ok("GET", "/api/system/tasget?hs_name=node1", None)
+            .await;
+        let done = tasks.as_array().is_some_and(|tasks| {
+            tasks
+                .iter()
+                .any(|task| task["actions"] == "traffic-limit" && task["state"] == "done")
+        });
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no throttle task: {tasks}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        speeds_in_domain_xml(&server, "quota2").await,
+        (json!(1), json!(1)),
+        "throttled to [traffic] over_quota_mbps in the domain XML"
+    );
+    assert_eq!(
+        power_status(&server, "quota2").await,
+        "running",
+        "not paused"
+    );
+    let stored = server
+        .ok("GET", "/api/client/detail/node1/quota2", None)
+        .await;
+    assert_eq!(stored["config"]["speed_u"], 100, "the sold speed is kept");
+    server
+        .ok("POST", "/api/traffic/reset?hostname=quota2", None)
+        .await;
+    assert_eq!(
+        speeds_in_domain_xml(&server, "quota2").await,
+        (json!(100), json!(50)),
+        "the reset gives the VM its own speeds again"
+    );
+}

@@ -423,11 +423,11 @@ mod tests {
         );
         let operations = operations(&document);
         // 35 endpoints, the console counters, the 3 named-token routes, the
-        // 15 billing-panel routes, temptoken and templogin, 19 aliases, 3
-        // documentation routes.
+        // 15 billing-panel routes, temptoken and templogin, the OS image
+        // list, 19 aliases, 3 documentation routes.
         assert_eq!(
             operations.len(),
-            35 + 1 + 3 + 15 + 2 + 19 + 3,
+            35 + 1 + 3 + 15 + 2 + 1 + 19 + 3,
             "{:?}",
             operations
                 .iter()
