@@ -337,21 +337,6 @@ fn volume_format(xml: &str) -> String {
         .unwrap_or_else(|| "raw".to_owned())
 }
 
-fn xml_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '\'' => escaped.push_str("&apos;"),
-            '"' => escaped.push_str("&quot;"),
-            other => escaped.push(other),
-        }
-    }
-    escaped
-}
-
 /// `$6$[rounds=N$]salt$hash` with crypt's alphabet: what `sha512_crypt`
 /// makes, and nothing a plain password is likely to be.
 pub fn is_sha512_crypt(text: &str) -> bool {
@@ -429,6 +414,23 @@ fn pool_at(connect: &Connect, storage_dir: &str) -> Result<Option<StoragePool>, 
         }
     }
     Ok(None)
+}
+
+/// The host's storage pool, where no volume `name` is yet (`conflict` when
+/// one is).
+fn storage_pool_without(
+    connect: &Connect,
+    storage_dir: &str,
+    name: &str,
+) -> Result<StoragePool, Fail> {
+    let pool = storage_pool(connect, storage_dir)?;
+    if StorageVol::lookup_by_name(&pool, name).is_ok() {
+        return Err(Fail::Refused(PluginError::Conflict(format!(
+            "volume {} already exists in the host's storage",
+            shown(name)
+        ))));
+    }
+    Ok(pool)
 }
 
 fn storage_pool(connect: &Connect, storage_dir: &str) -> Result<StoragePool, Fail> {
@@ -812,13 +814,7 @@ impl Host for LibvirtCall {
     async fn create_volume(&mut self, name: String, capacity_mb: u64) -> Answer<String> {
         let bytes = self.volume_in_scope(&name, Some(capacity_mb))?;
         self.run(move |connect, scope| {
-            let pool = storage_pool(connect, &scope.storage_dir)?;
-            if StorageVol::lookup_by_name(&pool, &name).is_ok() {
-                return Err(Fail::Refused(PluginError::Conflict(format!(
-                    "volume {} already exists in the host's storage",
-                    shown(&name)
-                ))));
-            }
+            let pool = storage_pool_without(connect, &scope.storage_dir, &name)?;
             // The name passed the name rule, so it needs no escaping.
             let xml = format!(
                 "<volume><name>{name}</name><capacity unit='bytes'>{bytes}</capacity>\
@@ -965,13 +961,7 @@ impl Host for LibvirtCall {
                         shown(&image)
                     )))
                 })?;
-            let pool = storage_pool(connect, &scope.storage_dir)?;
-            if StorageVol::lookup_by_name(&pool, &name).is_ok() {
-                return Err(Fail::Refused(PluginError::Conflict(format!(
-                    "volume {} already exists in the host's storage",
-                    shown(&name)
-                ))));
-            }
+            let pool = storage_pool_without(connect, &scope.storage_dir, &name)?;
             let source_bytes = source.get_info()?.capacity;
             let capacity = bytes.max(source_bytes);
             // The name passed the name rule; the image's path comes from
@@ -981,7 +971,7 @@ impl Host for LibvirtCall {
                     "<volume><name>{name}</name><capacity unit='bytes'>{capacity}</capacity>\
                      <target><format type='qcow2'/></target><backingStore><path>{}</path>\
                      <format type='{}'/></backingStore></volume>",
-                    xml_escape(&source.get_path()?),
+                    convert::escape(&source.get_path()?),
                     volume_format(&source.get_xml_desc(0)?)
                 );
                 StorageVol::create_xml(&pool, &xml, 0)?
@@ -1014,13 +1004,7 @@ impl Host for LibvirtCall {
         }
         self.volume_in_scope(&name, Some((content.len() as u64).div_ceil(MIB)))?;
         self.run(move |connect, scope| {
-            let pool = storage_pool(connect, &scope.storage_dir)?;
-            if StorageVol::lookup_by_name(&pool, &name).is_ok() {
-                return Err(Fail::Refused(PluginError::Conflict(format!(
-                    "volume {} already exists in the host's storage",
-                    shown(&name)
-                ))));
-            }
+            let pool = storage_pool_without(connect, &scope.storage_dir, &name)?;
             let length = content.len() as u64;
             let xml = format!(
                 "<volume><name>{name}</name><capacity unit='bytes'>{length}</capacity>\
