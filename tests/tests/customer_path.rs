@@ -475,6 +475,16 @@ async fn create_start_forward_ssh_password_reinstall() {
     );
     start_and_forward(&server).await;
 
+    // The console URL a billing module fetches (the original's `remote`).
+    let console = server
+        .ok("GET", &format!("/api/client/remote/kvm/{VM}"), None)
+        .await;
+    assert!(
+        console["url"]
+            .as_str()
+            .is_some_and(|url| url.contains("/console")),
+        "{console}"
+    );
     let (output, _) = ssh_when_up(
         &fixture.netns,
         "First-Pw-1",

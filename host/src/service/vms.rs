@@ -224,11 +224,13 @@ pub async fn create(
             return Err(error.into());
         }
     };
-    if let Err(error) = provision::ensure_cpu(&state, &host).await {
-        tracing::warn!(host = %host.name, "CPU probe: {}", error.message());
+    let mut host = host;
+    match provision::ensure_cpu(&state, &host).await {
+        // The engine learns the host's CPU from the host record.
+        Ok(cpu) if host.cpu.is_none() => host.cpu = cpu,
+        Ok(_) => {}
+        Err(error) => tracing::warn!(host = %host.name, "CPU probe: {}", error.message()),
     }
-    // The probe's choice is in the host record now.
-    let host = state.store.host_get(&host.name).unwrap_or(host);
     let created: ServiceResult<VmInfo> = match state
         .plugins
         .vm_create(&host.target(), &VmSpec::from(&settings))
