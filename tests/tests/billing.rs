@@ -23,6 +23,18 @@ fn host() -> Value {
                      "mask": "255.255.255.0", "from": "203.0.113.10", "nums": 20 } } } })
 }
 
+/// A plain-HTTP server with the libvirt engine and the host `node1`.
+async fn server_with_node1() -> Server {
+    let server = Server::start(&plugin_toml(
+        "libvirt",
+        "openidcs_plugin_libvirt",
+        &["libvirt", "nat", "proxy", "log"],
+        "",
+    ));
+    server.ok("POST", "/api/server/create", Some(host())).await;
+    server
+}
+
 /// The module's `vm_status` of the status answer, as PHP reads it.
 async fn php_status(server: &Server, vm: &str) -> String {
     let data = server
@@ -290,13 +302,7 @@ async fn a_php_module_creates_operates_and_terminates_a_vm() {
 /// `plan` takes them first and the body's over them.
 #[tokio::test]
 async fn plans_give_a_create_its_defaults() {
-    let server = Server::start(&plugin_toml(
-        "libvirt",
-        "openidcs_plugin_libvirt",
-        &["libvirt", "nat", "proxy", "log"],
-        "",
-    ));
-    server.ok("POST", "/api/server/create", Some(host())).await;
+    let server = server_with_node1().await;
     server
         .ok(
             "POST",
@@ -391,15 +397,14 @@ async fn power_status(server: &Server, vm: &str) -> String {
 
 #[tokio::test]
 async fn a_vm_over_its_traffic_quota_is_paused_until_the_reset() {
-    let server = Server::start(&plugin_toml(
-        "libvirt",
-        "openidcs_plugin_libvirt",
-        &["libvirt", "nat", "proxy", "log"],
-        "",
-    ));
-    let mut host = host();
-    host["config"]["flu_over"] = json!("pause");
-    server.ok("POST", "/api/server/create", Some(host)).await;
+    let server = server_with_node1().await;
+    server
+        .ok(
+            "PUT",
+            "/api/server/update/node1",
+            Some(json!({ "config": { "flu_over": "pause" } })),
+        )
+        .await;
     let mac = "52:54:00:12:34:56";
     let created = server
         .ok(
@@ -726,13 +731,7 @@ async fn speeds_in_domain_xml(server: &Server, vm: &str) -> (Value, Value) {
 
 #[tokio::test]
 async fn a_vm_over_its_quota_is_throttled_in_its_domain_until_the_reset() {
-    let server = Server::start(&plugin_toml(
-        "libvirt",
-        "openidcs_plugin_libvirt",
-        &["libvirt", "nat", "proxy", "log"],
-        "",
-    ));
-    server.ok("POST", "/api/server/create", Some(host())).await;
+    let server = server_with_node1().await;
     let mac = "52:54:00:12:34:57";
     server
         .ok(
