@@ -794,8 +794,9 @@ impl DomainXml {
         model
     }
 
-    /// The first virtio device name none of the disks has (for the seed).
-    fn free_disk_target(&self) -> String {
+    /// The first virtio device name none of the disks has (a seed, a
+    /// system disk added to a VM created without one).
+    pub fn free_disk_target(&self) -> String {
         (0..)
             .map(disk_target)
             .find(|target| self.disks.iter().all(|disk| &disk.target != target))

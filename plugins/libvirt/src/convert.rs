@@ -124,14 +124,6 @@ pub fn seed_volume(vm: &str) -> String {
     format!("{vm}-seed.img")
 }
 
-/// The first virtio device name none of the domain's disks has.
-pub fn free_target(domain: &DomainXml) -> String {
-    (0..)
-        .map(disk_target)
-        .find(|target| domain.disks.iter().all(|disk| &disk.target != target))
-        .unwrap_or_default()
-}
-
 /// The CPU choice a fallback model stands for.
 pub fn cpu_choice_of(model: CpuModel) -> CpuChoice {
     let (mode, name, disabled): (&str, &str, &[&str]) = match model {

@@ -910,7 +910,7 @@ pub fn vm_install<C: Capabilities>(
             0,
             DiskXml {
                 path: path.clone(),
-                target: convert::free_target(&current),
+                target: current.free_disk_target(),
                 format: DiskFormat::Qcow2,
             },
         );
