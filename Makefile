@@ -39,12 +39,14 @@ setup:
 	  fi; \
 	fi
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
-	@# The console's browser test: playwright-core only (it drives Debian's chromium).
-	@[ -d tests/console/node_modules/playwright-core ] || (cd tests/console && npm ci --no-audit --no-fund)
+	@# The browser tests (console, panel): playwright-core only (it drives Debian's chromium).
+	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
 	@# The API browser (/api/docs): npm's swagger-ui-dist, served from disk; no install scripts.
 	@[ -f host/swagger-ui/node_modules/swagger-ui-dist/swagger-ui-bundle.js ] || { \
 	  command -v npm >/dev/null || { echo "npm is missing (Debian: apt-get install npm)"; exit 1; }; \
 	  cd host/swagger-ui && npm ci --ignore-scripts --no-audit --no-fund; }
+	@# The web panel's charts (/): npm's uplot, served from disk; no install scripts.
+	@[ -f host/panel/node_modules/uplot/dist/uPlot.esm.js ] || (cd host/panel && npm ci --ignore-scripts --no-audit --no-fund)
 	@# Schemathesis (make test) and componentize-py (the Python engine), pinned, in the repo's .venv.
 	@tests/scripts/python-venv.sh
 

@@ -69,6 +69,17 @@ impl Principal {
         }
     }
 
+    /// Whether an event about `host` and `vm` (empty: none) is for this
+    /// principal: a VM session sees its VM's, a token its hosts', and only
+    /// the admin role sees the system's own (no host).
+    pub fn sees(&self, host: &str, vm: &str) -> bool {
+        match &self.vm {
+            Some(own) => self.hosts.first().map(String::as_str) == Some(host) && own == vm,
+            None if host.is_empty() => self.role == Role::Admin,
+            None => self.reaches_host(host),
+        }
+    }
+
     pub fn reaches_host(&self, host: &str) -> bool {
         self.hosts.is_empty() || self.hosts.iter().any(|reached| reached == host)
     }
@@ -87,6 +98,11 @@ impl Principal {
             let own_host = self.hosts.first().map(String::as_str);
             if !customer {
                 return Err(format!("a {} may not call this route", self.name));
+            }
+            // A customer route whose path names no VM (the event stream)
+            // narrows its answer to the session's VM itself.
+            if host.is_none() && vm.is_none() {
+                return Ok(());
             }
             if host != own_host || vm != Some(own.as_str()) {
                 return Err(format!("a {} reaches that VM only", self.name));
@@ -199,30 +215,8 @@ impl AuthGuard {
     /// The right token is accepted even from an address that is throttled:
     /// the limiter slows wrong guesses, it must not lock the admin out.
     pub fn verify(&self, store: &Store, client: IpAddr, presented: &str) -> StoreResult<Verdict> {
-        let hash = hash_token(presented);
-        if let Some(stored) = store.token_hash_cached()?
-            && bool::from(stored.as_slice().ct_eq(&hash))
-        {
-            return Ok(Verdict::Accepted(Principal::admin()));
-        }
-        if let Some(record) = store.api_token_by_hash(&hash)? {
-            let now = now_ms();
-            if record.expires_at.is_some_and(|expiry| expiry <= now) {
-                return Ok(Verdict::Expired(record.name));
-            }
-            if record
-                .last_used_at
-                .is_none_or(|used| now - used >= LAST_USED_RESOLUTION_MS)
-                && let Err(error) = store.api_token_touch(&record.name, now)
-            {
-                tracing::warn!("recording the use of token {:?}: {error}", record.name);
-            }
-            return Ok(Verdict::Accepted(Principal {
-                name: record.name,
-                role: record.role,
-                hosts: record.hosts,
-                vm: None,
-            }));
+        if let Some(verdict) = Self::verify_hash(store, &hash_token(presented))? {
+            return Ok(verdict);
         }
         let now = Instant::now();
         let mut failures = self.failures.lock();
@@ -242,6 +236,37 @@ impl AuthGuard {
         }
         entry.1 += 1;
         Ok(Verdict::Rejected)
+    }
+
+    /// The token whose hash is `hash`, as it stands now: accepted, expired,
+    /// or `None` when no token has that hash (any more). Sessions opened with
+    /// a token are checked this way on each request.
+    pub fn verify_hash(store: &Store, hash: &[u8; 32]) -> StoreResult<Option<Verdict>> {
+        if let Some(stored) = store.token_hash_cached()?
+            && bool::from(stored.as_slice().ct_eq(hash))
+        {
+            return Ok(Some(Verdict::Accepted(Principal::admin())));
+        }
+        let Some(record) = store.api_token_by_hash(hash)? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        if record.expires_at.is_some_and(|expiry| expiry <= now) {
+            return Ok(Some(Verdict::Expired(record.name)));
+        }
+        if record
+            .last_used_at
+            .is_none_or(|used| now - used >= LAST_USED_RESOLUTION_MS)
+            && let Err(error) = store.api_token_touch(&record.name, now)
+        {
+            tracing::warn!("recording the use of token {:?}: {error}", record.name);
+        }
+        Ok(Some(Verdict::Accepted(Principal {
+            name: record.name,
+            role: record.role,
+            hosts: record.hosts,
+            vm: None,
+        })))
     }
 }
 

@@ -7,6 +7,7 @@ pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod model;
 pub mod plugin;

@@ -1,8 +1,14 @@
-//! Single sign-on from a billing panel to one VM: the panel asks for a
-//! short-lived, single-use token (`temptoken`), the customer's browser
-//! redeems it (`templogin`) for a session cookie that reaches that VM's
-//! customer routes and nothing else. Both live in memory (a restart signs
-//! customers out, which a panel's next click undoes), hashed, bounded.
+//! Browser sessions, kept in an HttpOnly cookie so that no script holds a
+//! credential:
+//! - single sign-on from a billing panel to one VM: the panel asks for a
+//!   short-lived, single-use token (`temptoken`), the customer's browser
+//!   redeems it (`templogin`) for a session that reaches that VM's customer
+//!   routes and nothing else;
+//! - the web panel's sign-in with a token (`POST /api/system/session`): the
+//!   session stands for that token, checked again on every request (a
+//!   revoked or reset token ends its sessions).
+//!
+//! All live in memory (a restart signs browsers out), hashed, bounded.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,25 +24,51 @@ pub const COOKIE: &str = "openidcs_session";
 /// ones are dropped, and if none are, new ones are refused.
 const MAX_ENTRIES: usize = 10_000;
 
-struct Grant {
-    host: String,
-    vm: String,
+struct Grant<T> {
+    owner: T,
     expires: Instant,
 }
 
-/// The pending sign-on tokens and the open VM sessions.
-pub struct VmSessions {
+/// A sign-on token's or a VM session's VM.
+#[derive(Clone)]
+struct VmGrant {
+    host: String,
+    vm: String,
+}
+
+/// Whom an open session stands for.
+#[derive(Clone)]
+enum Owner {
+    Vm(VmGrant),
+    /// The hash of the token the browser signed in with.
+    Token([u8; 32]),
+}
+
+/// Whom a session cookie stands for, as the token check needs it.
+pub enum SessionOwner {
+    /// A VM's customer: the principal, final.
+    Vm(Principal),
+    /// A token's holder: the token's hash, to check against the tokens now.
+    Token([u8; 32]),
+}
+
+/// The pending sign-on tokens and the open sessions.
+pub struct Sessions {
     temp_ttl: Duration,
     session_ttl: Duration,
-    pending: Mutex<HashMap<[u8; 32], Grant>>,
-    open: Mutex<HashMap<[u8; 32], Grant>>,
+    pending: Mutex<HashMap<[u8; 32], Grant<VmGrant>>>,
+    open: Mutex<HashMap<[u8; 32], Grant<Owner>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("too many sign-on tokens or sessions are open; try again later")]
 pub struct Full;
 
-fn insert(map: &Mutex<HashMap<[u8; 32], Grant>>, key: [u8; 32], grant: Grant) -> Result<(), Full> {
+fn insert<T>(
+    map: &Mutex<HashMap<[u8; 32], Grant<T>>>,
+    key: [u8; 32],
+    grant: Grant<T>,
+) -> Result<(), Full> {
     let mut map = map.lock();
     if map.len() >= MAX_ENTRIES {
         let now = Instant::now();
@@ -49,9 +81,9 @@ fn insert(map: &Mutex<HashMap<[u8; 32], Grant>>, key: [u8; 32], grant: Grant) ->
     Ok(())
 }
 
-impl VmSessions {
-    pub fn new(temp_ttl: Duration, session_ttl: Duration) -> VmSessions {
-        VmSessions {
+impl Sessions {
+    pub fn new(temp_ttl: Duration, session_ttl: Duration) -> Sessions {
+        Sessions {
             temp_ttl,
             session_ttl,
             pending: Mutex::new(HashMap::new()),
@@ -63,8 +95,10 @@ impl VmSessions {
     pub fn issue(&self, host: &str, vm: &str) -> Result<(String, SystemTime), Full> {
         let token = generate_token();
         let grant = Grant {
-            host: host.to_owned(),
-            vm: vm.to_owned(),
+            owner: VmGrant {
+                host: host.to_owned(),
+                vm: vm.to_owned(),
+            },
             expires: Instant::now() + self.temp_ttl,
         };
         insert(&self.pending, hash_token(&token), grant)?;
@@ -74,19 +108,36 @@ impl VmSessions {
     /// Use a sign-on token (once): the VM it is for, if it is valid.
     pub fn redeem(&self, token: &str) -> Option<(String, String)> {
         let grant = self.pending.lock().remove(&hash_token(token))?;
-        (grant.expires > Instant::now()).then_some((grant.host, grant.vm))
+        (grant.expires > Instant::now()).then_some((grant.owner.host, grant.owner.vm))
     }
 
-    /// Open a session for the VM; answers the cookie's value.
-    pub fn open(&self, host: &str, vm: &str) -> Result<String, Full> {
-        let session = generate_token();
-        let grant = Grant {
+    /// Open a session for the VM's customer; answers the cookie's value.
+    pub fn open_vm(&self, host: &str, vm: &str) -> Result<String, Full> {
+        self.open(Owner::Vm(VmGrant {
             host: host.to_owned(),
             vm: vm.to_owned(),
+        }))
+    }
+
+    /// Open a session for a token (already accepted); answers the cookie's
+    /// value.
+    pub fn open_token(&self, token: &str) -> Result<String, Full> {
+        self.open(Owner::Token(hash_token(token)))
+    }
+
+    fn open(&self, owner: Owner) -> Result<String, Full> {
+        let session = generate_token();
+        let grant = Grant {
+            owner,
             expires: Instant::now() + self.session_ttl,
         };
         insert(&self.open, hash_token(&session), grant)?;
         Ok(session)
+    }
+
+    /// End a session (signing out); unknown ones are already ended.
+    pub fn close(&self, session: &str) {
+        self.open.lock().remove(&hash_token(session));
     }
 
     /// Seconds a session lasts (the cookie's Max-Age).
@@ -94,16 +145,21 @@ impl VmSessions {
         self.session_ttl.as_secs()
     }
 
-    /// Whom a session cookie stands for, while it lasts: an operator of one
-    /// VM.
-    pub fn principal(&self, session: &str) -> Option<Principal> {
+    /// Whom a session cookie stands for, while it lasts.
+    pub fn owner(&self, session: &str) -> Option<SessionOwner> {
         let open = self.open.lock();
         let grant = open.get(&hash_token(session))?;
-        (grant.expires > Instant::now()).then(|| Principal {
-            name: format!("session of {}/{}", grant.host, grant.vm),
-            role: Role::Operator,
-            hosts: vec![grant.host.clone()],
-            vm: Some(grant.vm.clone()),
+        if grant.expires <= Instant::now() {
+            return None;
+        }
+        Some(match &grant.owner {
+            Owner::Vm(VmGrant { host, vm }) => SessionOwner::Vm(Principal {
+                name: format!("session of {host}/{vm}"),
+                role: Role::Operator,
+                hosts: vec![host.clone()],
+                vm: Some(vm.clone()),
+            }),
+            Owner::Token(hash) => SessionOwner::Token(*hash),
         })
     }
 }
@@ -114,7 +170,7 @@ mod tests {
 
     #[test]
     fn tokens_are_single_use_and_expire() {
-        let sessions = VmSessions::new(Duration::from_millis(50), Duration::from_secs(60));
+        let sessions = Sessions::new(Duration::from_millis(50), Duration::from_secs(60));
         let (token, _) = sessions.issue("h1", "vm1").expect("issued");
         assert_eq!(
             sessions.redeem(&token),
@@ -126,10 +182,24 @@ mod tests {
         assert_eq!(sessions.redeem(&late), None, "expired");
         assert_eq!(sessions.redeem("made-up"), None);
 
-        let cookie = sessions.open("h1", "vm1").expect("opened");
-        let principal = sessions.principal(&cookie).expect("a session");
+        let cookie = sessions.open_vm("h1", "vm1").expect("opened");
+        let Some(SessionOwner::Vm(principal)) = sessions.owner(&cookie) else {
+            panic!("a VM session");
+        };
         assert_eq!(principal.vm.as_deref(), Some("vm1"));
         assert_eq!(principal.hosts, ["h1"]);
-        assert!(sessions.principal("made-up").is_none());
+        assert!(sessions.owner("made-up").is_none());
+    }
+
+    #[test]
+    fn a_token_session_stands_for_its_token_until_it_is_closed() {
+        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        let cookie = sessions.open_token("the-token").expect("opened");
+        let Some(SessionOwner::Token(hash)) = sessions.owner(&cookie) else {
+            panic!("a token session");
+        };
+        assert_eq!(hash, hash_token("the-token"));
+        sessions.close(&cookie);
+        assert!(sessions.owner(&cookie).is_none(), "signed out");
     }
 }

@@ -12,12 +12,13 @@ use crate::auth::AuthGuard;
 use crate::caps::proxy::managed::ManagedNginx;
 use crate::caps::{self, Capabilities};
 use crate::config::{Config, Overrides, ProxyConfig};
+use crate::events::Events;
 use crate::plugin::PluginRuntime;
 use crate::service::console::ConsoleTickets;
 use crate::service::hosts::HostListCache;
 use crate::service::listup::ListupCache;
 use crate::service::system::RefusalTally;
-use crate::sessions::VmSessions;
+use crate::sessions::Sessions;
 use crate::store::{LogLevel, NewLog, Store};
 use crate::tasks::Tasks;
 
@@ -34,7 +35,9 @@ pub struct AppState {
     pub auth: AuthGuard,
     pub consoles: ConsoleTickets,
     /// Panels' single sign-on tokens and the VM sessions they open.
-    pub sessions: VmSessions,
+    pub sessions: Sessions,
+    /// What changed, for the event streams (`GET /api/system/events`).
+    pub events: Events,
     /// Refused unauthenticated requests, counted (see `service::system`).
     pub refusals: RefusalTally,
     pub listups: ListupCache,
@@ -123,14 +126,20 @@ impl AppState {
         let plugins =
             PluginRuntime::new(capabilities.clone(), config.server.data_dir.join("cache"))?;
         plugins.load_all(&config.plugins).await;
+        let events = Events::default();
         let state = Arc::new(AppState {
-            tasks: Tasks::new(store.clone(), Duration::from_millis(config.tasks.wait_ms)),
+            tasks: Tasks::new(
+                store.clone(),
+                events.clone(),
+                Duration::from_millis(config.tasks.wait_ms),
+            ),
+            events,
             auth: AuthGuard::new(
                 config.auth.max_failures,
                 Duration::from_secs(config.auth.failure_window_s),
             ),
             consoles: ConsoleTickets::new(Duration::from_secs(config.console.ticket_ttl_s)),
-            sessions: VmSessions::new(
+            sessions: Sessions::new(
                 Duration::from_secs(config.auth.temp_token_ttl_s),
                 Duration::from_secs(config.auth.session_ttl_s),
             ),

@@ -339,6 +339,24 @@ impl Server {
         (status, envelope)
     }
 
+    /// The status of a GET of a stream (the event stream never ends): the
+    /// answer's head only, the body dropped unread.
+    pub async fn stream_status(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        cookie: Option<&str>,
+    ) -> u16 {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(cookie) = cookie {
+            request = request.header("Cookie", format!("openidcs_session={cookie}"));
+        }
+        request.send().await.expect("request").status().as_u16()
+    }
+
     /// Like `call`, but a refused or cut connection answers None instead of
     /// failing the test (for requests racing a killed server).
     pub async fn try_call(

@@ -791,9 +791,9 @@ fn browser_skip_reason() -> Option<String> {
     qemu_system_skip_reason()
 }
 
-/// `npm ci` in tests/console when playwright-core is not there yet.
+/// `npm ci` in tests/browser when playwright-core is not there yet.
 fn browser_driver() -> std::path::PathBuf {
-    let directory = root().join("tests/console");
+    let directory = root().join("tests/browser");
     if !directory.join("node_modules/playwright-core").exists() {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])

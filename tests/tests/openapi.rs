@@ -87,6 +87,9 @@ const ALIASES: &[(&str, &str)] = &[
 
 /// Routes that need no credential.
 const PUBLIC: &[&str] = &["/api/openapi.json", "/api/docs", "/api/docs/{file}"];
+/// The browser's session: signing in and out needs no credential (the
+/// token is in the body), and asking "who am I" signed out is no error.
+const SESSION: &str = "/api/system/session";
 
 async fn fetch_document(server: &Server) -> Value {
     let response = server
@@ -213,7 +216,7 @@ async fn the_document_covers_every_route_with_envelope_and_auth() {
     // fallback's 404 or 405.
     for (path, item) in document["paths"].as_object().expect("paths") {
         for method in item.as_object().expect("path item").keys() {
-            if PUBLIC.contains(&path.as_str()) {
+            if PUBLIC.contains(&path.as_str()) || path == SESSION {
                 continue;
             }
             let concrete = sample_path(path);
@@ -226,6 +229,23 @@ async fn the_document_covers_every_route_with_envelope_and_auth() {
             );
         }
     }
+    let (status, envelope) = server.call_as(None, "GET", SESSION, None).await;
+    assert_eq!(
+        (status, &envelope["data"]),
+        (200, &Value::Null),
+        "signed out: {envelope}"
+    );
+    let (status, envelope) = server.call_as(None, "DELETE", SESSION, None).await;
+    assert_eq!(status, 200, "signing out twice is fine: {envelope}");
+    let (status, envelope) = server
+        .call_as(
+            None,
+            "POST",
+            SESSION,
+            Some(serde_json::json!({ "token": "wrong-token-0123456789" })),
+        )
+        .await;
+    assert_eq!(status, 401, "a wrong token signs nobody in: {envelope}");
 }
 
 #[tokio::test]

@@ -10,11 +10,13 @@ use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::auth::{Access, Principal, Verdict};
+use crate::auth::{Access, AuthGuard, Principal, Verdict};
 use crate::error::ApiError;
+use crate::sessions::SessionOwner;
 use crate::state::AppState;
 
 /// A request whose token was accepted: the token as presented (`tquery`
@@ -34,14 +36,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
-            // A browser signed in by `templogin` carries its VM session.
+            // A browser signed in (the web panel, or `templogin`) carries a
+            // session.
             if let Some(session) = session_cookie(parts) {
-                let principal = state.sessions.principal(session).ok_or_else(|| {
-                    ApiError::Unauthorized("the session has expired; sign in again".to_owned())
-                })?;
                 return Ok(Caller {
                     token: String::new(),
-                    principal,
+                    principal: session_principal(state, session)?,
                 });
             }
             return Err(ApiError::Unauthorized(
@@ -61,31 +61,60 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .ok_or_else(|| {
                 ApiError::Unauthorized("Authorization must be: Bearer <token>".to_owned())
             })?;
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        match state.auth.verify(&state.store, client, token)? {
-            Verdict::Accepted(principal) => Ok(Caller {
-                token: token.to_owned(),
-                principal,
-            }),
-            Verdict::Rejected => Err(ApiError::Unauthorized("invalid token".to_owned())),
-            Verdict::Expired(name) => Err(ApiError::Unauthorized(format!(
-                "token {name:?} has expired"
-            ))),
-            Verdict::Throttled => Err(ApiError::TooManyRequests(
-                "too many invalid tokens from this address; try again later".to_owned(),
-            )),
-        }
+        let principal = verify_token(state, client_address(&parts.extensions), token)?;
+        Ok(Caller {
+            token: token.to_owned(),
+            principal,
+        })
     }
 }
 
-/// The value of the VM session cookie, if the request carries one.
+/// The address the request came from (unspecified when unknown).
+pub fn client_address(extensions: &Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// Whom a presented token stands for; wrong guesses count against `client`.
+pub fn verify_token(state: &AppState, client: IpAddr, token: &str) -> Result<Principal, ApiError> {
+    match state.auth.verify(&state.store, client, token)? {
+        Verdict::Accepted(principal) => Ok(principal),
+        Verdict::Rejected => Err(ApiError::Unauthorized("invalid token".to_owned())),
+        Verdict::Expired(name) => Err(expired(&name)),
+        Verdict::Throttled => Err(ApiError::TooManyRequests(
+            "too many invalid tokens from this address; try again later".to_owned(),
+        )),
+    }
+}
+
+fn expired(name: &str) -> ApiError {
+    ApiError::Unauthorized(format!("token {name:?} has expired"))
+}
+
+/// Whom a session cookie stands for now: a VM's customer, or the token the
+/// browser signed in with as it stands (revoked: the session has ended).
+fn session_principal(state: &AppState, session: &str) -> Result<Principal, ApiError> {
+    let ended = || ApiError::Unauthorized("the session has ended; sign in again".to_owned());
+    match state.sessions.owner(session).ok_or_else(ended)? {
+        SessionOwner::Vm(principal) => Ok(principal),
+        SessionOwner::Token(hash) => match AuthGuard::verify_hash(&state.store, &hash)? {
+            Some(Verdict::Accepted(principal)) => Ok(principal),
+            Some(Verdict::Expired(name)) => Err(expired(&name)),
+            Some(Verdict::Rejected | Verdict::Throttled) | None => Err(ended()),
+        },
+    }
+}
+
+/// The value of the session cookie, if the request carries one.
 fn session_cookie(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+    session_cookie_value(&parts.headers)
+}
+
+/// The value of the session cookie in `headers`, if any.
+pub fn session_cookie_value(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())

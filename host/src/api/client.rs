@@ -568,7 +568,7 @@ pub async fn temptoken(
     path = "/api/client/templogin",
     tag = "client",
     summary = "Sign a customer's browser in with a temptoken (no Bearer token)",
-    description = "302 to the VM's page (its console, or its detail), setting the session cookie \
+    description = "302 to the VM's page of the web panel (`/#/vm/<hs>/<vm>`), setting the session cookie \
                    `openidcs_session` (HttpOnly, Secure, SameSite=Strict). A used, expired or \
                    unknown token is 401.",
     params(TempLoginQuery),
@@ -578,13 +578,8 @@ pub async fn templogin(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<TempLoginQuery>,
 ) -> Result<Response, ApiError> {
-    let signed_in = signon::temp_login(&state, &query.token).await?;
-    let cookie = format!(
-        "{}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
-        crate::sessions::COOKIE,
-        signed_in.session,
-        signed_in.max_age_s
-    );
+    let signed_in = signon::temp_login(&state, &query.token)?;
+    let cookie = super::web::session_cookie(&signed_in.session, signed_in.max_age_s);
     Ok((
         StatusCode::FOUND,
         [

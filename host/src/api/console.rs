@@ -146,10 +146,11 @@ async function start() {
 start();
 "#;
 
-/// Scripts only from this origin; the websocket and `fetch` only to it.
+/// Scripts only from this origin; the websocket and `fetch` only to it;
+/// framed only by this origin (the web panel embeds it).
 const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
     img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; \
-    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
 
 fn no_store_headers() -> [(axum::http::HeaderName, HeaderValue); 3] {
     [

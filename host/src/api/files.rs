@@ -14,7 +14,7 @@
 //! change it), so `ServeDir` is built per request: it is a path and a few
 //! flags, nothing to cache.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -108,6 +108,30 @@ pub async fn serve(
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     }
     response
+}
+
+/// A directory of the repository's files (Swagger UI, the web panel):
+/// `$variable` when set, else `in_repo` below the repository next to the
+/// binary (`target/<profile>/`), else where the binary was built; the first
+/// that holds `probe`.
+pub fn repo_dir(variable: &str, in_repo: &str, probe: &str) -> Option<PathBuf> {
+    if let Some(directory) = std::env::var_os(variable) {
+        return Some(PathBuf::from(directory));
+    }
+    let next_to_binary = std::env::current_exe().ok().and_then(|binary| {
+        binary
+            .parent()?
+            .parent()?
+            .parent()
+            .map(|root| root.join(in_repo))
+    });
+    let built_from = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|root| root.join(in_repo));
+    [next_to_binary, built_from]
+        .into_iter()
+        .flatten()
+        .find(|directory| directory.join(probe).is_file())
 }
 
 /// What ServeDir answers for a file it cannot serve.

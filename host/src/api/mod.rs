@@ -6,12 +6,14 @@ pub mod auth;
 pub mod client;
 pub mod console;
 pub mod envelope;
+pub mod events;
 pub mod extract;
 pub mod files;
 pub mod openapi;
 pub mod panel;
 pub mod server;
 pub mod system;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -97,7 +99,9 @@ fn protected_routes() -> [(RouteAccess, Routes); 5] {
         .routes(routes!(client::status))
         .routes(routes!(client::natget))
         .routes(routes!(client::iplist))
-        .routes(routes!(client::pxyget));
+        .routes(routes!(client::pxyget))
+        // Narrowed to the caller's hosts or VM by the handler itself.
+        .routes(routes!(events::events));
     let operate = OpenApiRouter::new()
         .routes(routes!(client::create))
         .routes(routes!(client::update))
@@ -250,11 +254,24 @@ fn public_routes() -> Routes {
         .routes(routes!(openapi::docs_asset).layer(files::file_headers("public, max-age=3600")))
         .routes(routes!(client::upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)))
         .routes(routes!(client::templogin))
+        // The browser's session: the token in the body, or the cookie, is
+        // the credential.
+        .routes(routes!(
+            web::session_open,
+            web::session_view,
+            web::session_close
+        ))
 }
 
-/// The web console: the one-time ticket is the credential (not in the API document).
-fn console_routes() -> Router<Arc<AppState>> {
+/// The web console (the one-time ticket is the credential) and the web
+/// panel's files; not in the API document.
+fn page_routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/", get(web::index))
+        .route(
+            "/panel/{name}",
+            get(web::asset).layer(files::file_headers("no-cache")),
+        )
         .route("/console/", get(console::page))
         .route("/console/console.js", get(console::script))
         .route("/console/session", post(console::session))
@@ -297,7 +314,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         auth::require_token,
     ));
     let (api, _document) = protected.merge(public).split_for_parts();
-    api.merge(console_routes())
+    api.merge(page_routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

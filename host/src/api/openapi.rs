@@ -259,26 +259,9 @@ pub const UI_DIR_VARIABLE: &str = "OPENIDCS_SWAGGER_UI_DIR";
 const UI_DIR_IN_REPO: &str = "host/swagger-ui/node_modules/swagger-ui-dist";
 
 /// The `swagger-ui-dist` directory: `$OPENIDCS_SWAGGER_UI_DIR`, else the
-/// repository's (next to the binary in `target/<profile>/`, else where it
-/// was built).
+/// repository's.
 fn ui_dir() -> Option<PathBuf> {
-    if let Some(directory) = std::env::var_os(UI_DIR_VARIABLE) {
-        return Some(PathBuf::from(directory));
-    }
-    let next_to_binary = std::env::current_exe().ok().and_then(|binary| {
-        binary
-            .parent()?
-            .parent()?
-            .parent()
-            .map(|root| root.join(UI_DIR_IN_REPO))
-    });
-    let built_from = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(|root| root.join(UI_DIR_IN_REPO));
-    [next_to_binary, built_from]
-        .into_iter()
-        .flatten()
-        .find(|directory| directory.join("swagger-ui-bundle.js").is_file())
+    super::files::repo_dir(UI_DIR_VARIABLE, UI_DIR_IN_REPO, "swagger-ui-bundle.js")
 }
 
 fn ui_missing() -> ApiError {

@@ -5,6 +5,7 @@
 //! own: every layer above imports it.
 
 pub mod console;
+pub mod event;
 pub mod host;
 pub mod network;
 pub mod panel;

@@ -65,3 +65,35 @@ impl utoipa::PartialSchema for Null {
 }
 
 impl ToSchema for Null {}
+
+/// Where a task is: recorded, running, or finished one way or the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Done => "done",
+            TaskState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TaskState> {
+        [
+            TaskState::Queued,
+            TaskState::Running,
+            TaskState::Done,
+            TaskState::Failed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
+}

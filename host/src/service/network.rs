@@ -765,9 +765,7 @@ pub fn upload(
         return Err(ServiceError::NotFound(format!("no NIC with MAC {mac:?}")));
     }
     sample.check()?;
-    state
-        .store
-        .sample_insert(&record.host, &record.vm_uuid, "upload", &sample)?;
+    super::vms::record_sample(state, &record.host, &record.vm_uuid, "upload", &sample)?;
     // The traffic the guest reports counts towards its quota like the
     // poller's.
     let host = super::hosts::get(state, &record.host)?;

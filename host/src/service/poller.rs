@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::error::ServiceResult;
 use super::hosts::{self, Host, percent_of, round2};
-use super::traffic;
+use super::{traffic, vms};
 use crate::model::Sample;
 use crate::plugin::bindings::VmCounters;
 use crate::state::AppState;
@@ -96,12 +96,8 @@ async fn poll_host(
         };
         let key = (host.name.clone(), usage.vm_uuid.clone());
         let sample = sample_from(&usage, previous.get(&key), now);
-        state
-            .store
-            .sample_insert(&host.name, &usage.vm_uuid, "poller", &sample)?;
-        state
-            .store
-            .vm_set_power(&host.name, &usage.vm_uuid, usage.power.as_str())?;
+        vms::record_sample(state, &host.name, &usage.vm_uuid, "poller", &sample)?;
+        vms::record_power(state, &host.name, &usage.vm_uuid, usage.power.into())?;
         traffic::account(state, host, record, sample.flu_usage)?;
         previous.insert(
             key,

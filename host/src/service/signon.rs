@@ -1,7 +1,7 @@
 //! Single sign-on from a billing panel: `temptoken` issues a single-use
 //! token for one VM, `templogin` trades it for a VM session (a cookie the
 //! API then accepts for that VM's customer routes only) and sends the
-//! browser to the VM's page: its console, where the VM has one.
+//! browser to the VM's page of the web panel.
 
 use std::time::UNIX_EPOCH;
 
@@ -36,7 +36,7 @@ pub struct SignedIn {
 }
 
 /// Redeem a sign-on token (once) for a session of its VM.
-pub async fn temp_login(state: &AppState, token: &str) -> ServiceResult<SignedIn> {
+pub fn temp_login(state: &AppState, token: &str) -> ServiceResult<SignedIn> {
     let (host, vm) = state.sessions.redeem(token).ok_or_else(|| {
         ServiceError::Unauthorized(
             "token: this sign-on link is used, expired or unknown; open it again from the panel"
@@ -46,14 +46,11 @@ pub async fn temp_login(state: &AppState, token: &str) -> ServiceResult<SignedIn
     let vm = vms::vm_ref(state, &host, &vm)?;
     let session = state
         .sessions
-        .open(&vm.host.name, vm.key())
+        .open_vm(&vm.host.name, vm.key())
         .map_err(|full| ServiceError::Conflict(full.to_string()))?;
-    // The VM's page: until the web panel, its console; a VM without one
-    // (stopped, or on a driver without displays) gets its detail.
-    let location = match vms::console_url(state, &vm).await {
-        Ok(console) => console.url,
-        Err(_) => format!("/api/client/detail/{}/{}", vm.host.name, vm.key()),
-    };
+    // The VM's page of the web panel (its customer page); names are
+    // [A-Za-z0-9_.-], nothing to escape.
+    let location = format!("/#/vm/{}/{}", vm.host.name, vm.key());
     Ok(SignedIn {
         session,
         max_age_s: state.sessions.session_seconds(),

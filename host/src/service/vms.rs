@@ -6,9 +6,10 @@ use std::sync::Arc;
 use super::error::{ErrorKind, ServiceError, ServiceResult};
 use super::hosts::{self, Host};
 use super::{provision, traffic};
+use crate::model::event::{Event, PowerEvent, SampleEvent};
 use crate::model::{
-    ConsoleUrl, PanelStatus, Patch, PowerAnswer, PowerCommand, PowerStatus, SampleView, ScanAnswer,
-    VmDetail, VmSettings, VmStatusAnswer, VmView, rules,
+    ConsoleUrl, PanelStatus, Patch, PowerAnswer, PowerCommand, PowerStatus, Sample, SampleView,
+    ScanAnswer, VmDetail, VmSettings, VmStatusAnswer, VmView, rules,
 };
 use crate::plugin::bindings::{PowerState, VmInfo, VmSpec};
 use crate::state::AppState;
@@ -264,9 +265,7 @@ pub async fn create(
                 &stored,
                 &info.domain_uuid,
             )?;
-            state
-                .store
-                .vm_set_power(&host.name, &record.vm_uuid, info.power.as_str())?;
+            record_power(&state, &host.name, &record.vm_uuid, info.power.into())?;
             Ok(view(&record, &info))
         }
         Err(error) => {
@@ -382,9 +381,7 @@ pub async fn power(
                 .await?
         }
     };
-    state
-        .store
-        .vm_set_power(&vm.host.name, vm.key(), power.as_str())?;
+    record_power(&state, &vm.host.name, vm.key(), power.into())?;
     Ok(PowerAnswer {
         power_status: power.into(),
     })
@@ -455,9 +452,7 @@ pub async fn scan(state: Arc<AppState>, host: Host, prefix: String) -> ServiceRe
         );
         match inserted {
             Ok(_) => {
-                state
-                    .store
-                    .vm_set_power(&host.name, &info.vm_uuid, info.power.as_str())?;
+                record_power(&state, &host.name, &info.vm_uuid, info.power.into())?;
                 added.push(info.vm_uuid);
             }
             Err(StoreError::Conflict(_)) => {}
@@ -505,4 +500,41 @@ mod tests {
         .expect_err("errors inside the map still show");
         assert!(error.to_string().contains("invalid type"), "{error}");
     }
+}
+
+/// Store a VM's power state; a change is published to the event streams.
+pub fn record_power(
+    state: &AppState,
+    host: &str,
+    vm_uuid: &str,
+    power: PowerStatus,
+) -> ServiceResult<()> {
+    if state.store.vm_set_power(host, vm_uuid, power.as_str())? {
+        state.events.publish(Event::Power(PowerEvent {
+            hs_name: host.to_owned(),
+            vm_uuid: vm_uuid.to_owned(),
+            power_status: power,
+        }));
+    }
+    Ok(())
+}
+
+/// Store a VM's new sample and publish it to the event streams.
+pub fn record_sample(
+    state: &AppState,
+    host: &str,
+    vm_uuid: &str,
+    source: &str,
+    sample: &Sample,
+) -> ServiceResult<()> {
+    state.store.sample_insert(host, vm_uuid, source, sample)?;
+    state.events.publish(Event::Sample(SampleEvent {
+        hs_name: host.to_owned(),
+        vm_uuid: vm_uuid.to_owned(),
+        sample: SampleView {
+            sample: sample.clone(),
+            source: source.to_owned(),
+        },
+    }));
+    Ok(())
 }

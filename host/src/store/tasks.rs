@@ -4,36 +4,7 @@ use rusqlite::{Row, params};
 
 use super::{Store, StoreResult, format_ms, now_ms, off_reactor};
 use crate::model::TaskEntry;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskState {
-    Queued,
-    Running,
-    Done,
-    Failed,
-}
-
-impl TaskState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Queued => "queued",
-            TaskState::Running => "running",
-            TaskState::Done => "done",
-            TaskState::Failed => "failed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<TaskState> {
-        [
-            TaskState::Queued,
-            TaskState::Running,
-            TaskState::Done,
-            TaskState::Failed,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == text)
-    }
-}
+pub use crate::model::task::TaskState;
 
 #[derive(Clone, Debug)]
 pub struct NewTask {

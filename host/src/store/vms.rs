@@ -284,13 +284,15 @@ impl Store {
         })
     }
 
-    pub fn vm_set_power(&self, host: &str, vm_uuid: &str, power_status: &str) -> StoreResult<()> {
+    /// Store a VM's power state; whether it changed.
+    pub fn vm_set_power(&self, host: &str, vm_uuid: &str, power_status: &str) -> StoreResult<bool> {
         off_reactor(|| {
-            self.connection().execute(
-                "UPDATE vms SET power_status = ?3 WHERE host = ?1 AND vm_uuid = ?2",
+            let changed = self.connection().execute(
+                "UPDATE vms SET power_status = ?3 \
+                 WHERE host = ?1 AND vm_uuid = ?2 AND power_status IS NOT ?3",
                 params![host, vm_uuid, power_status],
             )?;
-            Ok(())
+            Ok(changed > 0)
         })
     }
 

@@ -10,6 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::Events;
+use crate::model::event::{Event, TaskEvent};
+use crate::model::task::TaskState;
 use crate::model::task::{Null, RunningState};
 use crate::model::{Finished, Mutation, Removal, TaskRunning};
 use crate::service::{ErrorKind, ServiceError};
@@ -17,24 +20,50 @@ use crate::store::{LogLevel, NewLog, NewTask, Store};
 
 pub struct Tasks {
     store: Arc<Store>,
+    events: Events,
     wait: Duration,
 }
 
 tokio::task_local! {
     /// The warnings noted while a task's work runs ([`note_warning`]).
     static WARNINGS: RefCell<Vec<String>>;
-    /// The store and id of the task this code runs in ([`progress`]).
-    static CURRENT: (Arc<Store>, i64);
+    /// The task this code runs in ([`progress`]).
+    static CURRENT: Current;
 }
 
 /// Record how far the task this code runs in got (a reinstall's steps), so
 /// `GET /api/system/tasks` shows it while it runs. Outside a task, nothing.
 pub fn progress(percent: u8, step: &str) {
-    let _ = CURRENT.try_with(|(store, task_id)| {
-        if let Err(error) = store.task_progress(*task_id, percent, step) {
+    let _ = CURRENT.try_with(|current| {
+        let task_id = current.task_id;
+        if let Err(error) = current.store.task_progress(task_id, percent, step) {
             tracing::warn!(task_id, "cannot record the task's progress: {error}");
         }
+        current.publish(TaskState::Running, percent, step);
     });
+}
+
+/// A running task: where its record is and whom to tell of its changes.
+#[derive(Clone)]
+struct Current {
+    store: Arc<Store>,
+    events: Events,
+    task_id: i64,
+    task: NewTask,
+}
+
+impl Current {
+    fn publish(&self, state: TaskState, progress: u8, message: &str) {
+        self.events.publish(Event::Task(TaskEvent {
+            task_id: self.task_id,
+            state,
+            actions: self.task.actions.clone(),
+            hs_name: self.task.host.clone(),
+            vm_uuid: self.task.vm_uuid.clone(),
+            progress,
+            message: message.to_owned(),
+        }));
+    }
 }
 
 /// Note a warning for the answer of the task this code runs in: an engine
@@ -65,8 +94,12 @@ pub struct TaskFailed {
 }
 
 impl Tasks {
-    pub fn new(store: Arc<Store>, wait: Duration) -> Tasks {
-        Tasks { store, wait }
+    pub fn new(store: Arc<Store>, events: Events, wait: Duration) -> Tasks {
+        Tasks {
+            store,
+            events,
+            wait,
+        }
     }
 
     /// Record a task, run `work` to its end on its own tokio task, and wait
@@ -86,11 +119,19 @@ impl Tasks {
             error: error.into(),
         })?;
         let store = self.store.clone();
+        let current = Current {
+            store: store.clone(),
+            events: self.events.clone(),
+            task_id,
+            task: task.clone(),
+        };
+        current.publish(TaskState::Queued, 0, "");
         let handle = tokio::spawn(async move {
             if let Err(error) = store.task_start(task_id) {
                 tracing::error!(task_id, "cannot mark the task running: {error}");
             }
-            let current = (store.clone(), task_id);
+            current.publish(TaskState::Running, 0, "");
+            let finished = current.clone();
             let (result, warnings) = WARNINGS
                 .scope(
                     RefCell::new(Vec::new()),
@@ -107,6 +148,12 @@ impl Tasks {
             if let Err(error) = store.task_finish(task_id, success, &message) {
                 tracing::error!(task_id, "cannot record the end of the task: {error}");
             }
+            let end = if success {
+                TaskState::Done
+            } else {
+                TaskState::Failed
+            };
+            finished.publish(end, 100, &message);
             if let Err(error) = &result {
                 let level = if error.kind() == ErrorKind::Fault {
                     LogLevel::Error

@@ -1,0 +1,306 @@
+// Drives the web panel in Debian's headless Chromium for tests/tests/panel.rs
+// and prints one JSON report line: {steps, failures, console, screenshots}.
+// The Rust test starts the server and reads the report; this script checks
+// what only a browser can see and reports each step's result.
+//
+// Environment: PANEL_BASE (https URL), PANEL_TOKEN (admin token), PANEL_HOST
+// (a host of the server), PANEL_TEMPLOGIN (a templogin URL for VM
+// PANEL_CUSTOMER_VM), PANEL_OTHER_VM (another VM of the host), PANEL_NAT
+// (1: NAT works on this server), PANEL_SHOTS (screenshot directory).
+
+import { readFileSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (value === undefined) { console.error(`${name} is not set`); process.exit(2); }
+  return value;
+};
+const base = env('PANEL_BASE');
+const token = env('PANEL_TOKEN');
+const host = env('PANEL_HOST');
+const templogin = env('PANEL_TEMPLOGIN');
+const customerVm = env('PANEL_CUSTOMER_VM');
+const otherVm = env('PANEL_OTHER_VM');
+const natWorks = env('PANEL_NAT') === '1';
+const uploadKey = env('PANEL_UPLOAD_KEY');
+const customerMac = env('PANEL_CUSTOMER_MAC');
+const shots = env('PANEL_SHOTS');
+
+const report = { steps: [], failures: [], console: [], screenshots: [] };
+function check(step, ok, detail = '') {
+  report.steps.push(`${ok ? 'ok' : 'FAILED'}: ${step}${detail ? ` (${detail})` : ''}`);
+  if (!ok) report.failures.push(`${step}${detail ? `: ${detail}` : ''}`);
+}
+
+// Every key the panel uses is in both languages, and both have the same keys.
+const { STRINGS } = await import(new URL('../../host/panel/i18n.js', import.meta.url));
+const appSource = readFileSync(new URL('../../host/panel/app.js', import.meta.url), 'utf8');
+const used = [...appSource.matchAll(/\bt\('([A-Za-z.]+)'/g)].map((match) => match[1]);
+const english = Object.keys(STRINGS.en).sort();
+const chinese = Object.keys(STRINGS['zh-CN']).sort();
+check('en and zh-CN have the same keys', JSON.stringify(english) === JSON.stringify(chinese),
+  [...english.filter((key) => !chinese.includes(key)), ...chinese.filter((key) => !english.includes(key))].join(', '));
+const missing = used.filter((key) => !(key in STRINGS.en));
+check('every t() key of app.js is translated', missing.length === 0, missing.join(', '));
+// The product's name stays as it is.
+const untranslated = english.filter((key) => key !== 'brand' && STRINGS.en[key] === STRINGS['zh-CN'][key] && /[a-z]{4,}/.test(STRINGS.en[key]));
+check('no English text left in zh-CN', untranslated.length === 0, untranslated.join(', '));
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+  timeout: 60_000,
+});
+
+/** A new browser context (its own cookies) with console and error capture. */
+async function open(viewport, locale = 'en-US') {
+  const context = await browser.newContext({ viewport, locale, ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  page.on('console', (message) => {
+    if (message.type() === 'error' || message.type() === 'warning') report.console.push(`${message.type()}: ${message.text()}`);
+  });
+  page.on('pageerror', (error) => report.console.push(`pageerror: ${error}`));
+  page.on('requestfailed', (request) => {
+    // An event stream cut by navigation or sign-out is no failure.
+    if (!request.url().includes('/api/system/events')) report.console.push(`requestfailed: ${request.url()} ${request.failure()?.errorText}`);
+  });
+  return { context, page };
+}
+
+async function shot(page, name) {
+  const path = `${shots}/${name}.png`;
+  await page.screenshot({ path, fullPage: true });
+  report.screenshots.push(path);
+}
+
+const ready = (page) => page.waitForFunction(() => document.documentElement.dataset.ready === 'yes', null, { timeout: 30_000 });
+async function go(page, hash) {
+  await page.evaluate((target) => { location.hash = target; }, hash);
+  await page.waitForTimeout(50);
+  await ready(page);
+}
+const text = (page, selector) => page.textContent(selector, { timeout: 10_000 });
+const fits = (page) => page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
+
+/** Tab through the page: every visible control must receive the focus. */
+async function keyboardReach(page) {
+  const controls = await page.evaluate(() => {
+    const all = [...document.querySelectorAll('a[href], button, input, select, textarea, iframe')];
+    all.forEach((element, index) => { element.dataset.kbd = String(index); });
+    return all.filter((element) => element.offsetParent !== null && !element.disabled).map((element) => element.dataset.kbd);
+  });
+  await page.evaluate(() => document.activeElement?.blur());
+  const reached = new Set();
+  for (let press = 0; press < controls.length * 2 + 10; press += 1) {
+    await page.keyboard.press('Tab');
+    const focused = await page.evaluate(() => document.activeElement?.dataset.kbd);
+    if (focused !== undefined) reached.add(focused);
+    if (reached.size >= controls.length) break;
+  }
+  return controls.filter((id) => !reached.has(id)).length === 0 ? [] : controls.filter((id) => !reached.has(id));
+}
+
+try {
+  // ---------------------------------------------------------------- operator, 1280×800
+  const { context, page } = await open({ width: 1280, height: 800 });
+  await page.goto(`${base}/`, { waitUntil: 'load' });
+  await ready(page);
+  check('signed out: the sign-in form', await page.isVisible('#field-token'));
+  await shot(page, 'sign-in');
+  await page.fill('#field-token', 'not-the-token-at-all');
+  await page.press('#field-token', 'Enter');
+  await page.waitForFunction(() => document.querySelector('.login .form-error')?.textContent !== '', null, { timeout: 10_000 });
+  check('a wrong token is refused on the form', (await text(page, '.login .form-error')).includes('token'), await text(page, '.login .form-error'));
+  await page.fill('#field-token', token);
+  await page.press('#field-token', 'Enter');
+  await page.waitForSelector('.cards article', { timeout: 30_000 });
+  await ready(page);
+  const cookies = await context.cookies();
+  const cookie = cookies.find((item) => item.name === 'openidcs_session');
+  check('the session is an HttpOnly, Secure, SameSite=Strict cookie', Boolean(cookie && cookie.httpOnly && cookie.secure && cookie.sameSite === 'Strict'), JSON.stringify(cookie));
+  check('no token kept in web storage', await page.evaluate((secret) => !JSON.stringify({ ...localStorage }).includes(secret) && !JSON.stringify({ ...sessionStorage }).includes(secret), token));
+  await page.waitForFunction(() => !document.querySelector('.cards')?.textContent.includes('…'), null, { timeout: 30_000 });
+  check('the host card shows usage', (await text(page, `article[data-host="${host}"]`)).includes('%'));
+  await shot(page, 'hosts');
+
+  // The create form: a wrong field first, then a VM.
+  await page.click(`a[href="#/host/${host}"]`);
+  await ready(page);
+  await page.click(`a[href="#/host/${host}/new"]`);
+  await ready(page);
+  await page.fill('#field-vm_uuid', 'panel1');
+  await page.fill('#field-cpu_num', '0');
+  await page.fill('#field-mem_num', '64');
+  await page.fill('#field-hdd_num', '0');
+  await page.click('form button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#error-cpu_num')?.textContent !== '', null, { timeout: 10_000 });
+  const fieldError = await text(page, '#error-cpu_num');
+  check('a wrong field shows the API\'s message beside it', fieldError.startsWith('cpu_num:'), fieldError);
+  check('the wrong field is marked invalid', (await page.getAttribute('#field-cpu_num', 'aria-invalid')) === 'true');
+  await shot(page, 'create-error');
+  await page.fill('#field-cpu_num', '1');
+  await page.fill('#field-os_pass', 'panel-pass-1');
+  await page.click('form button[type=submit]');
+  await page.waitForSelector('#power', { timeout: 60_000 });
+  await ready(page);
+  check('created: the VM page', (await text(page, 'h1')).includes('panel1'));
+  await shot(page, 'vm');
+
+  // The list shows the VM start without a reload: the start comes from
+  // another client (the API), the list hears it on the event stream.
+  await go(page, `#/host/${host}`);
+  const rowPower = () => text(page, 'tr[data-vm="panel1"] .power');
+  check('the list shows panel1 stopped', (await rowPower()).includes('stopped'), await rowPower());
+  await page.evaluate(() => { window.notReloaded = true; });
+  const started = await page.evaluate(async ([hs]) => {
+    const answer = await fetch(`/api/client/powers/${hs}/panel1`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ action: 'start' }) });
+    return answer.status;
+  }, [host]);
+  check('started through the API', started === 200, String(started));
+  await page.waitForFunction(() => document.querySelector('tr[data-vm="panel1"] .power')?.textContent.includes('running'), null, { timeout: 15_000 })
+    .then(() => check('the list shows it running without a reload', true), () => check('the list shows it running without a reload', false));
+  check('the page was not reloaded', await page.evaluate(() => window.notReloaded === true));
+  await shot(page, 'host-vms');
+
+  // The VM page: power buttons, NAT add and delete.
+  await go(page, `#/vm/${host}/panel1`);
+  check('the VM page shows it running', await page.evaluate(() => document.documentElement.dataset.power === 'running'));
+  await page.click('button[data-action="pause"]');
+  await page.waitForFunction(() => document.documentElement.dataset.power === 'paused', null, { timeout: 15_000 })
+    .then(() => check('pause from the page', true), () => check('pause from the page', false));
+  await page.click('button[data-action="resume"]');
+  await page.waitForFunction(() => document.documentElement.dataset.power === 'running', null, { timeout: 15_000 })
+    .then(() => check('resume from the page', true), () => check('resume from the page', false));
+  if (natWorks) {
+    await page.fill('#nat-add [name=wan_port]', '20080');
+    await page.fill('#nat-add [name=lan_port]', '80');
+    await page.fill('#nat-add [name=nat_tips]', 'web');
+    await page.click('#nat-add button[type=submit]');
+    await page.waitForSelector('#nat tr[data-index]', { timeout: 15_000 });
+    const listed = await text(page, '#nat .list');
+    check('a NAT rule added from the page is listed', listed.includes('20080') && listed.includes(':80'), listed);
+    await shot(page, 'vm-nat');
+    await page.click('#nat tr[data-index] button.danger');
+    await page.waitForFunction(() => !document.querySelector('#nat tr[data-index]'), null, { timeout: 15_000 })
+      .then(() => check('the NAT rule deleted from the page is gone', true), () => check('the NAT rule deleted from the page is gone', false));
+  } else {
+    report.steps.push('skipped: NAT add/delete (PANEL_NAT is not 1: no nft here)');
+  }
+  const unreached = await keyboardReach(page);
+  check('every control of the VM page is reachable by keyboard', unreached.length === 0, unreached.join(','));
+
+  // zh-CN and back.
+  await page.selectOption('#language', 'zh-CN');
+  await ready(page);
+  check('zh-CN: the page is in Chinese', (await page.getAttribute('html', 'lang')) === 'zh-CN' && (await text(page, 'h1')).includes('虚拟机'), await text(page, 'h1'));
+  await shot(page, 'vm-zh-CN');
+  await go(page, '#/hosts');
+  check('zh-CN: the navigation is in Chinese', (await text(page, 'header nav')).includes('主机'));
+  await shot(page, 'hosts-zh-CN');
+  await page.selectOption('#language', 'en');
+  await ready(page);
+  check('back to English', (await text(page, 'header nav')).includes('Hosts'));
+
+  // Tasks and logs, filtered.
+  await go(page, '#/tasks');
+  check('tasks list the create', (await text(page, 'main table')).includes('create'));
+  await page.selectOption('#filters [name=state]', 'done');
+  await page.click('#filters button[type=submit]');
+  await ready(page);
+  const states = await page.$$eval('main tbody .state', (cells) => cells.map((cell) => cell.textContent));
+  check('the tasks filter keeps done tasks only', states.length > 0 && states.every((state) => state === 'done'), states.join(','));
+  await shot(page, 'tasks');
+  await go(page, '#/logs');
+  check('the logs page lists records', await page.isVisible('main table'));
+  await shot(page, 'logs');
+
+  // Sign out: the session ends, the sign-in form shows.
+  await page.click('#sign-out');
+  await page.waitForSelector('#field-token', { timeout: 10_000 });
+  const afterSignOut = await page.evaluate(async () => (await (await fetch('/api/system/session')).json()).data);
+  check('signed out: no session', afterSignOut === null, JSON.stringify(afterSignOut));
+  await context.close();
+
+  // ---------------------------------------------------------------- phone, 390×844
+  const phone = await open({ width: 390, height: 844 }, 'zh-CN');
+  await phone.page.goto(`${base}/`, { waitUntil: 'load' });
+  await ready(phone.page);
+  check('a Chinese browser gets zh-CN', (await phone.page.getAttribute('html', 'lang')) === 'zh-CN');
+  await phone.page.fill('#field-token', token);
+  await phone.page.press('#field-token', 'Enter');
+  await phone.page.waitForSelector('.cards article', { timeout: 30_000 });
+  await ready(phone.page);
+  check('390×844: the hosts page fits', await fits(phone.page));
+  await shot(phone.page, 'phone-hosts');
+  await go(phone.page, `#/vm/${host}/panel1`);
+  check('390×844: the VM page fits', await fits(phone.page));
+  await shot(phone.page, 'phone-vm');
+  await go(phone.page, `#/host/${host}/new`);
+  check('390×844: the create form fits', await fits(phone.page));
+  await shot(phone.page, 'phone-create');
+  await phone.context.close();
+
+  // ---------------------------------------------------------------- the customer, by templogin
+  const customer = await open({ width: 1280, height: 800 });
+  await customer.page.goto(templogin, { waitUntil: 'load' });
+  await ready(customer.page);
+  await customer.page.waitForSelector('#power', { timeout: 30_000 });
+  check('templogin lands on the VM page', customer.page.url().endsWith(`/#/vm/${host}/${customerVm}`), customer.page.url());
+  check('the customer page shows its VM', (await text(customer.page, 'h1')).includes(customerVm));
+  check('the customer page has no operator navigation', !(await customer.page.isVisible('header nav')));
+  check('the customer page has no reinstall or delete', !(await customer.page.isVisible('#reinstall')) && !(await customer.page.isVisible('button:has-text("Delete this VM")')));
+  const foreign = await customer.page.evaluate(async ([hs, other]) => {
+    const statuses = [];
+    for (const path of [`/api/client/detail/${hs}/${other}`, `/api/client/powers/${hs}/${other}`, '/api/server/listup']) {
+      const answer = await fetch(path, { method: path.includes('powers') ? 'POST' : 'GET', headers: { 'content-type': 'application/json' }, body: path.includes('powers') ? '{"action":"stop"}' : undefined });
+      statuses.push(answer.status);
+    }
+    return statuses;
+  }, [host, otherVm]);
+  check('the customer session gets 403 on another VM and on hosts', foreign.every((status) => status === 403), foreign.join(','));
+  // The charts: drawn from the history (two samples), and a new sample
+  // (the VM's upload) arrives live.
+  const charts = await customer.page.evaluate(() => {
+    const canvases = [...document.querySelectorAll('.chart canvas')];
+    const drawn = canvases.filter((canvas) => {
+      const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+      for (let index = 3; index < data.length; index += 4) if (data[index] !== 0) return true;
+      return false;
+    });
+    return { canvases: canvases.length, drawn: drawn.length, points: document.querySelector('.charts')?.dataset.points };
+  });
+  check('four charts drawn from the history', charts.canvases === 4 && charts.drawn === 4 && charts.points === '2', JSON.stringify(charts));
+  const uploaded = await customer.page.evaluate(async ([key, mac]) => (await fetch(`/api/client/upload?nic=${mac}`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-upload-key': key },
+    body: JSON.stringify({ ac_status: 'running', cpu_total: 1, cpu_usage: 77, mem_total: 64, mem_usage: 48, hdd_total: 0, hdd_usage: 0, flu_usage: 3, network_u: 1, network_d: 4 }),
+  })).status, [uploadKey, customerMac]);
+  check('the VM uploads a sample', uploaded === 200, String(uploaded));
+  await customer.page.waitForFunction(() => document.querySelector('.charts')?.dataset.points === '3', null, { timeout: 15_000 })
+    .then(() => check('the new sample reaches the charts live', true), () => check('the new sample reaches the charts live', false));
+  // Any address shows its own VM only.
+  await go(customer.page, `#/vm/${host}/${otherVm}`);
+  check('another VM\'s address still shows its own VM', (await text(customer.page, 'h1')).includes(customerVm));
+  const customerUnreached = await keyboardReach(customer.page);
+  check('every control of the customer page is reachable by keyboard', customerUnreached.length === 0, customerUnreached.join(','));
+  await shot(customer.page, 'customer');
+  await customer.context.close();
+} catch (error) {
+  report.failures.push(`the drive stopped: ${error.stack || error}`);
+} finally {
+  await browser.close();
+}
+
+// The browser logs each refused request it made on purpose: one 401 (the
+// wrong token), one 400 (the wrong field), three 403 (the customer's
+// foreign calls). Anything else in the console is an error of the panel.
+const expected = [401, 400, 403, 403, 403];
+const unexpected = report.console.filter((line) => {
+  const match = /status of (\d{3})/.exec(line);
+  const index = match ? expected.indexOf(Number(match[1])) : -1;
+  if (index >= 0) { expected.splice(index, 1); return false; }
+  return true;
+});
+check('no errors in the browser console', unexpected.length === 0, unexpected.join(' | '));
+console.log(JSON.stringify(report));
