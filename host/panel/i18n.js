@@ -1,4 +1,4 @@
-// The panel's strings in English and Simplified Chinese: every key in both
+// The panel's (and the console page's) strings in English and Simplified Chinese: every key in both
 // (the browser test checks it, and that every key the panel uses is here).
 // `{0}`, `{1}` are the arguments of t(key, …).
 
@@ -158,6 +158,17 @@ export const STRINGS = {
     'state.info': 'info',
     'state.warn': 'warning',
     'state.error': 'error',
+    'console.loading': 'Loading',
+    'console.cad': 'Send Ctrl-Alt-Del',
+    'console.noTicket': 'No console ticket: open the console from the panel.',
+    'console.opening': 'Opening the console',
+    'console.unreachable': 'Cannot reach the server: {0}',
+    'console.refused': 'Console refused: {0}',
+    'console.connected': 'Connected: {0} on {1}',
+    'console.title': '{0} console',
+    'console.disconnected': 'Disconnected',
+    'console.lost': 'Connection lost',
+    'console.authFailed': 'VNC authentication failed: {0}',
   },
   'zh-CN': {
     'brand': 'openidcs',
@@ -312,6 +323,17 @@ export const STRINGS = {
     'state.info': '信息',
     'state.warn': '警告',
     'state.error': '错误',
+    'console.loading': '加载中',
+    'console.cad': '发送 Ctrl-Alt-Del',
+    'console.noTicket': '没有控制台凭据：请从面板打开控制台。',
+    'console.opening': '正在打开控制台',
+    'console.unreachable': '无法连接服务器：{0}',
+    'console.refused': '控制台被拒绝：{0}',
+    'console.connected': '已连接：{1} 上的 {0}',
+    'console.title': '{0} 控制台',
+    'console.disconnected': '已断开',
+    'console.lost': '连接已中断',
+    'console.authFailed': 'VNC 认证失败：{0}',
   },
 };
 

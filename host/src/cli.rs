@@ -221,6 +221,7 @@ async fn serve(config: Config, config_path: PathBuf, overrides: Overrides) -> an
     let _ = state.bound_address.set(address);
     let base = state.public_base_url();
     println!("openidcs listening on {base}");
+    println!("web panel: {base}/ (sign in with the token)");
     tracing::info!("listening on {base}");
     for (endpoints, reason) in crate::service::system::endpoints_off(&state) {
         println!("off: {endpoints} ({reason})");

@@ -35,14 +35,16 @@ function check(step, ok, detail = '') {
 
 // Every key the panel uses is in both languages, and both have the same keys.
 const { STRINGS } = await import(new URL('../../host/panel/i18n.js', import.meta.url));
-const appSource = readFileSync(new URL('../../host/panel/app.js', import.meta.url), 'utf8');
+// The panel's script and the console page's (inside the server's source).
+const appSource = ['../../host/panel/app.js', '../../host/src/api/console.rs']
+  .map((path) => readFileSync(new URL(path, import.meta.url), 'utf8')).join('\n');
 const used = [...appSource.matchAll(/\bt\('([A-Za-z.]+)'/g)].map((match) => match[1]);
 const english = Object.keys(STRINGS.en).sort();
 const chinese = Object.keys(STRINGS['zh-CN']).sort();
 check('en and zh-CN have the same keys', JSON.stringify(english) === JSON.stringify(chinese),
   [...english.filter((key) => !chinese.includes(key)), ...chinese.filter((key) => !english.includes(key))].join(', '));
 const missing = used.filter((key) => !(key in STRINGS.en));
-check('every t() key of app.js is translated', missing.length === 0, missing.join(', '));
+check('every t() key of the panel and the console is translated', missing.length === 0, missing.join(', '));
 // The product's name stays as it is.
 const untranslated = english.filter((key) => key !== 'brand' && STRINGS.en[key] === STRINGS['zh-CN'][key] && /[a-z]{4,}/.test(STRINGS.en[key]));
 check('no English text left in zh-CN', untranslated.length === 0, untranslated.join(', '));

@@ -82,12 +82,17 @@ button { font: inherit; }
 /// The page's script. `data-console` on `<html>` tells tests (and styles)
 /// the state: `connecting`, `connected`, `disconnected` or `failed`.
 const SCRIPT: &str = r#"import RFB from './core/rfb.js';
+// The web panel's strings: the same language as the panel around it.
+import { t, language } from '/panel/i18n.js';
 
 const root = document.documentElement;
 const screen = document.getElementById('screen');
 const cad = document.getElementById('cad');
 const status = (text) => { document.getElementById('status').textContent = text; };
 const fail = (text) => { status(text); root.dataset.console = 'failed'; };
+root.lang = language();
+status(t('console.loading'));
+cad.textContent = t('console.cad');
 
 const ticket = new URLSearchParams(window.location.search).get('ticket');
 // The ticket is spent below; keep it out of the address bar and history.
@@ -95,11 +100,11 @@ window.history.replaceState(null, '', window.location.pathname);
 
 async function start() {
     if (!ticket) {
-        fail('No console ticket: open the console from the panel.');
+        fail(t('console.noTicket'));
         return;
     }
     root.dataset.console = 'connecting';
-    status('Opening the console');
+    status(t('console.opening'));
     let envelope;
     try {
         const answer = await fetch('session', {
@@ -111,11 +116,11 @@ async function start() {
         });
         envelope = await answer.json();
     } catch (error) {
-        fail('Cannot reach the server: ' + error);
+        fail(t('console.unreachable', error));
         return;
     }
     if (envelope.code !== 200) {
-        fail('Console refused: ' + envelope.msg);
+        fail(t('console.refused', envelope.msg));
         return;
     }
     const session = envelope.data;
@@ -124,13 +129,13 @@ async function start() {
     const rfb = new RFB(screen, url.href, { credentials: { password: session.password } });
     rfb.scaleViewport = true;
     rfb.addEventListener('connect', () => {
-        status('Connected: ' + session.vm_uuid + ' on ' + session.hs_name);
-        document.title = session.vm_uuid + ' console';
+        status(t('console.connected', session.vm_uuid, session.hs_name));
+        document.title = t('console.title', session.vm_uuid);
         root.dataset.console = 'connected';
         cad.disabled = false;
     });
     rfb.addEventListener('disconnect', (event) => {
-        status(event.detail.clean ? 'Disconnected' : 'Connection lost');
+        status(t(event.detail.clean ? 'console.disconnected' : 'console.lost'));
         root.dataset.console = 'disconnected';
         cad.disabled = true;
     });
@@ -138,7 +143,7 @@ async function start() {
         rfb.sendCredentials({ password: session.password });
     });
     rfb.addEventListener('securityfailure', (event) => {
-        fail('VNC authentication failed: ' + (event.detail.reason || event.detail.status));
+        fail(t('console.authFailed', event.detail.reason || event.detail.status));
     });
     cad.onclick = () => rfb.sendCtrlAltDel();
 }

@@ -467,41 +467,6 @@ pub async fn scan(state: Arc<AppState>, host: Host, prefix: String) -> ServiceRe
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::checked;
-    use crate::model::VmSettings;
-
-    /// What a PHP billing module sends: `[]` for empty maps, its own
-    /// 12-character password as vc_pass, `bridge` for a public NIC.
-    #[test]
-    fn checked_takes_what_panels_send() {
-        let settings: VmSettings = serde_json::from_str(
-            r#"{"vm_uuid": "php1", "vc_pass": "Abcdefgh1234", "hdd_all": [],
-                "nic_all": {"nic0": {"nic_type": "bridge"}}}"#,
-        )
-        .expect("[] is an empty map");
-        let settings = checked(settings).expect("accepted");
-        assert_eq!(settings.vc_pass, "Abcdefgh", "VNC reads the first 8");
-        assert_eq!(settings.nic_all["nic0"].nic_type, "pub");
-        let ipadd: crate::model::IpAddInput =
-            serde_json::from_str(r#"{"type": "bridge"}"#).expect("an ipadd body");
-        assert_eq!(ipadd.nic_type, "pub", "ipadd reads bridge the same way");
-        assert!(settings.hdd_all.is_empty());
-        let empty: VmSettings = serde_json::from_str(r#"{"vm_uuid": "php2", "nic_all": []}"#)
-            .expect("[] is an empty map");
-        assert!(empty.nic_all.is_empty());
-        let error = serde_json::from_str::<VmSettings>(r#"{"vm_uuid": "x", "nic_all": [1]}"#)
-            .expect_err("a non-empty list is not a map");
-        assert!(error.to_string().contains("a map"), "{error}");
-        let error = serde_json::from_str::<VmSettings>(
-            r#"{"vm_uuid": "x", "nic_all": {"nic0": {"ip4_addr": 5}}}"#,
-        )
-        .expect_err("errors inside the map still show");
-        assert!(error.to_string().contains("invalid type"), "{error}");
-    }
-}
-
 /// Store a VM's power state; a change is published to the event streams.
 pub fn record_power(
     state: &AppState,
@@ -537,4 +502,39 @@ pub fn record_sample(
         },
     }));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked;
+    use crate::model::VmSettings;
+
+    /// What a PHP billing module sends: `[]` for empty maps, its own
+    /// 12-character password as vc_pass, `bridge` for a public NIC.
+    #[test]
+    fn checked_takes_what_panels_send() {
+        let settings: VmSettings = serde_json::from_str(
+            r#"{"vm_uuid": "php1", "vc_pass": "Abcdefgh1234", "hdd_all": [],
+                "nic_all": {"nic0": {"nic_type": "bridge"}}}"#,
+        )
+        .expect("[] is an empty map");
+        let settings = checked(settings).expect("accepted");
+        assert_eq!(settings.vc_pass, "Abcdefgh", "VNC reads the first 8");
+        assert_eq!(settings.nic_all["nic0"].nic_type, "pub");
+        let ipadd: crate::model::IpAddInput =
+            serde_json::from_str(r#"{"type": "bridge"}"#).expect("an ipadd body");
+        assert_eq!(ipadd.nic_type, "pub", "ipadd reads bridge the same way");
+        assert!(settings.hdd_all.is_empty());
+        let empty: VmSettings = serde_json::from_str(r#"{"vm_uuid": "php2", "nic_all": []}"#)
+            .expect("[] is an empty map");
+        assert!(empty.nic_all.is_empty());
+        let error = serde_json::from_str::<VmSettings>(r#"{"vm_uuid": "x", "nic_all": [1]}"#)
+            .expect_err("a non-empty list is not a map");
+        assert!(error.to_string().contains("a map"), "{error}");
+        let error = serde_json::from_str::<VmSettings>(
+            r#"{"vm_uuid": "x", "nic_all": {"nic0": {"ip4_addr": 5}}}"#,
+        )
+        .expect_err("errors inside the map still show");
+        assert!(error.to_string().contains("invalid type"), "{error}");
+    }
 }
