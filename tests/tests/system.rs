@@ -358,8 +358,24 @@ async fn envelope_on_unknown_routes_methods_and_bad_json() {
     let (status, envelope) = server.call("GET", "/api/nowhere", None).await;
     assert_eq!(status, 404);
     assert!(envelope["data"].is_null());
-    let (status, _) = server.call("GET", "/", None).await;
+    let (status, _) = server.call("GET", "/index.php", None).await;
     assert_eq!(status, 404);
+    // `/` is the web panel's page.
+    let page = server
+        .client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(page.status(), 200);
+    let csp = page.headers().get("content-security-policy").cloned();
+    assert!(
+        csp.is_some_and(|csp| csp
+            .to_str()
+            .unwrap_or_default()
+            .contains("default-src 'none'")),
+        "the panel's page is served with its CSP"
+    );
     let (status, envelope) = server.call("DELETE", "/api/system/statis", None).await;
     assert_eq!(status, 405, "{envelope}");
     let (status, envelope) = server

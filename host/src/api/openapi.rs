@@ -407,10 +407,11 @@ mod tests {
         let operations = operations(&document);
         // 35 endpoints, the console counters, the 3 named-token routes, the
         // 15 billing-panel routes, temptoken and templogin, the OS image
-        // list, 19 aliases, 3 documentation routes.
+        // list, the event stream, the browser session's 3, 19 aliases, 3
+        // documentation routes.
         assert_eq!(
             operations.len(),
-            35 + 1 + 3 + 15 + 2 + 1 + 19 + 3,
+            35 + 1 + 3 + 15 + 2 + 1 + 1 + 3 + 19 + 3,
             "{:?}",
             operations
                 .iter()
@@ -441,6 +442,9 @@ mod tests {
                 &["upload_key", "upload_key_query"]
             } else if path == "/api/client/templogin" {
                 // Its query's single sign-on token is the credential.
+                &[]
+            } else if path == "/api/system/session" && method != "get" {
+                // Signing in (the token is in the body) and out.
                 &[]
             } else {
                 &["bearer"]
