@@ -12,7 +12,7 @@ APT_PACKAGES := pkg-config libvirt-dev libvirt-clients libvirt-daemon-system qem
 PLUGINS      := -p openidcs-plugin-libvirt
 TEST_PLUGINS := -p test-component-loop-forever -p test-component-memory-bomb \
                 -p test-component-panic -p test-component-nat-ungranted \
-                -p test-component-domain-xml
+                -p test-component-domain-xml -p test-component-http-probe
 CONFIG       ?= examples/openidcs.toml
 # The engine written in Python (componentize-py, pinned in the .venv).
 PYTHON_ENGINE := target/examples/python_engine.wasm
@@ -21,7 +21,7 @@ PYTHON_ENGINE := target/examples/python_engine.wasm
 HOST_PACKAGES := --workspace --exclude openidcs-plugin-libvirt \
                  --exclude test-component-loop-forever --exclude test-component-memory-bomb \
                  --exclude test-component-panic --exclude test-component-nat-ungranted \
-                 --exclude test-component-domain-xml
+                 --exclude test-component-domain-xml --exclude test-component-http-probe
 
 .PHONY: setup build plugins server examples run test lint bench clean test-image
 

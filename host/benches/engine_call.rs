@@ -23,6 +23,8 @@ fn scope() -> Arc<HostScope> {
         name_prefix: String::new(),
         allow_hostdev: false,
         images: String::new(),
+        api_credential: Default::default(),
+        tls_pin: None,
     })
 }
 
@@ -35,6 +37,7 @@ fn engine_call(criterion: &mut Criterion) {
     let store = Arc::new(Store::open(&directory.join("bench.db")).expect("store"));
     let capabilities = Arc::new(Capabilities {
         store,
+        http: Default::default(),
         libvirt: Arc::new(libvirt::LibvirtService::new()),
         nat: Arc::new(nat::NatService::new(None)),
         proxy: Arc::new(proxy::ProxyService::new(None, &directory)),

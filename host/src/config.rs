@@ -27,6 +27,9 @@ pub struct Config {
     pub logs: LogsConfig,
     #[serde(default)]
     pub traffic: TrafficConfig,
+    /// Budgets of the `http` grant's requests (per engine call).
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Port forwarding; absent: the nat capability answers `unsupported`.
     #[serde(default)]
     pub nat: Option<NatConfig>,
@@ -292,6 +295,43 @@ fn default_over_quota_mbps() -> u32 {
     1
 }
 
+/// What one engine call granted `http` may ask of its host's API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Requests in flight at once; one more is refused (`connection-limit-reached`).
+    #[serde(default = "default_http_concurrent")]
+    pub max_concurrent: usize,
+    /// Bytes of one response body; past it the body fails.
+    #[serde(default = "default_http_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Ceiling of the connect, first-byte and between-bytes timeouts.
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_concurrent: default_http_concurrent(),
+            max_response_bytes: default_http_response_bytes(),
+            timeout_ms: default_http_timeout_ms(),
+        }
+    }
+}
+
+fn default_http_concurrent() -> usize {
+    4
+}
+
+fn default_http_response_bytes() -> u64 {
+    16 << 20
+}
+
+fn default_http_timeout_ms() -> u64 {
+    30_000
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollerConfig {
@@ -398,10 +438,18 @@ pub enum Grant {
     Nat,
     Proxy,
     Log,
+    /// `wasi:http` outgoing requests to the host's own API (`caps::http`).
+    Http,
 }
 
 impl Grant {
-    pub const ALL: [Grant; 4] = [Grant::Libvirt, Grant::Nat, Grant::Proxy, Grant::Log];
+    pub const ALL: [Grant; 5] = [
+        Grant::Libvirt,
+        Grant::Nat,
+        Grant::Proxy,
+        Grant::Log,
+        Grant::Http,
+    ];
 
     /// The WIT interface name this grant opens (`openidcs:engine/<name>`).
     pub fn interface(self) -> &'static str {
@@ -410,6 +458,7 @@ impl Grant {
             Grant::Nat => "nat",
             Grant::Proxy => "proxy",
             Grant::Log => "log",
+            Grant::Http => "http",
         }
     }
 

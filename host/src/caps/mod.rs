@@ -7,6 +7,7 @@
 //! call. Scope comes from [`HostScope`], which the core builds from the stored
 //! host, never from an argument the plugin passes.
 
+pub mod http;
 pub mod libvirt;
 pub mod log;
 pub mod nat;
@@ -44,6 +45,11 @@ pub struct HostScope {
     /// `images_path`: the image storage, a storage pool's directory or a
     /// pool's name (empty: none). Engines read images, never write them.
     pub images: String,
+    /// What the `http` grant adds to the requests to `server_addr` (from
+    /// `server_user`/`server_pass`, which engines never see).
+    pub api_credential: http::ApiCredential,
+    /// `extend_data.tls_fingerprint`: the SHA-256 of the API's certificate.
+    pub tls_pin: Option<[u8; 32]>,
 }
 
 impl HostScope {
@@ -125,6 +131,7 @@ impl<T> NoTrap<T> for Result<T, CapError> {
 /// Services shared by all calls, built once at start.
 pub struct Capabilities {
     pub store: Arc<Store>,
+    pub http: crate::config::HttpConfig,
     pub libvirt: Arc<libvirt::LibvirtService>,
     pub nat: Arc<nat::NatService>,
     pub proxy: Arc<proxy::ProxyService>,
@@ -132,6 +139,7 @@ pub struct Capabilities {
 
 /// Per-call state of every capability; each host impl borrows only its own.
 pub struct CallCaps {
+    pub http: http::HttpCall,
     pub log: log::LogCall,
     pub libvirt: libvirt::LibvirtCall,
     pub nat: nat::NatCall,
@@ -145,6 +153,12 @@ impl CallCaps {
         host: Option<Arc<HostScope>>,
     ) -> CallCaps {
         CallCaps {
+            http: http::HttpCall::new(
+                capabilities.http.clone(),
+                capabilities.store.clone(),
+                plugin.clone(),
+                host.clone(),
+            ),
             log: log::LogCall::new(capabilities.store.clone(), plugin.clone(), host.clone()),
             libvirt: libvirt::LibvirtCall::new(capabilities.libvirt.clone(), host.clone()),
             nat: nat::NatCall::new(capabilities.nat.clone(), host.clone()),
@@ -178,6 +192,8 @@ pub fn link(linker: &mut Linker<CallState>, grants: &[Grant]) -> wasmtime::Resul
                     &mut state.caps.log
                 })?
             }
+            // wasi:http's own interfaces; the scope is `CallState`'s hooks.
+            Grant::Http => wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?,
         }
     }
     Ok(())

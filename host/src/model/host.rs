@@ -331,6 +331,14 @@ impl HostSettings {
             .collect()
     }
 
+    /// `extend_data.tls_fingerprint`: the SHA-256 fingerprint of an HTTPS
+    /// API's certificate (engines granted `http`).
+    pub fn tls_fingerprint(&self) -> Option<&str> {
+        self.extend_data
+            .get("tls_fingerprint")
+            .and_then(serde_json::Value::as_str)
+    }
+
     /// `extend_data.allow_hostdev`: PCI/USB passthrough allowed on this host.
     pub fn allow_hostdev(&self) -> bool {
         self.extend_data

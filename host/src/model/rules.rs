@@ -190,6 +190,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn http_api_addresses_are_host_and_port_and_sockets_are_listed() {
+        let policy = UriPolicy {
+            api_sockets: vec!["/run/docker.sock".to_owned()],
+            ..UriPolicy::default()
+        };
+        for allowed in [
+            "https://10.0.0.5:8006",
+            "https://pve.example.com:8006/",
+            "http://127.0.0.1:2375",
+            "http://[::1]:2375",
+            "unix:///run/docker.sock",
+        ] {
+            assert!(check_host_uri("f", allowed, &policy).is_ok(), "{allowed}");
+        }
+        for refused in [
+            "https://user@10.0.0.5:8006",
+            "https://10.0.0.5:8006/api2/json",
+            "http://10.0.0.5?x=1",
+            "http://-oProxy:80",
+            "http://10.0.0.5:0",
+            "unix:///run/podman/podman.sock",
+            "unix:///run/../run/docker.sock",
+            "unix://run/docker.sock",
+        ] {
+            assert!(check_host_uri("f", refused, &policy).is_err(), "{refused}");
+        }
+        assert!(
+            check_host_uri("f", "unix:///run/docker.sock", &UriPolicy::default()).is_err(),
+            "no socket unless the config file lists it"
+        );
+    }
+
+    #[test]
     fn multicast_macs_become_unicast() {
         assert_eq!(
             unicast_mac("93:d7:1a:02:4c:7e").as_deref(),
@@ -264,7 +297,15 @@ pub struct UriPolicy {
     /// only `test:///default`. A driver file's content shows in errors.
     #[serde(default)]
     pub test_files: bool,
+    /// `unix:///<path>` HTTP API sockets (engines granted `http`: Docker's
+    /// or Podman's) a host may name; none by default: such a socket is
+    /// often root on the machine.
+    #[serde(default)]
+    pub api_sockets: Vec<String>,
 }
+
+/// Schemes of a hypervisor's HTTP API (engines granted `http`).
+pub const API_SCHEMES: &[&str] = &["http", "https", "unix"];
 
 /// A host's `server_addr`: a libvirt URI of an allowed form.
 ///
@@ -274,7 +315,9 @@ pub struct UriPolicy {
 ///   (ssh checks the host key against known_hosts: `no_verify` is a
 ///   parameter, refused unless allowed);
 /// - query parameters only those the policy names; no percent-encoding
-///   (it would hide a parameter's name from this check).
+///   (it would hide a parameter's name from this check);
+/// - or an HTTP API: `http(s)://host[:port]` (no user, path or query), or
+///   `unix:///<path>` when the policy lists the socket.
 pub fn check_host_uri(field: &str, uri: &str, policy: &UriPolicy) -> Result<(), Invalid> {
     let refuse = |rule: String| Err(Invalid::new(field, rule));
     if uri
@@ -285,12 +328,15 @@ pub fn check_host_uri(field: &str, uri: &str, policy: &UriPolicy) -> Result<(), 
     }
     let Some((scheme, rest)) = uri.split_once("://") else {
         return refuse(format!(
-            "{uri:?} must be a URI with scheme one of {LIBVIRT_SCHEMES:?}"
+            "{uri:?} must be a URI with scheme one of {LIBVIRT_SCHEMES:?} or {API_SCHEMES:?}"
         ));
     };
+    if API_SCHEMES.contains(&scheme) {
+        return check_api_uri(field, scheme, rest, policy);
+    }
     if !LIBVIRT_SCHEMES.contains(&scheme) {
         return refuse(format!(
-            "{uri:?} must be a URI with scheme one of {LIBVIRT_SCHEMES:?}"
+            "{uri:?} must be a URI with scheme one of {LIBVIRT_SCHEMES:?} or {API_SCHEMES:?}"
         ));
     }
     let (location, query) = match rest.split_once('?') {
@@ -343,6 +389,32 @@ pub fn check_host_uri(field: &str, uri: &str, policy: &UriPolicy) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// An HTTP API's address (after `scheme://`).
+fn check_api_uri(field: &str, scheme: &str, rest: &str, policy: &UriPolicy) -> Result<(), Invalid> {
+    if scheme == "unix" {
+        let listed = policy.api_sockets.iter().any(|socket| socket == rest);
+        if !rest.starts_with('/') || rest.split('/').any(|part| part == "..") || !listed {
+            return Err(Invalid::new(
+                field,
+                format!(
+                    "unix://{rest} is not an API socket the config file allows ([libvirt] \
+                     api_sockets: {:?})",
+                    policy.api_sockets
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#']) {
+        return Err(Invalid::new(
+            field,
+            format!("{scheme}:// API address is host[:port] only, got {rest:?}"),
+        ));
+    }
+    check_uri_authority(field, authority, false)
 }
 
 /// `[user@]host[:port]` of a remote libvirt URI. Nothing may start with
@@ -445,7 +517,8 @@ mod uri_tests {
             "test://h/default",
             "lxc:///etc",
             "qemu:///system x",
-            "http://evil/",
+            "ftp://evil/",
+            "http://evil/path",
             "qemu",
         ] {
             check(uri, &strict, false);
@@ -457,6 +530,7 @@ mod uri_tests {
         let policy = UriPolicy {
             uri_params: vec!["keyfile".to_owned()],
             test_files: true,
+            ..UriPolicy::default()
         };
         check("qemu+ssh://h/system?keyfile=/root/.ssh/id", &policy, true);
         check("qemu+ssh://h/system?KEYFILE=/root/.ssh/id", &policy, true);

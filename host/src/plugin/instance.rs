@@ -11,6 +11,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::caps::CallCaps;
 
@@ -20,6 +21,7 @@ const CAPTURE_BYTES: usize = 64 * 1024;
 
 pub struct CallState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
     pub(crate) limits: MemoryCap,
     pub caps: CallCaps,
@@ -42,6 +44,7 @@ impl CallState {
             .build();
         CallState {
             wasi,
+            http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: MemoryCap {
                 max_bytes: memory_bytes,
@@ -59,6 +62,18 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+/// `wasi:http`, linked only for plugins granted `http`; every request goes
+/// through the `http` capability's scope check (`caps::http`).
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.caps.http,
         }
     }
 }

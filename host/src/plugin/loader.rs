@@ -160,6 +160,15 @@ pub fn check_interfaces(
     let mut imports = Vec::new();
     for (name, _) in component_type.imports(engine) {
         imports.push(name.to_owned());
+        if name.starts_with("wasi:http/") {
+            if !grants.contains(&Grant::Http) {
+                bail!(
+                    "plugin {plugin_name} imports {name} but is not granted \"http\"; add it to the \
+                     plugin's grants in the config to let it reach its hosts' APIs"
+                );
+            }
+            continue;
+        }
         if name.starts_with("wasi:") {
             continue;
         }

@@ -489,12 +489,18 @@ pub fn check_file(path: &std::path::Path) -> anyhow::Result<String> {
     }
     let all_grants = crate::config::Grant::ALL;
     let (wit_version, _) = loader::check_interfaces(&engine, &component, "(checked)", &all_grants)?;
-    let needed: Vec<&str> = component_type
+    let mut needed: Vec<&str> = component_type
         .imports(&engine)
         .filter_map(|(name, _)| name.strip_prefix("openidcs:engine/"))
         .filter_map(|rest| rest.split('@').next())
         .filter(|interface| *interface != "types")
         .collect();
+    if component_type
+        .imports(&engine)
+        .any(|(name, _)| name.starts_with("wasi:http/"))
+    {
+        needed.push(crate::config::Grant::Http.interface());
+    }
     report.push_str(&format!("wit version: {wit_version}\n"));
     report.push_str(&format!("grants needed: [{}]\n", needed.join(", ")));
     Ok(report)

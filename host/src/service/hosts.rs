@@ -36,6 +36,13 @@ impl HostRecord {
             name_prefix: settings.filter_name.clone(),
             allow_hostdev: settings.allow_hostdev(),
             images: settings.images_path.clone(),
+            api_credential: crate::caps::http::ApiCredential::from_settings(
+                &settings.server_user,
+                &settings.server_pass,
+            ),
+            tls_pin: settings
+                .tls_fingerprint()
+                .and_then(crate::caps::http::parse_fingerprint),
         })
     }
 

@@ -21,6 +21,8 @@ fn scope_with(uri: &str, storage_dir: &str, allow_hostdev: bool) -> HostScope {
         name_prefix: PREFIX.to_owned(),
         allow_hostdev,
         images: "/srv/images".to_owned(),
+        api_credential: Default::default(),
+        tls_pin: None,
     }
 }
 
@@ -393,6 +395,7 @@ fn uri_rules() {
     let loose = UriPolicy {
         uri_params: vec!["keyfile".to_owned()],
         test_files: false,
+        ..UriPolicy::default()
     };
     assert!(
         check_uri(
@@ -732,6 +735,7 @@ async fn one_connection_per_host_reopened_when_the_uri_changes() {
     service.set_policy(UriPolicy {
         uri_params: Vec::new(),
         test_files: true,
+        ..UriPolicy::default()
     });
     let node =
         std::env::temp_dir().join(format!("openidcs-libvirt-node-{}.xml", std::process::id()));

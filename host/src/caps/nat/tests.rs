@@ -32,6 +32,8 @@ pub(super) fn scope_of(name: &str, ports: std::ops::RangeInclusive<u16>) -> Host
         name_prefix: String::new(),
         allow_hostdev: false,
         images: String::new(),
+        api_credential: Default::default(),
+        tls_pin: None,
     }
 }
 

@@ -65,6 +65,8 @@ fn scope_named(name: &str) -> Arc<HostScope> {
         name_prefix: "oid-".to_owned(),
         allow_hostdev: false,
         images: String::new(),
+        api_credential: Default::default(),
+        tls_pin: None,
     })
 }
 

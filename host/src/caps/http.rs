@@ -1,0 +1,691 @@
+//! `wasi:http` outgoing requests, for engines granted `http` (engines of
+//! hypervisors with a network API: Docker/Podman, Proxmox, LXD, …).
+//!
+//! Scoped per call to the host the call is for: the only reachable API is
+//! that host's `server_addr` — `https://host:port`, `http://host:port`, or
+//! `unix:///path/to.sock` (addressed by the engine as `http://localhost`).
+//! A request anywhere else answers the guest `HTTP-request-denied` and
+//! writes a log record. The credentials stay with the host: `server_user`
+//! and `server_pass` become `Authorization: Basic`, `server_pass` alone
+//! `Authorization: Bearer`, added here (an engine never sees
+//! `server_pass`; whatever `Authorization` it sets is replaced). An `https`
+//! API is trusted by its certificate's SHA-256 fingerprint, pinned in the
+//! host's `extend_data.tls_fingerprint` (hypervisors' certificates are
+//! self-signed); without a pin, `https` is refused. Budgets per call (`[http]`):
+//! concurrent requests, response bytes, time.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::HostScope;
+use crate::config::HttpConfig;
+use crate::store::{LogLevel, NewLog, Store};
+
+type SendResult = Result<(http::Response<WasiBody>, IoDriver), Error>;
+type IoDriver = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+/// Where a host's API is, as `server_addr` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiAddress {
+    /// `http(s)://host:port`: the authority the engine must use, and
+    /// whether it is TLS.
+    Tcp { authority: String, tls: bool },
+    /// `unix:///path`: the engine uses `http://localhost`.
+    Unix(PathBuf),
+}
+
+impl ApiAddress {
+    /// `server_addr` as an HTTP API address; `None` for other forms (a
+    /// libvirt URI: such a host has no HTTP API).
+    pub fn parse(server_addr: &str) -> Option<ApiAddress> {
+        if let Some(path) = server_addr.strip_prefix("unix://") {
+            return path
+                .starts_with('/')
+                .then(|| ApiAddress::Unix(PathBuf::from(path)));
+        }
+        let (tls, rest) = if let Some(rest) = server_addr.strip_prefix("https://") {
+            (true, rest)
+        } else {
+            (false, server_addr.strip_prefix("http://")?)
+        };
+        let authority: http::uri::Authority = rest.trim_end_matches('/').parse().ok()?;
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        Some(ApiAddress::Tcp {
+            authority: format!("{}:{port}", authority.host().to_ascii_lowercase()),
+            tls,
+        })
+    }
+
+    /// Whether a request to `scheme://authority` is for this API.
+    fn admits(
+        &self,
+        scheme: Option<&http::uri::Scheme>,
+        authority: Option<&http::uri::Authority>,
+    ) -> bool {
+        let Some(authority) = authority else {
+            return false;
+        };
+        if authority.as_str().contains('@') {
+            return false;
+        }
+        let https = scheme == Some(&http::uri::Scheme::HTTPS);
+        match self {
+            ApiAddress::Unix(_) => !https && authority.host().eq_ignore_ascii_case("localhost"),
+            ApiAddress::Tcp {
+                authority: own,
+                tls,
+            } => {
+                let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+                *tls == https && format!("{}:{port}", authority.host().to_ascii_lowercase()) == *own
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ApiAddress::Unix(path) => format!("http://localhost (unix:{})", path.display()),
+            ApiAddress::Tcp { authority, tls } => {
+                format!("{}://{authority}", if *tls { "https" } else { "http" })
+            }
+        }
+    }
+}
+
+/// The credential the host adds to each request (its `Debug` shows the
+/// kind, never the secret).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum ApiCredential {
+    #[default]
+    None,
+    Basic {
+        user: String,
+        password: String,
+    },
+    Bearer(String),
+}
+
+impl std::fmt::Debug for ApiCredential {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            ApiCredential::None => "None",
+            ApiCredential::Basic { .. } => "Basic(…)",
+            ApiCredential::Bearer(_) => "Bearer(…)",
+        })
+    }
+}
+
+impl ApiCredential {
+    /// From `server_user`/`server_pass`: both → Basic, the password alone →
+    /// Bearer.
+    pub fn from_settings(user: &str, password: &str) -> ApiCredential {
+        match (user.is_empty(), password.is_empty()) {
+            (_, true) => ApiCredential::None,
+            (true, false) => ApiCredential::Bearer(password.to_owned()),
+            (false, false) => ApiCredential::Basic {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            },
+        }
+    }
+
+    fn header(&self) -> Option<http::HeaderValue> {
+        let value = match self {
+            ApiCredential::None => return None,
+            ApiCredential::Basic { user, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            ),
+            ApiCredential::Bearer(token) => format!("Bearer {token}"),
+        };
+        let mut value = http::HeaderValue::from_str(&value).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
+/// Per-call state of the `http` grant.
+pub struct HttpCall {
+    limits: HttpConfig,
+    store: Arc<Store>,
+    plugin: Arc<str>,
+    host: Option<Arc<HostScope>>,
+    /// The call's concurrent-request budget.
+    slots: Arc<Semaphore>,
+}
+
+impl HttpCall {
+    pub fn new(
+        limits: HttpConfig,
+        store: Arc<Store>,
+        plugin: Arc<str>,
+        host: Option<Arc<HostScope>>,
+    ) -> HttpCall {
+        let slots = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
+        HttpCall {
+            limits,
+            store,
+            plugin,
+            host,
+            slots,
+        }
+    }
+
+    /// Refuse a request: a log record, and the error the guest sees.
+    fn deny(&self, why: &str, error: Error) -> Box<dyn Future<Output = SendResult> + Send> {
+        let message = format!("plugin {}: HTTP request denied: {why}", self.plugin);
+        tracing::warn!("{message}");
+        let mut record = NewLog::new(LogLevel::Warn, format!("plugin:{}", self.plugin), message);
+        if let Some(host) = &self.host {
+            record = record.host(host.name.clone());
+        }
+        if let Err(store_error) = self.store.log_insert(&record) {
+            tracing::error!("cannot store a log record: {store_error}");
+        }
+        Box::new(async move { Err(error) })
+    }
+
+    fn options(&self, asked: Option<RequestOptions>) -> RequestOptions {
+        let ceiling = Duration::from_millis(self.limits.timeout_ms);
+        let within =
+            |wanted: Option<Duration>| Some(wanted.map_or(ceiling, |wanted| wanted.min(ceiling)));
+        let asked = asked.unwrap_or_default();
+        RequestOptions {
+            connect_timeout: within(asked.connect_timeout),
+            first_byte_timeout: within(asked.first_byte_timeout),
+            between_bytes_timeout: within(asked.between_bytes_timeout),
+        }
+    }
+}
+
+impl WasiHttpHooks for HttpCall {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        drop(fut);
+        let Some(host) = self.host.clone() else {
+            return self.deny("the call is for no host", Error::HttpRequestDenied);
+        };
+        let Some(address) = ApiAddress::parse(&host.uri) else {
+            return self.deny(
+                &format!(
+                    "host {} has no HTTP API (server_addr {:?})",
+                    host.name, host.uri
+                ),
+                Error::HttpRequestDenied,
+            );
+        };
+        let uri = request.uri();
+        if !address.admits(uri.scheme(), uri.authority()) {
+            let asked = format!(
+                "{}://{}",
+                uri.scheme_str().unwrap_or("?"),
+                uri.authority().map_or("?", |authority| authority.as_str())
+            );
+            return self.deny(
+                &format!(
+                    "{asked} is outside host {}, which reaches {} only",
+                    host.name,
+                    address.describe()
+                ),
+                Error::HttpRequestDenied,
+            );
+        }
+        let pin = match &address {
+            ApiAddress::Tcp { tls: true, .. } => match host.tls_pin {
+                Some(pin) => Some(pin),
+                None => {
+                    return self.deny(
+                        &format!(
+                            "host {} is https without a pinned certificate (extend_data.tls_fingerprint)",
+                            host.name
+                        ),
+                        Error::TlsCertificateError,
+                    );
+                }
+            },
+            _ => None,
+        };
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return self.deny(
+                &format!("more than {} requests at once", self.limits.max_concurrent),
+                Error::ConnectionLimitReached,
+            );
+        };
+        // The credential is the host's: whatever the engine set is replaced.
+        let headers = request.headers_mut();
+        headers.remove(http::header::AUTHORIZATION);
+        headers.remove(http::header::PROXY_AUTHORIZATION);
+        if let Some(value) = host.api_credential.header() {
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        let exchange = Exchange {
+            address,
+            pin,
+            options: self.options(options),
+            max_response_bytes: self.limits.max_response_bytes,
+        };
+        Box::new(exchange.send(request, permit))
+    }
+}
+
+/// One request on its own connection.
+struct Exchange {
+    address: ApiAddress,
+    pin: Option<[u8; 32]>,
+    options: RequestOptions,
+    max_response_bytes: u64,
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+impl Exchange {
+    async fn connect(&self) -> Result<Box<dyn Stream>, Error> {
+        let timeout = self
+            .options
+            .connect_timeout
+            .unwrap_or(Duration::from_secs(30));
+        let connect = async {
+            match &self.address {
+                ApiAddress::Unix(path) => tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(|stream| Box::new(stream) as Box<dyn Stream>)
+                    .map_err(Error::Connect),
+                ApiAddress::Tcp { authority, tls } => {
+                    let tcp = tokio::net::TcpStream::connect(authority)
+                        .await
+                        .map_err(Error::Connect)?;
+                    if !tls {
+                        return Ok(Box::new(tcp) as Box<dyn Stream>);
+                    }
+                    let pin = self.pin.ok_or(Error::TlsCertificateError)?;
+                    let connector = tokio_rustls::TlsConnector::from(pinned_tls(pin));
+                    // The pin is the trust; the name only has to be well formed.
+                    let name = rustls::pki_types::ServerName::try_from("api.openidcs.invalid")
+                        .map_err(|_| Error::TlsProtocolError)?;
+                    let stream = connector.connect(name, tcp).await.map_err(Error::Tls)?;
+                    Ok(Box::new(stream) as Box<dyn Stream>)
+                }
+            }
+        };
+        tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+    }
+
+    async fn send(
+        self,
+        mut request: http::Request<WasiBody>,
+        permit: OwnedSemaphorePermit,
+    ) -> SendResult {
+        let stream = self.connect().await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(Error::from)?;
+        let driver = tokio::spawn(connection);
+        // On the wire: the path only, and the Host the API expects.
+        let host = match &self.address {
+            ApiAddress::Unix(_) => "localhost".to_owned(),
+            ApiAddress::Tcp { authority, .. } => authority.clone(),
+        };
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |path| path.as_str())
+            .to_owned();
+        *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
+        if let Ok(value) = http::HeaderValue::from_str(&host) {
+            request.headers_mut().insert(http::header::HOST, value);
+        }
+        let first_byte = self
+            .options
+            .first_byte_timeout
+            .unwrap_or(Duration::from_secs(30));
+        let response = tokio::time::timeout(first_byte, sender.send_request(request))
+            .await
+            .map_err(|_| Error::ConnectionReadTimeout)?
+            .map_err(Error::from)?;
+        let budget = self.max_response_bytes;
+        let response = response.map(|incoming| {
+            Budgeted {
+                inner: incoming.map_err(Error::from).boxed_unsync(),
+                remaining: budget,
+                limit: budget,
+                _permit: permit,
+            }
+            .boxed_unsync()
+        });
+        let io: IoDriver = Box::new(async move {
+            match driver.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(Error::from(error)),
+                Err(_) => Err(Error::ConnectionTerminated),
+            }
+        });
+        Ok((response, io))
+    }
+}
+
+/// A response body that fails past `limit` bytes, and holds the call's
+/// request slot until it is read or dropped.
+struct Budgeted {
+    inner: WasiBody,
+    remaining: u64,
+    limit: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Body for Budgeted {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(context);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let length = data.len() as u64;
+            if length > self.remaining {
+                return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(self.limit)))));
+            }
+            self.remaining -= length;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A TLS client that trusts exactly the certificate whose SHA-256 is `pin`.
+fn pinned_tls(pin: [u8; 32]) -> Arc<rustls::ClientConfig> {
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(PinnedCertificate {
+        pin,
+        provider: provider.clone(),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|builder| {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth()
+        });
+    // The default protocol versions always exist for ring.
+    Arc::new(config.unwrap_or_else(|_| unreachable_config()))
+}
+
+fn unreachable_config() -> rustls::ClientConfig {
+    unreachable!("ring supports the safe default TLS versions")
+}
+
+#[derive(Debug)]
+struct PinnedCertificate {
+    pin: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if bool::from(subtle::ConstantTimeEq::ct_eq(&digest[..], &self.pin[..])) {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &rustls::pki_types::CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &rustls::pki_types::CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A SHA-256 fingerprint as hex, with or without colons (`openssl x509
+/// -fingerprint -sha256` prints it with).
+pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut pin = [0u8; 32];
+    for (index, byte) in pin.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok()?;
+    }
+    Some(pin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_hosts_own_authority_is_admitted() {
+        let api = ApiAddress::parse("https://10.0.0.5:8006/").expect("https");
+        let check = |uri: &str| {
+            let uri: http::Uri = uri.parse().expect("uri");
+            api.admits(uri.scheme(), uri.authority())
+        };
+        assert!(check("https://10.0.0.5:8006/api2/json/nodes"));
+        assert!(check("https://10.0.0.5:8006"));
+        assert!(!check("http://10.0.0.5:8006/"), "the scheme counts");
+        assert!(!check("https://10.0.0.5/"), "so does the port (443)");
+        assert!(!check("https://10.0.0.6:8006/"));
+        assert!(!check("https://user@10.0.0.5:8006/"), "no userinfo tricks");
+        let plain = ApiAddress::parse("http://Docker.Local").expect("http");
+        let uri: http::Uri = "http://docker.local:80/v1.41/info".parse().expect("uri");
+        assert!(plain.admits(uri.scheme(), uri.authority()));
+        let unix = ApiAddress::parse("unix:///run/docker.sock").expect("unix");
+        for (uri, admitted) in [
+            ("http://localhost/v1.41/containers/json", true),
+            ("https://localhost/", false),
+            ("http://127.0.0.1/", false),
+            ("http://example.com/", false),
+        ] {
+            let uri: http::Uri = uri.parse().expect("uri");
+            assert_eq!(
+                unix.admits(uri.scheme(), uri.authority()),
+                admitted,
+                "{uri}"
+            );
+        }
+        for no_api in [
+            "qemu:///system",
+            "test:///default",
+            "unix://relative.sock",
+            "https://u:p@h/",
+        ] {
+            assert_eq!(ApiAddress::parse(no_api), None, "{no_api}");
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_host_settings() {
+        assert_eq!(ApiCredential::from_settings("", ""), ApiCredential::None);
+        assert_eq!(
+            ApiCredential::from_settings("root", ""),
+            ApiCredential::None
+        );
+        let basic = ApiCredential::from_settings("root", "secret")
+            .header()
+            .expect("basic");
+        assert_eq!(basic, "Basic cm9vdDpzZWNyZXQ=");
+        assert!(basic.is_sensitive());
+        let bearer = ApiCredential::from_settings("", "tok")
+            .header()
+            .expect("bearer");
+        assert_eq!(bearer, "Bearer tok");
+    }
+
+    #[test]
+    fn fingerprints_parse_with_or_without_colons() {
+        let hex = "AB".repeat(32);
+        let colons = vec!["ab"; 32].join(":");
+        assert_eq!(parse_fingerprint(&hex), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint(&colons), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint("ab"), None);
+        assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
+    }
+
+    /// A TLS API on loopback with a fresh self-signed certificate; answers
+    /// one request per connection with 200 `pinned`.
+    async fn tls_api() -> (u16, [u8; 32]) {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        let der = made.cert.der().clone();
+        let pin: [u8; 32] = Sha256::digest(der.as_ref()).into();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![der], key)
+            .expect("pair");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = [0u8; 4096];
+                    let _ = stream.read(&mut head).await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\npinned")
+                        .await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        (port, pin)
+    }
+
+    async fn get_over_tls(
+        port: u16,
+        pin: [u8; 32],
+        max_response_bytes: u64,
+    ) -> Result<String, Error> {
+        let exchange = Exchange {
+            address: ApiAddress::Tcp {
+                authority: format!("127.0.0.1:{port}"),
+                tls: true,
+            },
+            pin: Some(pin),
+            options: RequestOptions {
+                connect_timeout: Some(Duration::from_secs(5)),
+                first_byte_timeout: Some(Duration::from_secs(5)),
+                between_bytes_timeout: Some(Duration::from_secs(5)),
+            },
+            max_response_bytes,
+        };
+        let body = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = http::Request::get(format!("https://127.0.0.1:{port}/version"))
+            .body(body)
+            .expect("request");
+        let permit = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("slot");
+        let (response, _io) = exchange.send(request, permit).await?;
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn an_https_api_is_trusted_by_its_pinned_certificate_only() {
+        let (port, pin) = tls_api().await;
+        assert_eq!(
+            get_over_tls(port, pin, 1024).await.expect("pinned"),
+            "pinned"
+        );
+        let mut wrong = pin;
+        wrong[0] ^= 1;
+        let refused = get_over_tls(port, wrong, 1024)
+            .await
+            .expect_err("another certificate");
+        assert!(matches!(refused, Error::Tls(_)), "{refused:?}");
+        // The response budget: 6 bytes do not fit in 4.
+        let cut = get_over_tls(port, pin, 4).await.expect_err("over budget");
+        assert!(
+            matches!(cut, Error::HttpResponseBodySize(Some(4))),
+            "{cut:?}"
+        );
+    }
+}
