@@ -45,14 +45,28 @@ fn engine_call(criterion: &mut Criterion) {
     let plugins = PluginRuntime::new(capabilities, directory.join("cache")).expect("runtime");
     let component = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/wasm32-wasip2/release/openidcs_plugin_libvirt.wasm");
-    runtime.block_on(plugins.load_all(&[PluginConfig {
-        name: "libvirt".to_owned(),
-        path: component,
-        grants: Grant::ALL.to_vec(),
-        memory_mb: 64,
-        timeout_ms: 30_000,
-        description: None,
-    }]));
+    // An engine of the http-engine shape (the http grant's test probe):
+    // its fresh-instance cost beside the libvirt engine's.
+    let http_engine = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/release/test_component_http_probe.wasm");
+    runtime.block_on(plugins.load_all(&[
+        PluginConfig {
+            name: "libvirt".to_owned(),
+            path: component,
+            grants: Grant::ALL.to_vec(),
+            memory_mb: 64,
+            timeout_ms: 30_000,
+            description: None,
+        },
+        PluginConfig {
+            name: "probe".to_owned(),
+            path: http_engine,
+            grants: vec![Grant::Http, Grant::Log],
+            memory_mb: 64,
+            timeout_ms: 30_000,
+            description: None,
+        },
+    ]));
     let target = EngineTarget {
         engine: "libvirt".to_owned(),
         scope: scope(),
@@ -64,6 +78,22 @@ fn engine_call(criterion: &mut Criterion) {
             .to_async(&runtime)
             .iter(|| async { plugins.bench_describe(&target).await.expect("describe") })
     });
+    let http_target = EngineTarget {
+        engine: "probe".to_owned(),
+        scope: scope(),
+        config: host_config(),
+    };
+    group.bench_function(
+        "fresh instance: describe (http engine, wasi:http linked)",
+        |bencher| {
+            bencher.to_async(&runtime).iter(|| async {
+                plugins
+                    .bench_describe(&http_target)
+                    .await
+                    .expect("describe")
+            })
+        },
+    );
     group.bench_function("fresh instance: vm-list (test driver)", |bencher| {
         bencher
             .to_async(&runtime)
