@@ -12,6 +12,7 @@
 
 pub mod cloudinit;
 pub mod domain;
+pub mod http;
 pub mod xml;
 
 #[doc(hidden)]

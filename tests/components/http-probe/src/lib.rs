@@ -1,10 +1,12 @@
 //! Test engine for the `http` grant: `host-status` asks its host's API
-//! (`server_addr`) for `/probe` with an `Authorization` of its own making,
-//! then tries another authority, and fails with a report of what happened
+//! (`server_addr`) for `/probe` through the SDK's `http::Api`, with an
+//! `Authorization` of its own making, then tries another authority with
+//! wasi:http directly, and fails with a report of what happened
 //! and of every field it was given, so the test can check that the host
 //! injected the credential, refused the other authority and never handed
 //! the engine `server_pass`.
 
+use openidcs_sdk::http::Api;
 use openidcs_sdk::{Engine, EngineInfo, Error, HostConfig, HostCounters, Result};
 use wasi::http::outgoing_handler;
 use wasi::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
@@ -71,9 +73,20 @@ impl Engine for HttpProbe {
             Some((address, port)) => format!("{address}:{}", port.parse::<u16>().unwrap_or(80) ^ 1),
             None => "127.0.0.1:1".to_owned(),
         };
+        let through_sdk = Api::of(&host).and_then(|api| {
+            api.request(
+                wasi::http::types::Method::Get,
+                "/probe",
+                &[("authorization", b"Bearer made-up-by-the-engine")],
+                None,
+            )
+        });
+        let own_answer = through_sdk
+            .map(|answer| (answer.status, String::from_utf8_lossy(&answer.body).into_owned()))
+            .map_err(|error| format!("{error:?}"));
         let report = format!(
             "own={:?} other={:?} given=[{} {} {} {}]",
-            get(own, "/probe"),
+            own_answer,
             get(&other, "/steal"),
             host.server_addr,
             host.server_user,
