@@ -126,7 +126,11 @@ impl Api {
                 .map_err(|error| Error::Invalid(format!("header {name}: {error:?}")))?;
         }
         let request = OutgoingRequest::new(fields);
-        let scheme = if self.https { Scheme::Https } else { Scheme::Http };
+        let scheme = if self.https {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
         request
             .set_method(&method)
             .and(request.set_scheme(Some(&scheme)))
@@ -134,7 +138,8 @@ impl Api {
             .and(request.set_path_with_query(Some(path)))
             .map_err(|()| Error::Invalid(format!("not a request path: {path:?}")))?;
         let outgoing = request.body().map_err(|()| failed("body of"))?;
-        let pending = outgoing_handler::handle(request, None).map_err(|error| refused(path, &error))?;
+        let pending =
+            outgoing_handler::handle(request, None).map_err(|error| refused(path, &error))?;
         if let Some(bytes) = body {
             let stream = outgoing.write().map_err(|()| failed("body stream of"))?;
             for chunk in bytes.chunks(WRITE_CHUNK) {

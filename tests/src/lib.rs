@@ -473,6 +473,45 @@ pub fn qemu_system_skip_reason() -> Option<String> {
     None
 }
 
+/// A script of `tests/browser/` (playwright-core driving Debian's
+/// Chromium), after an `npm ci` there when playwright-core is missing.
+pub fn browser_script(name: &str) -> PathBuf {
+    let directory = root().join("tests/browser");
+    if !directory.join("node_modules/playwright-core").exists() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&directory)
+            .status()
+            .expect("running npm ci");
+        assert!(status.success(), "npm ci in {}", directory.display());
+    }
+    directory.join(name)
+}
+
+/// Run a browser script (`node <script> …`, built by the caller) to its end
+/// within `timeout`: the JSON report it prints last, and its output.
+pub async fn browser_report(
+    mut command: tokio::process::Command,
+    timeout: Duration,
+) -> (Value, std::process::Output) {
+    let output = tokio::time::timeout(timeout, command.kill_on_drop(true).output())
+        .await
+        .unwrap_or_else(|_| panic!("the browser script finished within {timeout:?}"))
+        .expect("running node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report = stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no report from the browser script:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    (report, output)
+}
+
 /// A server with the libvirt engine and the host `kvm` on qemu:///system,
 /// managing domains named `oidcs-test-*` (the real-VM tests).
 pub async fn kvm_server() -> Server {

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use openidcs_tests::{
-    DomainCleanup, Server, kvm_server, plugin_toml, qemu_system_skip_reason, root,
+    DomainCleanup, Server, browser_report, browser_script, kvm_server, plugin_toml,
+    qemu_system_skip_reason, root,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -791,20 +792,6 @@ fn browser_skip_reason() -> Option<String> {
     qemu_system_skip_reason()
 }
 
-/// `npm ci` in tests/browser when playwright-core is not there yet.
-fn browser_driver() -> std::path::PathBuf {
-    let directory = root().join("tests/browser");
-    if !directory.join("node_modules/playwright-core").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&directory)
-            .status()
-            .expect("running npm ci");
-        assert!(status.success(), "npm ci in {}", directory.display());
-    }
-    directory.join("drive.mjs")
-}
-
 #[tokio::test]
 async fn a_real_vm_console_in_headless_chromium() {
     if let Some(reason) = browser_skip_reason() {
@@ -815,7 +802,7 @@ async fn a_real_vm_console_in_headless_chromium() {
         );
         return;
     }
-    let driver = browser_driver();
+    let driver = browser_script("drive.mjs");
     let _cleanup = DomainCleanup(REAL_VM);
     let server = kvm_server().await;
     let password = "pwcons01";
@@ -846,23 +833,10 @@ async fn a_real_vm_console_in_headless_chromium() {
     std::fs::create_dir_all(&artifacts).expect("tests/artifacts");
     let screenshot = artifacts.join("console.png");
     let _ = std::fs::remove_file(&screenshot);
-    let output = tokio::process::Command::new("node")
-        .arg(&driver)
-        .arg(&url)
-        .arg(&screenshot)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), output)
-        .await
-        .expect("the browser driver finished within 180 s")
-        .expect("running node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut node = tokio::process::Command::new("node");
+    node.arg(&driver).arg(&url).arg(&screenshot);
+    let (report, output) = browser_report(node, Duration::from_secs(180)).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no report from the driver:\n{stdout}\n{stderr}"));
     println!("browser report: {report}");
     assert!(output.status.success(), "{report}\n{stderr}");
     assert_eq!(report["state"], "connected", "noVNC connected: {report}");

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use openidcs_tests::netns::{self, Namespaces, PUBLIC_ADDRESS};
 use openidcs_tests::{
-    DomainCleanup, Server, kvm_server, plugin_toml, qemu_system_skip_reason, root,
+    DomainCleanup, Server, browser_report, browser_script, kvm_server, plugin_toml,
+    qemu_system_skip_reason, root,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CUSTOMER_MAC: &str = "52:54:00:e8:00:01";
@@ -38,20 +39,6 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-/// `npm ci` in tests/browser when playwright-core is not there yet.
-fn browser_driver() -> std::path::PathBuf {
-    let directory = root().join("tests/browser");
-    if !directory.join("node_modules/playwright-core").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&directory)
-            .status()
-            .expect("running npm ci");
-        assert!(status.success(), "npm ci in {}", directory.display());
-    }
-    directory.join("panel.mjs")
-}
-
 #[tokio::test]
 async fn the_panel_in_headless_chromium() {
     if let Some(reason) = skip_reason() {
@@ -62,7 +49,7 @@ async fn the_panel_in_headless_chromium() {
         );
         return;
     }
-    let driver = browser_driver();
+    let driver = browser_script("panel.mjs");
     // NAT needs nft, so root: in a network namespace of the test's own.
     let namespaces = netns::is_root().then(Namespaces::create);
     let nat = match &namespaces {
@@ -141,8 +128,8 @@ async fn the_panel_in_headless_chromium() {
     let shots = root().join("tests/artifacts/panel");
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).expect("tests/artifacts/panel");
-    let output = tokio::process::Command::new("node")
-        .arg(&driver)
+    let mut node = tokio::process::Command::new("node");
+    node.arg(&driver)
         .env("PANEL_BASE", &server.base)
         .env("PANEL_TOKEN", &server.token)
         .env("PANEL_HOST", "h1")
@@ -152,20 +139,9 @@ async fn the_panel_in_headless_chromium() {
         .env("PANEL_UPLOAD_KEY", &upload_key)
         .env("PANEL_CUSTOMER_MAC", CUSTOMER_MAC)
         .env("PANEL_NAT", if namespaces.is_some() { "1" } else { "0" })
-        .env("PANEL_SHOTS", &shots)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(300), output)
-        .await
-        .expect("the browser driver finished within 300 s")
-        .expect("running node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        .env("PANEL_SHOTS", &shots);
+    let (report, output) = browser_report(node, Duration::from_secs(300)).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("no report from the driver:\n{stdout}\n{stderr}"));
     for step in report["steps"].as_array().into_iter().flatten() {
         println!("{}", step.as_str().unwrap_or_default());
     }
@@ -233,7 +209,7 @@ async fn the_console_embedded_in_the_vm_page_draws() {
         );
         return;
     }
-    let driver = browser_driver().with_file_name("panel-console.mjs");
+    let driver = browser_script("panel-console.mjs");
     let _cleanup = DomainCleanup(CONSOLE_VM);
     let server = kvm_server().await;
     server
@@ -253,30 +229,14 @@ async fn the_console_embedded_in_the_vm_page_draws() {
     assert_eq!(started["power_status"], "running", "{started}");
     let shot = root().join("tests/artifacts/panel-console.png");
     let _ = std::fs::remove_file(&shot);
-    let output = tokio::process::Command::new("node")
-        .arg(&driver)
+    let mut node = tokio::process::Command::new("node");
+    node.arg(&driver)
         .env("PANEL_BASE", &server.base)
         .env("PANEL_TOKEN", &server.token)
         .env("PANEL_HOST", "kvm")
         .env("PANEL_VM", CONSOLE_VM)
-        .env("PANEL_SHOT", &shot)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), output)
-        .await
-        .expect("the browser driver finished within 180 s")
-        .expect("running node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "no report from the driver:\n{stdout}\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
+        .env("PANEL_SHOT", &shot);
+    let (report, _) = browser_report(node, Duration::from_secs(180)).await;
     println!("browser report: {report}");
     assert_eq!(report["failures"], json!([]), "{report}");
     assert_eq!(

@@ -82,7 +82,7 @@ pub async fn create(
 ) -> ApiResult<Mutation<HostView>> {
     rules::check_name("name", &body.name)?;
     service::check_engine(&state, &body.engine)?;
-    let settings = service::checked(&state, body.config)?;
+    let settings = service::checked(&state, &body.engine, body.config)?;
     let task_state = state.clone();
     let task = service::task("server-create", &body.name);
     let work = async move { service::create(&task_state, &body.name, &body.engine, &settings) };

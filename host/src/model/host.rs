@@ -170,10 +170,16 @@ fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Stri
 }
 
 impl HostSettings {
-    /// Check every rule; errors name `config.<field>`.
-    pub fn check(&self, uri_policy: &UriPolicy) -> Result<(), Invalid> {
+    /// Check every rule; errors name `config.<field>`. `http_api`: the
+    /// host's engine is granted `http`, so `server_addr` may be an HTTP API.
+    pub fn check(&self, uri_policy: &UriPolicy, http_api: bool) -> Result<(), Invalid> {
         if !self.server_addr.is_empty() {
-            check_host_uri("config.server_addr", &self.server_addr, uri_policy)?;
+            check_host_uri(
+                "config.server_addr",
+                &self.server_addr,
+                uri_policy,
+                http_api,
+            )?;
         }
         if !self.filter_name.is_empty() {
             check_name("config.filter_name", &self.filter_name)?;

@@ -202,7 +202,10 @@ mod tests {
             "http://[::1]:2375",
             "unix:///run/docker.sock",
         ] {
-            assert!(check_host_uri("f", allowed, &policy).is_ok(), "{allowed}");
+            assert!(
+                check_host_uri("f", allowed, &policy, true).is_ok(),
+                "{allowed}"
+            );
         }
         for refused in [
             "https://user@10.0.0.5:8006",
@@ -214,10 +217,13 @@ mod tests {
             "unix:///run/../run/docker.sock",
             "unix://run/docker.sock",
         ] {
-            assert!(check_host_uri("f", refused, &policy).is_err(), "{refused}");
+            assert!(
+                check_host_uri("f", refused, &policy, true).is_err(),
+                "{refused}"
+            );
         }
         assert!(
-            check_host_uri("f", "unix:///run/docker.sock", &UriPolicy::default()).is_err(),
+            check_host_uri("f", "unix:///run/docker.sock", &UriPolicy::default(), true).is_err(),
             "no socket unless the config file lists it"
         );
     }
@@ -316,9 +322,15 @@ pub const API_SCHEMES: &[&str] = &["http", "https", "unix"];
 ///   parameter, refused unless allowed);
 /// - query parameters only those the policy names; no percent-encoding
 ///   (it would hide a parameter's name from this check);
-/// - or an HTTP API: `http(s)://host[:port]` (no user, path or query), or
-///   `unix:///<path>` when the policy lists the socket.
-pub fn check_host_uri(field: &str, uri: &str, policy: &UriPolicy) -> Result<(), Invalid> {
+/// - or, when `http_api` (the host's engine is granted `http`), an HTTP API:
+///   `http(s)://host[:port]` (no user, path or query), or `unix:///<path>`
+///   when the policy lists the socket.
+pub fn check_host_uri(
+    field: &str,
+    uri: &str,
+    policy: &UriPolicy,
+    http_api: bool,
+) -> Result<(), Invalid> {
     let refuse = |rule: String| Err(Invalid::new(field, rule));
     if uri
         .chars()
@@ -332,6 +344,12 @@ pub fn check_host_uri(field: &str, uri: &str, policy: &UriPolicy) -> Result<(), 
         ));
     };
     if API_SCHEMES.contains(&scheme) {
+        if !http_api {
+            return refuse(format!(
+                "{uri:?} is an HTTP API address, for engines granted \"http\" only; this host's \
+                 engine speaks libvirt ({LIBVIRT_SCHEMES:?})"
+            ));
+        }
         return check_api_uri(field, scheme, rest, policy);
     }
     if !LIBVIRT_SCHEMES.contains(&scheme) {
@@ -477,7 +495,7 @@ mod uri_tests {
 
     #[track_caller]
     fn check(uri: &str, policy: &UriPolicy, allowed: bool) {
-        let answer = check_host_uri("server_addr", uri, policy);
+        let answer = check_host_uri("server_addr", uri, policy, false);
         assert_eq!(answer.is_ok(), allowed, "{uri}: {answer:?}");
     }
 

@@ -108,10 +108,23 @@ pub fn check_engine(state: &AppState, engine: &str) -> ServiceResult<()> {
     }
 }
 
-/// Check settings for a host; errors name `config.<field>`.
-pub fn checked(state: &AppState, settings: HostSettings) -> ServiceResult<HostSettings> {
-    settings.check(&state.config().libvirt)?;
+/// Check settings for a host of `engine`; errors name `config.<field>`.
+pub fn checked(
+    state: &AppState,
+    engine: &str,
+    settings: HostSettings,
+) -> ServiceResult<HostSettings> {
+    settings.check(&state.config().libvirt, speaks_http(state, engine))?;
     Ok(settings)
+}
+
+/// Whether `engine` is granted `http` (its hosts' `server_addr` is an API).
+pub fn speaks_http(state: &AppState, engine: &str) -> bool {
+    state
+        .config()
+        .plugins
+        .iter()
+        .any(|plugin| plugin.name == engine && plugin.grants.contains(&crate::config::Grant::Http))
 }
 
 /// Host status from raw counters, with CPU usage from the previous counters.
@@ -263,7 +276,7 @@ pub fn merged(state: &AppState, host: &Host, changes: Patch) -> ServiceResult<Ho
     let settings = changes.apply(&host.config, "config", |key, value| {
         !(key == "server_pass" && value.as_str() == Some(MASKED))
     })?;
-    checked(state, settings)
+    checked(state, &host.engine, settings)
 }
 
 pub fn update(

@@ -101,7 +101,10 @@ pub fn seed_hosts(state: &AppState) -> ServiceResult<()> {
             Err(other) => return Err(other.into()),
         }
         seed.config
-            .check(&config.libvirt)
+            .check(
+                &config.libvirt,
+                super::hosts::speaks_http(state, &seed.engine),
+            )
             .map_err(|invalid| invalid.within(&format!("config file host {:?}: ", seed.name)))?;
         state
             .store

@@ -200,7 +200,7 @@ fn check_uri(uri: &str, policy: &UriPolicy) -> Result<(), PluginError> {
     if uri.is_empty() {
         return Err(PluginError::Denied("host has no server_addr".to_owned()));
     }
-    rules::check_host_uri("server_addr", uri, policy)
+    rules::check_host_uri("server_addr", uri, policy, false)
         .map_err(|invalid| PluginError::Denied(invalid.to_string()))
 }
 

@@ -82,7 +82,12 @@ impl Engine for HttpProbe {
             )
         });
         let own_answer = through_sdk
-            .map(|answer| (answer.status, String::from_utf8_lossy(&answer.body).into_owned()))
+            .map(|answer| {
+                (
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body).into_owned(),
+                )
+            })
             .map_err(|error| format!("{error:?}"));
         let report = format!(
             "own={:?} other={:?} given=[{} {} {} {}]",
