@@ -473,6 +473,21 @@ pub fn qemu_system_skip_reason() -> Option<String> {
     None
 }
 
+/// Why browser scripts cannot run here, if they cannot: Debian's Chromium
+/// or node is missing.
+pub fn browser_skip_reason() -> Option<String> {
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    if !Path::new(CHROMIUM).exists() {
+        return Some(format!(
+            "{CHROMIUM} is missing (make setup installs chromium)"
+        ));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("node is missing".to_owned());
+    }
+    None
+}
+
 /// A script of `tests/browser/` (playwright-core driving Debian's
 /// Chromium), after an `npm ci` there when playwright-core is missing.
 pub fn browser_script(name: &str) -> PathBuf {

@@ -11,7 +11,6 @@
 //!   noVNC canvas connects and shows the firmware's screen; stopping the VM
 //!   closes a console.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -25,7 +24,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const NOVNC_DIR: &str = "/usr/share/novnc";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn config(console: &str) -> String {
     format!(
@@ -776,18 +774,13 @@ const REAL_VM: &str = "oidcs-test-console";
 
 /// Why this machine cannot run the browser test, if it cannot.
 fn browser_skip_reason() -> Option<String> {
-    if !std::path::Path::new(CHROMIUM).exists() {
-        return Some(format!(
-            "{CHROMIUM} is missing (make setup installs chromium)"
-        ));
+    if let Some(reason) = openidcs_tests::browser_skip_reason() {
+        return Some(reason);
     }
     if !std::path::Path::new(NOVNC_DIR).join("core/rfb.js").exists() {
         return Some(format!(
             "{NOVNC_DIR} is missing (make setup installs novnc)"
         ));
-    }
-    if Command::new("node").arg("--version").output().is_err() {
-        return Some("node is missing".to_owned());
     }
     qemu_system_skip_reason()
 }

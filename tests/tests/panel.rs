@@ -8,27 +8,20 @@
 //! screen go to `tests/artifacts/panel/`. The browser's checks are in
 //! `tests/browser/panel.mjs`; the server's state is checked here.
 
-use std::process::Command;
 use std::time::Duration;
 
 use openidcs_tests::netns::{self, Namespaces, PUBLIC_ADDRESS};
 use openidcs_tests::{
-    DomainCleanup, Server, browser_report, browser_script, kvm_server, plugin_toml,
-    qemu_system_skip_reason, root,
+    DomainCleanup, Server, browser_report, browser_script, browser_skip_reason, kvm_server,
+    plugin_toml, qemu_system_skip_reason, root,
 };
 use serde_json::json;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const CUSTOMER_MAC: &str = "52:54:00:e8:00:01";
 
 fn skip_reason() -> Option<String> {
-    if !std::path::Path::new(CHROMIUM).exists() {
-        return Some(format!(
-            "{CHROMIUM} is missing (make setup installs chromium)"
-        ));
-    }
-    if Command::new("node").arg("--version").output().is_err() {
-        return Some("node is missing".to_owned());
+    if let Some(reason) = browser_skip_reason() {
+        return Some(reason);
     }
     if !root()
         .join("host/panel/node_modules/uplot/dist/uPlot.esm.js")

@@ -185,10 +185,7 @@ pub async fn page() -> Response {
 pub async fn script() -> Response {
     (
         no_store_headers(),
-        [(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/javascript; charset=utf-8"),
-        )],
+        [(CONTENT_TYPE, HeaderValue::from_static(files::JAVASCRIPT))],
         SCRIPT,
     )
         .into_response()

@@ -26,6 +26,10 @@ use tower_http::set_header::{MakeHeaderValue, SetResponseHeaderLayer};
 
 use crate::error::ApiError;
 
+/// Content types of the scripts and style sheets served (with charsets).
+pub const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+pub const CSS: &str = "text/css; charset=utf-8";
+
 /// The noVNC subtrees the console page needs; nothing else of the package
 /// is served.
 const NOVNC_DIRS: [&str; 2] = ["core", "vendor"];
@@ -53,9 +57,9 @@ pub fn novnc_file(path: &str) -> Option<(&str, &'static str)> {
         .extension()?
         .to_str()?;
     let content_type = match extension {
-        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "js" | "mjs" => JAVASCRIPT,
         "json" => "application/json",
-        "css" => "text/css; charset=utf-8",
+        "css" => CSS,
         "png" => "image/png",
         "svg" => "image/svg+xml",
         "wasm" => "application/wasm",

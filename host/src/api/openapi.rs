@@ -242,12 +242,9 @@ pub async fn spec() -> Response {
 
 /// The files of `swagger-ui-dist` that `/api/docs` uses, with their types.
 const UI_FILES: &[(&str, &str)] = &[
-    ("swagger-ui.css", "text/css; charset=utf-8"),
-    ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
-    (
-        "swagger-ui-standalone-preset.js",
-        "text/javascript; charset=utf-8",
-    ),
+    ("swagger-ui.css", super::files::CSS),
+    ("swagger-ui-bundle.js", super::files::JAVASCRIPT),
+    ("swagger-ui-standalone-preset.js", super::files::JAVASCRIPT),
     ("favicon-32x32.png", "image/png"),
     ("favicon-16x16.png", "image/png"),
 ];

@@ -20,6 +20,7 @@ use super::auth::{Caller, client_address, session_cookie_value, verify_token};
 use super::envelope::ApiOk;
 use super::extract::{ApiJson, ApiPath};
 use super::files;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::model::Envelope;
 use crate::model::event::{SessionInput, SessionView};
@@ -30,8 +31,7 @@ use crate::state::AppState;
 pub const PANEL_DIR_VARIABLE: &str = "OPENIDCS_PANEL_DIR";
 const PANEL_DIR_IN_REPO: &str = "host/panel";
 
-const JS: &str = "text/javascript; charset=utf-8";
-const CSS: &str = "text/css; charset=utf-8";
+use files::{CSS, JAVASCRIPT as JS};
 
 /// What `/panel/<name>` serves: (name, path below the panel directory, type).
 const PANEL_FILES: &[(&str, &str, &str)] = &[
@@ -103,8 +103,7 @@ pub fn session_cookie(value: &str, max_age_s: u64) -> String {
     )
 }
 
-fn view(caller: &Caller) -> SessionView {
-    let principal = &caller.principal;
+fn view(principal: &Principal) -> SessionView {
     SessionView {
         name: principal.name.clone(),
         role: principal.role,
@@ -133,19 +132,16 @@ pub async fn session_open(
     extensions: Extensions,
     ApiJson(body): ApiJson<SessionInput>,
 ) -> Result<Response, ApiError> {
-    let principal = verify_token(&state, client_address(&extensions), body.token.trim())?;
+    let token = body.token.trim();
+    let principal = verify_token(&state, client_address(&extensions), token)?;
     let session = state
         .sessions
-        .open_token(body.token.trim())
+        .open_token(token)
         .map_err(|full| ApiError::TooManyRequests(full.to_string()))?;
-    let caller = Caller {
-        token: String::new(),
-        principal,
-    };
     let cookie = session_cookie(&session, state.sessions.session_seconds());
     Ok((
         [(SET_COOKIE, cookie), (CACHE_CONTROL, "no-store".to_owned())],
-        ApiOk(view(&caller)),
+        ApiOk(view(&principal)),
     )
         .into_response())
 }
@@ -173,7 +169,7 @@ pub async fn session_view(
         }
     }
     let caller = Caller::from_request_parts(&mut parts, &state).await?;
-    Ok(ApiOk(Some(view(&caller))))
+    Ok(ApiOk(Some(view(&caller.principal))))
 }
 
 #[utoipa::path(

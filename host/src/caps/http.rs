@@ -166,8 +166,9 @@ pub struct HttpCall {
     store: Arc<Store>,
     plugin: Arc<str>,
     host: Option<Arc<HostScope>>,
-    /// The call's concurrent-request budget.
-    slots: Arc<Semaphore>,
+    /// The call's concurrent-request budget, made at its first request
+    /// (most engine calls make none).
+    slots: Option<Arc<Semaphore>>,
 }
 
 impl HttpCall {
@@ -177,13 +178,12 @@ impl HttpCall {
         plugin: Arc<str>,
         host: Option<Arc<HostScope>>,
     ) -> HttpCall {
-        let slots = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
         HttpCall {
             limits,
             store,
             plugin,
             host,
-            slots,
+            slots: None,
         }
     }
 
@@ -265,7 +265,12 @@ impl WasiHttpHooks for HttpCall {
             },
             _ => None,
         };
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        let limit = self.limits.max_concurrent.max(1);
+        let slots = self
+            .slots
+            .get_or_insert_with(|| Arc::new(Semaphore::new(limit)))
+            .clone();
+        let Ok(permit) = slots.try_acquire_owned() else {
             return self.deny(
                 &format!("more than {} requests at once", self.limits.max_concurrent),
                 Error::ConnectionLimitReached,
@@ -319,7 +324,7 @@ impl Exchange {
                         return Ok(Box::new(tcp) as Box<dyn Stream>);
                     }
                     let pin = self.pin.ok_or(Error::TlsCertificateError)?;
-                    let connector = tokio_rustls::TlsConnector::from(pinned_tls(pin));
+                    let connector = tokio_rustls::TlsConnector::from(pinned_tls(pin)?);
                     // The pin is the trust; the name only has to be well formed.
                     let name = rustls::pki_types::ServerName::try_from("api.openidcs.invalid")
                         .map_err(|_| Error::TlsProtocolError)?;
@@ -426,7 +431,7 @@ impl Body for Budgeted {
 }
 
 /// A TLS client that trusts exactly the certificate whose SHA-256 is `pin`.
-fn pinned_tls(pin: [u8; 32]) -> Arc<rustls::ClientConfig> {
+fn pinned_tls(pin: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, Error> {
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(PinnedCertificate {
@@ -435,18 +440,11 @@ fn pinned_tls(pin: [u8; 32]) -> Arc<rustls::ClientConfig> {
     });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map(|builder| {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(verifier)
-                .with_no_client_auth()
-        });
-    // The default protocol versions always exist for ring.
-    Arc::new(config.unwrap_or_else(|_| unreachable_config()))
-}
-
-fn unreachable_config() -> rustls::ClientConfig {
-    unreachable!("ring supports the safe default TLS versions")
+        .map_err(|_| Error::TlsProtocolError)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[derive(Debug)]
