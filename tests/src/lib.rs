@@ -145,6 +145,15 @@ pub struct Server {
     pub startup: Vec<String>,
 }
 
+/// The client of the API calls: the server closes a connection idle for
+/// `header_read_timeout_s` (30 s); a pooled connection reused at that moment
+/// loses its request (`IncompleteMessage`), so the pool lets go first.
+pub fn api_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .pool_idle_timeout(Duration::from_secs(10))
+}
+
 impl Server {
     /// Start a server with `config` (TOML without `[server]`, which the
     /// harness writes) in a fresh data directory.
@@ -160,8 +169,7 @@ impl Server {
     pub fn start_https(config: &str) -> Server {
         let mut server = Server::start_with("[server]\ndata_dir = \"data\"\n\n", config);
         let pem = std::fs::read(server.data_dir().join("https/cert.pem")).expect("the certificate");
-        server.client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
+        server.client = api_client()
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
             .build()
@@ -219,10 +227,7 @@ impl Server {
             startup: Vec::new(),
             directory,
             output: mpsc::channel().1,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .expect("http client"),
+            client: api_client().build().expect("http client"),
         };
         server.launch();
         server

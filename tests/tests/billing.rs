@@ -65,7 +65,7 @@ async fn a_php_module_creates_operates_and_terminates_a_vm() {
         "",
     ));
     // curl with CURLOPT_SSL_VERIFYPEER off, as the modules do.
-    server.client = reqwest::Client::builder()
+    server.client = openidcs_tests::api_client()
         .danger_accept_invalid_certs(true)
         .build()
         .expect("client");
@@ -534,7 +534,7 @@ async fn a_php_module_reinstalls_forwards_and_publishes_on_a_full_host() {
             ""
         )
     ));
-    server.client = reqwest::Client::builder()
+    server.client = openidcs_tests::api_client()
         .danger_accept_invalid_certs(true)
         .build()
         .expect("client");
