@@ -8,8 +8,8 @@ CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
 APT_PACKAGES := pkg-config libvirt-dev libvirt-clients libvirt-daemon-system qemu-system-x86 \
                 nftables nginx-light iproute2 openssl curl novnc chromium \
-                python3-venv jq dnsmasq-base openssh-client sshpass
-PLUGINS      := -p openidcs-plugin-libvirt
+                python3-venv jq dnsmasq-base openssh-client sshpass docker.io
+PLUGINS      := -p openidcs-plugin-libvirt -p openidcs-plugin-oci
 TEST_PLUGINS := -p test-component-loop-forever -p test-component-memory-bomb \
                 -p test-component-panic -p test-component-nat-ungranted \
                 -p test-component-domain-xml -p test-component-http-probe
@@ -18,7 +18,7 @@ CONFIG       ?= examples/openidcs.toml
 PYTHON_ENGINE := target/examples/python_engine.wasm
 # Host-side packages, always selected together so that cargo resolves the
 # same features for `build`, `test` and `bench` and reuses every artifact.
-HOST_PACKAGES := --workspace --exclude openidcs-plugin-libvirt \
+HOST_PACKAGES := --workspace --exclude openidcs-plugin-libvirt --exclude openidcs-plugin-oci \
                  --exclude test-component-loop-forever --exclude test-component-memory-bomb \
                  --exclude test-component-panic --exclude test-component-nat-ungranted \
                  --exclude test-component-domain-xml --exclude test-component-http-probe
@@ -45,8 +45,8 @@ setup:
 	@[ -f host/swagger-ui/node_modules/swagger-ui-dist/swagger-ui-bundle.js ] || { \
 	  command -v npm >/dev/null || { echo "npm is missing (Debian: apt-get install npm)"; exit 1; }; \
 	  cd host/swagger-ui && npm ci --ignore-scripts --no-audit --no-fund; }
-	@# The web panel's charts (/): npm's uplot, served from disk; no install scripts.
-	@[ -f host/panel/node_modules/uplot/dist/uPlot.esm.js ] || (cd host/panel && npm ci --ignore-scripts --no-audit --no-fund)
+	@# The web panel's charts (/) and terminals: npm's uplot and xterm.js, served from disk; no install scripts.
+	@[ -f host/panel/node_modules/uplot/dist/uPlot.esm.js ] && [ -f host/panel/node_modules/@xterm/xterm/lib/xterm.mjs ] || (cd host/panel && npm ci --ignore-scripts --no-audit --no-fund)
 	@# Schemathesis (make test) and componentize-py (the Python engine), pinned, in the repo's .venv.
 	@tests/scripts/python-venv.sh
 

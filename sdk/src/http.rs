@@ -125,6 +125,15 @@ impl Api {
                 .append(name, value)
                 .map_err(|error| Error::Invalid(format!("header {name}: {error:?}")))?;
         }
+        // The body's length up front: without it the request goes chunked,
+        // which some APIs refuse (Docker's `start` reads any chunked body,
+        // even an empty one, as a body).
+        if !matches!(method, Method::Get | Method::Head) {
+            let length = body.map_or(0, <[u8]>::len).to_string();
+            fields
+                .append("content-length", length.as_bytes())
+                .map_err(|error| Error::Invalid(format!("header content-length: {error:?}")))?;
+        }
         let request = OutgoingRequest::new(fields);
         let scheme = if self.https {
             Scheme::Https

@@ -30,7 +30,8 @@ pub mod bindings {
 pub use bindings::openidcs::engine::types::{
     ConsoleEndpoint, CpuChoice, Disk, EngineInfo, Error, FirstBoot, HostConfig, HostCounters,
     ImageEntry, InstallPlan, IpPool, IpVersion, Nic, NicKind, OsImage, PasswordRoute, PortForward,
-    PowerAction, PowerState, Protocol, ProxySite, TlsPair, VmCounters, VmInfo, VmSpec,
+    PowerAction, PowerState, Protocol, ProxySite, TerminalRequest, TlsPair, VmCounters, VmInfo,
+    VmSpec,
 };
 pub use bindings::openidcs::engine::{libvirt, log, nat, proxy};
 
@@ -108,6 +109,10 @@ pub trait Engine {
     }
     fn cpu_probe(host: HostConfig, wanted: Option<CpuChoice>) -> Result<CpuChoice> {
         Err(unsupported("cpu-probe"))
+    }
+    /// Only for an engine whose `vm_console` answers the `terminal` protocol.
+    fn vm_terminal(host: HostConfig, vm_uuid: String) -> Result<TerminalRequest> {
+        Err(unsupported("vm-terminal"))
     }
 }
 
@@ -252,6 +257,12 @@ macro_rules! export_engine {
                 wanted: Option<$crate::CpuChoice>,
             ) -> $crate::Result<$crate::CpuChoice> {
                 <$engine as $crate::Engine>::cpu_probe(host, wanted)
+            }
+            fn vm_terminal(
+                host: $crate::HostConfig,
+                vm_uuid: String,
+            ) -> $crate::Result<$crate::TerminalRequest> {
+                <$engine as $crate::Engine>::vm_terminal(host, vm_uuid)
             }
         }
 

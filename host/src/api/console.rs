@@ -1,5 +1,6 @@
-//! The web console's routes: noVNC's page, the ticket redemption and the
-//! websocket-to-VNC proxy. These routes take no admin token: the one-time
+//! The web console's routes: the console page (noVNC for a screen, xterm.js
+//! for a container's terminal), the ticket redemption and the websocket
+//! proxy. These routes take no admin token: the one-time
 //! secrets are the credential. The handlers are thin; the secrets, limits
 //! and the byte pump are `service::console`.
 //!
@@ -12,7 +13,7 @@
 //!    `T` from the address, removes it from the address bar, and sends
 //!    `POST /console/session` with `{"ticket": T}`. That redeems `T` (a
 //!    second use or an expired ticket: 401) and answers `{ws_token: W,
-//!    password, hs_name, vm_uuid, expires_in}` with `Cache-Control:
+//!    protocol, password, hs_name, vm_uuid, expires_in}` with `Cache-Control:
 //!    no-store`. The VNC password travels only in that answer's body, never
 //!    in a URL.
 //! 3. The page opens `ws(s)://<same origin>/console/ws?token=W`. `W` is a
@@ -20,12 +21,13 @@
 //!    redeems it *before* answering the upgrade and before any TCP
 //!    connection (unknown, used or expired: 401), takes a slot within
 //!    `max_per_vm` and `max_total` (else 429), then connects to the endpoint
-//!    stored with the ticket and proxies bytes both ways. Nothing else the
+//!    stored with the ticket (a terminal: opens one through the VM's engine
+//!    on its host's API) and proxies bytes both ways. Nothing else the
 //!    browser sends chooses the host, VM or port: unknown query parameters
 //!    or body fields are refused with 400.
 //! 4. noVNC (Debian's `novnc` package, `[console] novnc_dir`) is served from
 //!    disk at request time under `/console/core/` and `/console/vendor/`
-//!    (`api::files`).
+//!    (`api::files`); xterm.js (npm, `host/panel`) under `/panel/`.
 //!
 //! `GET /api/system/consoles` (admin token) shows the counters.
 
@@ -81,8 +83,7 @@ button { font: inherit; }
 
 /// The page's script. `data-console` on `<html>` tells tests (and styles)
 /// the state: `connecting`, `connected`, `disconnected` or `failed`.
-const SCRIPT: &str = r#"import RFB from './core/rfb.js';
-// The web panel's strings: the same language as the panel around it.
+const SCRIPT: &str = r#"// The web panel's strings: the same language as the panel around it.
 import { t, language } from '/panel/i18n.js';
 
 const root = document.documentElement;
@@ -97,6 +98,76 @@ cad.textContent = t('console.cad');
 const ticket = new URLSearchParams(window.location.search).get('ticket');
 // The ticket is spent below; keep it out of the address bar and history.
 window.history.replaceState(null, '', window.location.pathname);
+
+function connected(session) {
+    status(t('console.connected', session.vm_uuid, session.hs_name));
+    document.title = t('console.title', session.vm_uuid);
+    root.dataset.console = 'connected';
+}
+
+function disconnected(clean) {
+    status(t(clean ? 'console.disconnected' : 'console.lost'));
+    root.dataset.console = 'disconnected';
+    cad.disabled = true;
+}
+
+// A VM's screen: noVNC (loaded only for it).
+async function vnc(session, url) {
+    const { default: RFB } = await import('./core/rfb.js');
+    const rfb = new RFB(screen, url, { credentials: { password: session.password } });
+    rfb.scaleViewport = true;
+    rfb.addEventListener('connect', () => {
+        connected(session);
+        cad.disabled = false;
+    });
+    rfb.addEventListener('disconnect', (event) => disconnected(event.detail.clean));
+    rfb.addEventListener('credentialsrequired', () => {
+        rfb.sendCredentials({ password: session.password });
+    });
+    rfb.addEventListener('securityfailure', (event) => {
+        fail(t('console.authFailed', event.detail.reason || event.detail.status));
+    });
+    cad.onclick = () => rfb.sendCtrlAltDel();
+}
+
+// A container's shell: xterm.js; keystrokes go as binary messages, a size
+// change as a text message {"cols","rows"}.
+async function terminal(session, url) {
+    const [{ Terminal }, { FitAddon }] = await Promise.all([
+        import('/panel/xterm.mjs'),
+        import('/panel/addon-fit.mjs'),
+    ]);
+    const style = document.createElement('link');
+    style.rel = 'stylesheet';
+    style.href = '/panel/xterm.css';
+    document.head.append(style);
+    cad.hidden = true;
+    const term = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 2000 });
+    const fit = new FitAddon();
+    term.loadAddon(fit);
+    term.open(screen);
+    fit.fit();
+    const socket = new WebSocket(url);
+    socket.binaryType = 'arraybuffer';
+    const sendSize = () => {
+        if (socket.readyState === WebSocket.OPEN) {
+            socket.send(JSON.stringify({ cols: term.cols, rows: term.rows }));
+        }
+    };
+    const encoder = new TextEncoder();
+    socket.onopen = () => {
+        connected(session);
+        sendSize();
+        term.focus();
+    };
+    socket.onmessage = (event) => term.write(new Uint8Array(event.data));
+    socket.onclose = (event) => disconnected(event.wasClean);
+    term.onData((data) => {
+        if (socket.readyState === WebSocket.OPEN) socket.send(encoder.encode(data));
+    });
+    term.onResize(sendSize);
+    window.addEventListener('resize', () => fit.fit());
+}
 
 async function start() {
     if (!ticket) {
@@ -126,26 +197,12 @@ async function start() {
     const session = envelope.data;
     const url = new URL('ws?token=' + encodeURIComponent(session.ws_token), window.location.href);
     url.protocol = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const rfb = new RFB(screen, url.href, { credentials: { password: session.password } });
-    rfb.scaleViewport = true;
-    rfb.addEventListener('connect', () => {
-        status(t('console.connected', session.vm_uuid, session.hs_name));
-        document.title = t('console.title', session.vm_uuid);
-        root.dataset.console = 'connected';
-        cad.disabled = false;
-    });
-    rfb.addEventListener('disconnect', (event) => {
-        status(t(event.detail.clean ? 'console.disconnected' : 'console.lost'));
-        root.dataset.console = 'disconnected';
-        cad.disabled = true;
-    });
-    rfb.addEventListener('credentialsrequired', () => {
-        rfb.sendCredentials({ password: session.password });
-    });
-    rfb.addEventListener('securityfailure', (event) => {
-        fail(t('console.authFailed', event.detail.reason || event.detail.status));
-    });
-    cad.onclick = () => rfb.sendCtrlAltDel();
+    root.dataset.protocol = session.protocol;
+    try {
+        await (session.protocol === 'terminal' ? terminal : vnc)(session, url.href);
+    } catch (error) {
+        fail(t('console.unreachable', error));
+    }
 }
 
 start();

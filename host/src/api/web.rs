@@ -44,6 +44,14 @@ const PANEL_FILES: &[(&str, &str, &str)] = &[
         "node_modules/uplot/dist/uPlot.min.css",
         CSS,
     ),
+    // The terminal of container consoles (the console page loads them).
+    ("xterm.mjs", "node_modules/@xterm/xterm/lib/xterm.mjs", JS),
+    ("xterm.css", "node_modules/@xterm/xterm/css/xterm.css", CSS),
+    (
+        "addon-fit.mjs",
+        "node_modules/@xterm/addon-fit/lib/addon-fit.mjs",
+        JS,
+    ),
 ];
 
 /// Only this origin: scripts, styles, fetches, the event stream and the

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
@@ -33,6 +33,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::HostScope;
 use crate::config::HttpConfig;
+use crate::plugin::bindings::TerminalRequest;
 use crate::store::{LogLevel, NewLog, Store};
 
 type SendResult = Result<(http::Response<WasiBody>, IoDriver), Error>;
@@ -225,14 +226,9 @@ impl WasiHttpHooks for HttpCall {
         let Some(host) = self.host.clone() else {
             return self.deny("the call is for no host", Error::HttpRequestDenied);
         };
-        let Some(address) = ApiAddress::parse(&host.uri) else {
-            return self.deny(
-                &format!(
-                    "host {} has no HTTP API (server_addr {:?})",
-                    host.name, host.uri
-                ),
-                Error::HttpRequestDenied,
-            );
+        let (address, pin) = match api_of(&host) {
+            Ok(api) => api,
+            Err((why, error)) => return self.deny(&why, error),
         };
         let uri = request.uri();
         if !address.admits(uri.scheme(), uri.authority()) {
@@ -250,21 +246,6 @@ impl WasiHttpHooks for HttpCall {
                 Error::HttpRequestDenied,
             );
         }
-        let pin = match &address {
-            ApiAddress::Tcp { tls: true, .. } => match host.tls_pin {
-                Some(pin) => Some(pin),
-                None => {
-                    return self.deny(
-                        &format!(
-                            "host {} is https without a pinned certificate (extend_data.tls_fingerprint)",
-                            host.name
-                        ),
-                        Error::TlsCertificateError,
-                    );
-                }
-            },
-            _ => None,
-        };
         let limit = self.limits.max_concurrent.max(1);
         let slots = self
             .slots
@@ -288,9 +269,118 @@ impl WasiHttpHooks for HttpCall {
             pin,
             options: self.options(options),
             max_response_bytes: self.limits.max_response_bytes,
+            // Added above, in place of the engine's.
+            credential: ApiCredential::None,
         };
         Box::new(exchange.send(request, permit))
     }
+}
+
+/// Why a host's API cannot be reached: the text names the host (log
+/// records), the error is what the guest sees.
+type Unreachable = (String, Error);
+
+/// The host's API and the certificate pin that trusts it.
+fn api_of(host: &HostScope) -> Result<(ApiAddress, Option<[u8; 32]>), Unreachable> {
+    let Some(address) = ApiAddress::parse(&host.uri) else {
+        return Err((
+            format!(
+                "host {} has no HTTP API (server_addr {:?})",
+                host.name, host.uri
+            ),
+            Error::HttpRequestDenied,
+        ));
+    };
+    let pin = match &address {
+        ApiAddress::Tcp { tls: true, .. } => match host.tls_pin {
+            Some(pin) => Some(pin),
+            None => {
+                return Err((
+                    format!(
+                        "host {} is https without a pinned certificate (extend_data.tls_fingerprint)",
+                        host.name
+                    ),
+                    Error::TlsCertificateError,
+                ));
+            }
+        },
+        _ => None,
+    };
+    Ok((address, pin))
+}
+
+/// A terminal's byte stream: the host's API connection after its `101`.
+pub type TerminalStream = TokioIo<hyper::upgrade::Upgraded>;
+
+/// Open a terminal for a console (an engine's `terminal-request`): the
+/// request goes to the host's own API with its pin and credential, like the
+/// engine's requests; only the path, method and body are the engine's. The
+/// API must switch the connection to a raw stream (`101`, `Upgrade: tcp`).
+pub async fn open_terminal(
+    host: &HostScope,
+    limits: &HttpConfig,
+    request: &TerminalRequest,
+) -> Result<TerminalStream, String> {
+    let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+        format!(
+            "the engine's terminal method {:?} is not one",
+            request.method
+        )
+    })?;
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(api_path(&request.path)?)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "tcp");
+    if !request.body.is_empty() {
+        builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(request.body.clone())))
+        .map_err(|error| format!("the terminal request: {error}"))?;
+    let response = Exchange::for_host(host, limits)?.open(request).await?;
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(answered(response).await);
+    }
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .map_err(|error| format!("the API's terminal stream: {error}"))?;
+    Ok(TokioIo::new(upgraded))
+}
+
+/// `POST <path>` on the host's API, answered 2xx (a terminal's resize).
+pub async fn post_to_api(host: &HostScope, limits: &HttpConfig, path: &str) -> Result<(), String> {
+    let request = http::Request::post(api_path(path)?)
+        .body(Full::new(Bytes::new()))
+        .map_err(|error| format!("the request: {error}"))?;
+    let response = Exchange::for_host(host, limits)?.open(request).await?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(answered(response).await)
+    }
+}
+
+/// A path and query on the API (never an authority: the API is the host's).
+fn api_path(path: &str) -> Result<http::Uri, String> {
+    if !path.starts_with('/') || path.starts_with("//") {
+        return Err(format!("{path:?} is not a path on the host's API"));
+    }
+    let path: http::uri::PathAndQuery = path
+        .parse()
+        .map_err(|_| format!("{path:?} is not a path on the host's API"))?;
+    Ok(http::Uri::from(path))
+}
+
+/// An unexpected answer of the API, with the start of its body.
+async fn answered(response: http::Response<hyper::body::Incoming>) -> String {
+    let status = response.status();
+    let body = http_body_util::Limited::new(response.into_body(), 4096)
+        .collect()
+        .await
+        .map(|body| String::from_utf8_lossy(&body.to_bytes()).trim().to_owned())
+        .unwrap_or_default();
+    format!("the API answered {status}: {body}")
 }
 
 /// One request on its own connection.
@@ -299,12 +389,75 @@ struct Exchange {
     pin: Option<[u8; 32]>,
     options: RequestOptions,
     max_response_bytes: u64,
+    credential: ApiCredential,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 impl Exchange {
+    /// A request of the server's own (a console's terminal) to the host's API.
+    fn for_host(host: &HostScope, limits: &HttpConfig) -> Result<Exchange, String> {
+        let (address, pin) = api_of(host).map_err(|(why, _)| why)?;
+        let ceiling = Some(Duration::from_millis(limits.timeout_ms));
+        Ok(Exchange {
+            address,
+            pin,
+            options: RequestOptions {
+                connect_timeout: ceiling,
+                first_byte_timeout: ceiling,
+                between_bytes_timeout: ceiling,
+            },
+            max_response_bytes: limits.max_response_bytes,
+            credential: host.api_credential.clone(),
+        })
+    }
+
+    /// The `Host` header the API expects.
+    fn host_header(&self) -> String {
+        match &self.address {
+            ApiAddress::Unix(_) => "localhost".to_owned(),
+            ApiAddress::Tcp { authority, .. } => authority.clone(),
+        }
+    }
+
+    /// Send `request` (its URI a path) with the host's credential; the
+    /// connection may be upgraded by the answer.
+    async fn open(
+        self,
+        mut request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        let stream = self
+            .connect()
+            .await
+            .map_err(|error| format!("cannot reach {}: {error}", self.address.describe()))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| format!("{}: {error}", self.address.describe()))?;
+        tokio::spawn(connection.with_upgrades());
+        let headers = request.headers_mut();
+        if let Ok(value) = http::HeaderValue::from_str(&self.host_header()) {
+            headers.insert(http::header::HOST, value);
+        }
+        if let Some(value) = self.credential.header() {
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        let first_byte = self
+            .options
+            .first_byte_timeout
+            .unwrap_or(Duration::from_secs(30));
+        tokio::time::timeout(first_byte, sender.send_request(request))
+            .await
+            .map_err(|_| {
+                format!(
+                    "{} did not answer within {} s",
+                    self.address.describe(),
+                    first_byte.as_secs()
+                )
+            })?
+            .map_err(|error| format!("{}: {error}", self.address.describe()))
+    }
+
     async fn connect(&self) -> Result<Box<dyn Stream>, Error> {
         let timeout = self
             .options
@@ -349,10 +502,7 @@ impl Exchange {
             .map_err(Error::from)?;
         let driver = tokio::spawn(connection);
         // On the wire: the path only, and the Host the API expects.
-        let host = match &self.address {
-            ApiAddress::Unix(_) => "localhost".to_owned(),
-            ApiAddress::Tcp { authority, .. } => authority.clone(),
-        };
+        let host = self.host_header();
         let path = request
             .uri()
             .path_and_query()
@@ -651,6 +801,7 @@ mod tests {
                 between_bytes_timeout: Some(Duration::from_secs(5)),
             },
             max_response_bytes,
+            credential: ApiCredential::None,
         };
         let body = http_body_util::Empty::<Bytes>::new()
             .map_err(|never| match never {})

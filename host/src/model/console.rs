@@ -28,6 +28,8 @@ pub struct ConsoleWsQuery {
 pub struct ConsoleSessionAnswer {
     /// The one-time secret of `GET /console/ws?token=`.
     pub ws_token: String,
+    /// `vnc` (a screen, noVNC) or `terminal` (a text terminal, xterm.js).
+    pub protocol: String,
     /// The VNC password (only ever in this body, never in a URL).
     pub password: String,
     pub hs_name: String,

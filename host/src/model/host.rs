@@ -228,9 +228,16 @@ impl HostSettings {
         for (name, image) in &self.system_maps {
             let field = format!("config.system_maps.{name}");
             check_name(&field, name)?;
-            check_name(&field, &image.file)?;
+            if http_api {
+                // An image of the API's own store (`debian:12`,
+                // `library/debian:12`), never a file of this server.
+                rules::check_image_reference(&field, &image.file)?;
+            } else {
+                check_name(&field, &image.file)?;
+            }
         }
-        if !self.system_maps.is_empty() && self.images_path.is_empty() {
+        // An API host keeps its images itself.
+        if !self.system_maps.is_empty() && self.images_path.is_empty() && !http_api {
             return Err(Invalid::new(
                 "config.images_path",
                 "system_maps needs an images_path (where the images are)",

@@ -51,6 +51,27 @@ pub fn check_name(field: &str, text: &str) -> Result<(), Invalid> {
     }
 }
 
+/// An image reference of a hypervisor API's image store (`debian:12`,
+/// `library/debian:12`, `name@sha256:…`): `[A-Za-z0-9_.:/@-]{1,128}`, no
+/// `..` and no leading `/`, so that it stays one segment set of an API path.
+pub fn check_image_reference(field: &str, text: &str) -> Result<(), Invalid> {
+    let plain = (1..=128).contains(&text.len())
+        && !text.starts_with('/')
+        && !text.contains("..")
+        && !text.contains("//")
+        && text.bytes().all(|byte| {
+            byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b':' | b'/' | b'@' | b'-')
+        });
+    if plain {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            field,
+            format!("{text:?} must be an image reference [A-Za-z0-9_.:/@-]{{1,128}} without .."),
+        ))
+    }
+}
+
 /// The nftables table name rule: `[A-Za-z0-9_]{1,64}` and not starting with
 /// a digit (nft parses `9x` as a number and refuses it as a table name).
 pub fn check_table_name(field: &str, text: &str) -> Result<(), Invalid> {
@@ -188,6 +209,31 @@ pub fn decode<T: DeserializeOwned>(prefix: &str, value: serde_json::Value) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_references_stay_inside_the_api_path() {
+        for good in [
+            "debian:12",
+            "library/debian:12",
+            "oidcs-busybox:1",
+            "img@sha256:ab12",
+        ] {
+            assert!(check_image_reference("f", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a b",
+            "a?b",
+            "a%2e",
+            "a#b",
+        ] {
+            assert!(check_image_reference("f", bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn http_api_addresses_are_host_and_port_and_sockets_are_listed() {

@@ -1,4 +1,4 @@
-//! The one place `bindgen!` runs for the `openidcs:engine@0.2.0` world
+//! The one place `bindgen!` runs for the `openidcs:engine@0.2.1` world
 //! (the frozen 0.1.0 world's imports are in [`super::v0_1`]).
 //! Everything else imports the generated types from here, so the macro's
 //! options are the same for every user and the expansion is compiled once.
@@ -39,15 +39,17 @@ pub use self::openidcs::engine::types::Error as PluginError;
 pub use self::openidcs::engine::types::{
     ConsoleEndpoint, CpuChoice, Disk, EngineInfo, FirstBoot, HostConfig, HostCounters, ImageEntry,
     InstallPlan, IpPool, IpVersion, Nic, NicKind, OsImage, PasswordRoute, PortForward, PowerAction,
-    PowerState, Protocol, ProxySite, TlsPair, VmCounters, VmInfo, VmSpec,
+    PowerState, Protocol, ProxySite, TerminalRequest, TlsPair, VmCounters, VmInfo, VmSpec,
 };
 
 /// The WIT package version this server speaks.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.2.1";
 
 /// The older versions it still loads plugins of: their worlds are frozen
 /// under `wit/since_v*/`, their records are 0.2.0's (0.2.0 only added), and
-/// their imports are linked by [`super::v0_1`].
+/// their imports are linked by [`super::v0_1`]. A 0.2.0 plugin needs no
+/// such list: 0.2.1 only added, and the linker gives a `@0.2.0` import the
+/// semver-compatible `@0.2.1` definition.
 pub const OLDER_WIT_VERSIONS: &[&str] = &["0.1.0"];
 
 /// The export every engine has, in each version.
@@ -255,6 +257,8 @@ engine_functions! {
         -> Result<PasswordRoute, PluginError>;
     fn cpu_probe = "cpu-probe" since "0.2.0" (host: &HostConfig, wanted: Option<&CpuChoice>)
         -> Result<CpuChoice, PluginError>;
+    fn vm_terminal = "vm-terminal" since "0.2.1" (host: &HostConfig, vm_uuid: &str)
+        -> Result<TerminalRequest, PluginError>;
 }
 
 /// Is a function added in `since` newer than a plugin of `version`?

@@ -1,5 +1,12 @@
 //! Web consoles: one-time secrets, session limits, counters, and the
-//! sessions themselves (the websocket-to-VNC byte pump and its log record).
+//! sessions themselves (the websocket byte pump and its log record).
+//!
+//! A console is a VNC screen (`protocol = "vnc"`: the proxy connects to the
+//! endpoint's TCP port) or a text terminal (`"terminal"`, containers: when
+//! the browser connects, the engine's `vm-terminal` names the request that
+//! opens a new exec on the host's API, which [`crate::caps::http`] sends with
+//! the host's address, pin and credential; the upgraded stream is pumped
+//! like VNC's).
 //!
 //! `vncons` binds a short-lived random *ticket* to a VM's console endpoint
 //! (the engine's answer: VNC host, port and password). The console page
@@ -31,11 +38,12 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ServiceError, ServiceResult};
 use crate::model::{ConsoleCounters, ConsoleLimits, ConsoleSessionAnswer};
+use crate::plugin::EngineTarget;
 use crate::plugin::bindings::ConsoleEndpoint;
 use crate::state::AppState;
 use crate::store::{LogLevel, NewLog, Store};
@@ -57,6 +65,9 @@ pub struct ConsoleTicket {
     pub host: String,
     pub vm_uuid: String,
     pub endpoint: ConsoleEndpoint,
+    /// The VM's engine and host: a `terminal` console asks the engine for
+    /// a new terminal when the browser connects.
+    pub engine: Option<EngineTarget>,
     /// The identity of the token that issued the ticket (log records).
     pub issued_by: String,
     expires: Instant,
@@ -66,7 +77,7 @@ pub struct ConsoleTicket {
 /// the tests.
 #[derive(Default)]
 pub struct ConsoleStats {
-    /// TCP connections attempted to a VNC endpoint.
+    /// Connections attempted to a console (a VNC endpoint or a terminal).
     pub tcp_connects: AtomicU64,
     /// Sessions proxying right now.
     pub active: AtomicU64,
@@ -160,22 +171,19 @@ impl ConsoleTickets {
     }
 
     /// Issue a ticket for the endpoint, on behalf of the admin token.
-    pub fn issue(&self, host: &str, vm_uuid: &str, endpoint: ConsoleEndpoint) -> String {
-        self.issue_by(host, vm_uuid, endpoint, ISSUED_BY_ADMIN)
-    }
-
-    pub fn issue_by(
+    pub fn issue(
         &self,
         host: &str,
         vm_uuid: &str,
         endpoint: ConsoleEndpoint,
-        issued_by: &str,
+        engine: Option<EngineTarget>,
     ) -> String {
         self.tickets.insert(ConsoleTicket {
             host: host.to_owned(),
             vm_uuid: vm_uuid.to_owned(),
             endpoint,
-            issued_by: issued_by.to_owned(),
+            engine,
+            issued_by: ISSUED_BY_ADMIN.to_owned(),
             expires: Instant::now() + self.lifetime,
         })
     }
@@ -288,6 +296,7 @@ pub fn session(state: &AppState, ticket: &str) -> ServiceResult<ConsoleSessionAn
     })?;
     Ok(ConsoleSessionAnswer {
         ws_token: consoles.issue_ws_token(&ticket),
+        protocol: ticket.endpoint.protocol,
         password: ticket.endpoint.password,
         hs_name: ticket.host,
         vm_uuid: ticket.vm_uuid,
@@ -298,7 +307,11 @@ pub fn session(state: &AppState, ticket: &str) -> ServiceResult<ConsoleSessionAn
 /// `GET /console/ws?token=`: redeem the websocket token and take a slot,
 /// before the upgrade is answered and before any TCP connection. `peer` is
 /// the browser's address (for the log record).
-pub fn websocket(state: &AppState, token: &str, peer: Option<IpAddr>) -> ServiceResult<Session> {
+pub fn websocket(
+    state: &Arc<AppState>,
+    token: &str,
+    peer: Option<IpAddr>,
+) -> ServiceResult<Session> {
     let consoles = &state.consoles;
     let refused = || consoles.stats.refused.fetch_add(1, Ordering::Relaxed);
     if token.is_empty() {
@@ -310,13 +323,27 @@ pub fn websocket(state: &AppState, token: &str, peer: Option<IpAddr>) -> Service
     let ticket = consoles.redeem_ws_token(token).ok_or_else(|| {
         ServiceError::Unauthorized("token: unknown, already used or expired".to_owned())
     })?;
-    if ticket.endpoint.protocol != "vnc" {
-        refused();
-        return Err(ServiceError::Unsupported(format!(
-            "console protocol {:?} is not supported (vnc only)",
-            ticket.endpoint.protocol
-        )));
-    }
+    let kind = match ticket.endpoint.protocol.as_str() {
+        PROTOCOL_VNC => ConsoleKind::Vnc,
+        PROTOCOL_TERMINAL => match &ticket.engine {
+            Some(engine) => ConsoleKind::Terminal {
+                state: state.clone(),
+                engine: Box::new(engine.clone()),
+            },
+            None => {
+                refused();
+                return Err(ServiceError::Unsupported(
+                    "this terminal console has no engine to open it".to_owned(),
+                ));
+            }
+        },
+        other => {
+            refused();
+            return Err(ServiceError::Unsupported(format!(
+                "console protocol {other:?} is not supported (vnc, terminal)"
+            )));
+        }
+    };
     let config = state.config();
     let slot = consoles.acquire(
         &ticket.host,
@@ -327,6 +354,7 @@ pub fn websocket(state: &AppState, token: &str, peer: Option<IpAddr>) -> Service
     Ok(Session {
         store: state.store.clone(),
         ticket,
+        kind,
         slot,
         peer: peer.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string()),
         idle: Duration::from_secs(config.console.idle_timeout_s),
@@ -354,10 +382,35 @@ pub fn counters(state: &AppState) -> ConsoleCounters {
     }
 }
 
+/// The `protocol` of a console endpoint: a VNC server the proxy connects
+/// to, or a terminal the engine opens on the host's API (containers).
+pub const PROTOCOL_VNC: &str = "vnc";
+pub const PROTOCOL_TERMINAL: &str = "terminal";
+
+/// What a session joins the browser's websocket to.
+enum ConsoleKind {
+    /// Binary messages both ways, to the endpoint's TCP port.
+    Vnc,
+    /// The terminal's bytes as binary messages; a text message from the
+    /// browser is a resize (`{"cols":80,"rows":24}`).
+    Terminal {
+        state: Arc<AppState>,
+        engine: Box<EngineTarget>,
+    },
+}
+
+/// A resize of the browser's terminal.
+#[derive(serde::Deserialize)]
+struct TerminalSize {
+    cols: u16,
+    rows: u16,
+}
+
 /// One accepted console, between the upgrade and its log record.
 pub struct Session {
     store: Arc<Store>,
     ticket: ConsoleTicket,
+    kind: ConsoleKind,
     /// Held for the session's whole life; dropping it frees the place.
     slot: ConsoleSlot,
     peer: String,
@@ -373,8 +426,8 @@ struct Outcome {
 }
 
 impl Session {
-    /// Connect to the VNC endpoint, pump bytes until the session ends, and
-    /// write its log record.
+    /// Connect to the VM's console (its VNC endpoint, or a new terminal),
+    /// pump bytes until the session ends, and write its log record.
     ///
     /// This takes axum's `WebSocket` rather than a trait of our own: the
     /// pump needs the message kinds (binary, text, ping, close with a code
@@ -384,13 +437,23 @@ impl Session {
     pub async fn run(self, mut socket: WebSocket) {
         let started = SystemTime::now();
         let clock = tokio::time::Instant::now();
-        let endpoint = &self.ticket.endpoint;
         tracing::info!(
             "console of vm {} on host {} opened from {}",
             self.ticket.vm_uuid,
             self.ticket.host,
             self.peer
         );
+        let outcome = match &self.kind {
+            ConsoleKind::Vnc => self.run_vnc(&mut socket).await,
+            ConsoleKind::Terminal { state, engine } => {
+                self.run_terminal(&mut socket, state, engine).await
+            }
+        };
+        self.record(started, clock.elapsed(), &outcome).await;
+    }
+
+    async fn run_vnc(&self, socket: &mut WebSocket) -> Outcome {
+        let endpoint = &self.ticket.endpoint;
         self.slot
             .stats()
             .tcp_connects
@@ -400,30 +463,77 @@ impl Session {
             TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
         )
         .await;
-        let outcome = match connected {
+        match connected {
             Ok(Ok(tcp)) => {
                 // Keystrokes and pointer moves are tiny; do not batch them.
                 let _ = tcp.set_nodelay(true);
-                self.proxy(&mut socket, tcp).await
+                self.proxy(socket, tcp, None).await
             }
-            Ok(Err(error)) => self.unreachable(&mut socket, &error.to_string()).await,
+            Ok(Err(error)) => {
+                let why = format!(
+                    "cannot connect to the VNC server {}:{}: {error}",
+                    endpoint.host, endpoint.port
+                );
+                self.unreachable(socket, why).await
+            }
             Err(_) => {
-                let waited = format!("no answer within {} s", CONNECT_TIMEOUT.as_secs());
-                self.unreachable(&mut socket, &waited).await
+                let why = format!(
+                    "cannot connect to the VNC server {}:{}: no answer within {} s",
+                    endpoint.host,
+                    endpoint.port,
+                    CONNECT_TIMEOUT.as_secs()
+                );
+                self.unreachable(socket, why).await
             }
-        };
-        self.record(started, clock.elapsed(), &outcome).await;
+        }
     }
 
-    async fn unreachable(&self, socket: &mut WebSocket, error: &str) -> Outcome {
+    /// Ask the engine for a new terminal (a container's exec) and open it on
+    /// the host's API, with the host's scope and credential.
+    async fn run_terminal(
+        &self,
+        socket: &mut WebSocket,
+        state: &Arc<AppState>,
+        engine: &EngineTarget,
+    ) -> Outcome {
+        let request = match state
+            .plugins
+            .vm_terminal(engine, &self.ticket.vm_uuid)
+            .await
+        {
+            Ok(request) => request,
+            Err(error) => {
+                let why = format!("the engine opened no terminal: {error}");
+                return self.unreachable(socket, why).await;
+            }
+        };
+        self.slot
+            .stats()
+            .tcp_connects
+            .fetch_add(1, Ordering::Relaxed);
+        let limits = state.config().http.clone();
+        match crate::caps::http::open_terminal(&engine.scope, &limits, &request).await {
+            Ok(stream) => {
+                let resize = Resize {
+                    engine: engine.clone(),
+                    limits,
+                    path: request.resize_path,
+                };
+                self.proxy(socket, stream, Some(&resize)).await
+            }
+            Err(why) => {
+                let why = format!("cannot open the terminal: {why}");
+                self.unreachable(socket, why).await
+            }
+        }
+    }
+
+    async fn unreachable(&self, socket: &mut WebSocket, why: String) -> Outcome {
         close(socket, 1011, "the VM's console cannot be reached").await;
         Outcome {
             to_vm: 0,
             to_browser: 0,
-            ended: format!(
-                "cannot connect to the VNC server {}:{}: {error}",
-                self.ticket.endpoint.host, self.ticket.endpoint.port
-            ),
+            ended: why,
             failed: true,
         }
     }
@@ -431,7 +541,10 @@ impl Session {
     /// Move bytes both ways until one side closes or the session idles.
     /// Every write is awaited before the next read from the other side, so
     /// a slow reader slows its writer down and nothing buffers without bound.
-    async fn proxy(&self, socket: &mut WebSocket, mut tcp: TcpStream) -> Outcome {
+    async fn proxy<S>(&self, socket: &mut WebSocket, mut tcp: S, resize: Option<&Resize>) -> Outcome
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let stats = self.slot.stats();
         let mut outcome = Outcome {
             to_vm: 0,
@@ -447,7 +560,7 @@ impl Session {
                 message = socket.recv() => match message {
                     Some(Ok(Message::Binary(bytes))) => {
                         if let Err(error) = tcp.write_all(&bytes).await {
-                            outcome.ended = format!("the VNC server stopped reading: {error}");
+                            outcome.ended = format!("the VM's console stopped reading: {error}");
                             close(socket, 1011, "the VM's console closed").await;
                             break;
                         }
@@ -456,12 +569,15 @@ impl Session {
                         stats.bytes_to_vm.fetch_add(count, Ordering::Relaxed);
                         idle.as_mut().reset(tokio::time::Instant::now() + self.idle);
                     }
-                    Some(Ok(Message::Text(_))) => {
-                        outcome.ended = "the browser sent text; VNC is binary".to_owned();
-                        outcome.failed = true;
-                        close(socket, 1003, "binary messages only").await;
-                        break;
-                    }
+                    Some(Ok(Message::Text(text))) => match resize {
+                        Some(resize) => resize.apply(&text),
+                        None => {
+                            outcome.ended = "the browser sent text; VNC is binary".to_owned();
+                            outcome.failed = true;
+                            close(socket, 1003, "binary messages only").await;
+                            break;
+                        }
+                    },
                     // Pings are answered by the websocket layer.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | None => {
@@ -490,7 +606,7 @@ impl Session {
                         idle.as_mut().reset(tokio::time::Instant::now() + self.idle);
                     }
                     Err(error) => {
-                        outcome.ended = format!("the VNC connection failed: {error}");
+                        outcome.ended = format!("the VM's console connection failed: {error}");
                         close(socket, 1011, "the VM's console failed").await;
                         break;
                     }
@@ -541,6 +657,41 @@ impl Session {
     }
 }
 
+/// How a terminal follows the browser's size: a call on the host's API.
+struct Resize {
+    engine: EngineTarget,
+    limits: crate::config::HttpConfig,
+    /// Empty: the API has no resize; the size stays.
+    path: String,
+}
+
+impl Resize {
+    /// Send the new size; a failure is only logged (the terminal goes on).
+    fn apply(&self, text: &str) {
+        if self.path.is_empty() {
+            return;
+        }
+        let Ok(size) = serde_json::from_str::<TerminalSize>(text) else {
+            tracing::debug!("a console sent text that is no terminal size");
+            return;
+        };
+        let separator = if self.path.contains('?') { '&' } else { '?' };
+        let path = format!(
+            "{}{separator}h={}&w={}",
+            self.path,
+            size.rows.clamp(1, 1000),
+            size.cols.clamp(1, 1000)
+        );
+        let scope = self.engine.scope.clone();
+        let limits = self.limits.clone();
+        tokio::spawn(async move {
+            if let Err(why) = crate::caps::http::post_to_api(&scope, &limits, &path).await {
+                tracing::debug!("resizing a terminal on host {}: {why}", scope.name);
+            }
+        });
+    }
+}
+
 /// Send a close frame, bounded in time by [`CLOSE_TIMEOUT`].
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let frame = Message::Close(Some(CloseFrame {
@@ -566,7 +717,7 @@ mod tests {
     #[test]
     fn tickets_and_ws_tokens_are_single_use() {
         let consoles = ConsoleTickets::new(Duration::from_secs(60));
-        let ticket = consoles.issue("h1", "vm1", endpoint(5901));
+        let ticket = consoles.issue("h1", "vm1", endpoint(5901), None);
         let redeemed = consoles.redeem(&ticket).expect("first use");
         assert_eq!(
             (redeemed.vm_uuid.as_str(), redeemed.issued_by.as_str()),
@@ -590,7 +741,7 @@ mod tests {
     #[test]
     fn expired_tickets_are_refused() {
         let consoles = ConsoleTickets::new(Duration::ZERO);
-        let ticket = consoles.issue("h1", "vm1", endpoint(5901));
+        let ticket = consoles.issue("h1", "vm1", endpoint(5901), None);
         assert!(consoles.redeem(&ticket).is_none());
     }
 

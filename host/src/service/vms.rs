@@ -415,7 +415,9 @@ pub async fn console_url(state: &AppState, vm: &VmRef) -> ServiceResult<ConsoleU
         .plugins
         .vm_console(&vm.host.target(), vm.key())
         .await?;
-    let ticket = state.consoles.issue(&vm.host.name, vm.key(), endpoint);
+    let ticket = state
+        .consoles
+        .issue(&vm.host.name, vm.key(), endpoint, Some(vm.host.target()));
     Ok(ConsoleUrl {
         url: format!("{}/console/?ticket={ticket}", state.public_base_url()),
         expires_in: state.consoles.lifetime().as_secs(),

@@ -1,0 +1,65 @@
+// Opens a container's console URL (from vncons) in Debian's headless
+// Chromium: waits for xterm.js to connect, types a command, waits for its
+// answer on the screen, saves a screenshot, and prints one JSON line for
+// tests/tests/oci.rs:
+//   {state, protocol, screen, requests, log}
+// Usage: node terminal.mjs <console-url> <command> <expected> <screenshot.png>
+// Exit code 0 when it could report, 1 when the browser could not be driven.
+
+import { chromium } from 'playwright-core';
+
+const [url, command, expected, screenshot] = process.argv.slice(2);
+if (!url || !command || !expected || !screenshot) {
+    console.error('usage: node terminal.mjs <console-url> <command> <expected> <screenshot.png>');
+    process.exit(2);
+}
+
+const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    // This machine's network is closed: everything that calls home is off.
+    args: [
+        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
+        '--disable-background-networking', '--disable-component-update',
+        '--disable-sync', '--no-first-run',
+    ],
+    timeout: 60_000,
+});
+
+const report = { state: 'unknown', protocol: '', screen: '', requests: [], log: [] };
+try {
+    const page = await browser.newPage({ viewport: { width: 1024, height: 640 } });
+    page.on('console', (message) => report.log.push(`${message.type()}: ${message.text()}`));
+    page.on('pageerror', (error) => report.log.push(`pageerror: ${error}`));
+    page.on('request', (request) => report.requests.push(request.url()));
+    page.on('websocket', (socket) => report.requests.push(socket.url()));
+
+    await page.goto(url, { waitUntil: 'load', timeout: 30_000 });
+    await page.waitForFunction(
+        () => ['connected', 'failed', 'disconnected'].includes(document.documentElement.dataset.console),
+        null,
+        { timeout: 30_000, polling: 100 },
+    );
+    report.state = await page.evaluate(() => document.documentElement.dataset.console);
+    report.protocol = await page.evaluate(() => document.documentElement.dataset.protocol || '');
+    if (report.state === 'connected') {
+        // Keystrokes as a user types them, into the focused terminal.
+        await page.keyboard.type(command, { delay: 20 });
+        await page.keyboard.press('Enter');
+        const screen = () => page.evaluate(
+            () => document.querySelector('.xterm-rows')?.textContent || '',
+        );
+        const deadline = Date.now() + 20_000;
+        report.screen = await screen();
+        while (!report.screen.includes(expected) && Date.now() < deadline) {
+            await page.waitForTimeout(200);
+            report.screen = await screen();
+        }
+    }
+    await page.screenshot({ path: screenshot });
+} catch (error) {
+    report.error = String(error);
+} finally {
+    await browser.close();
+}
+console.log(JSON.stringify(report));
+process.exit(report.error ? 1 : 0);
