@@ -178,6 +178,36 @@ async fn a_unix_socket_api_is_reached_as_localhost() {
             .contains("api_sockets"),
         "{envelope}"
     );
+    // A client certificate: only over https, its key in server_pass.
+    for (config, field) in [
+        (
+            json!({ "server_addr": address, "extend_data": { "tls_client_cert": "x" } }),
+            "config.extend_data.tls_client_cert: a client certificate needs an https://",
+        ),
+        (
+            json!({ "server_addr": "https://127.0.0.1:2376",
+                    "extend_data": { "tls_client_cert": "not PEM" } }),
+            "config.extend_data.tls_client_cert: must be PEM certificates",
+        ),
+        (
+            json!({ "server_addr": "https://127.0.0.1:2376",
+                    "extend_data": { "tls_fingerprint": "ab:cd" } }),
+            "config.extend_data.tls_fingerprint: must be a SHA-256 fingerprint",
+        ),
+    ] {
+        let (status, envelope) = server
+            .call(
+                "POST",
+                "/api/server/create",
+                Some(json!({ "name": "d2", "type": "probe", "config": config })),
+            )
+            .await;
+        assert_eq!(status, 400, "{envelope}");
+        assert!(
+            envelope["msg"].as_str().unwrap_or_default().contains(field),
+            "{field}: {envelope}"
+        );
+    }
     server
         .ok(
             "POST",

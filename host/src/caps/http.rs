@@ -120,6 +120,12 @@ pub enum ApiCredential {
         password: String,
     },
     Bearer(String),
+    /// A client certificate presented in the TLS handshake (PEM chain and
+    /// key), for an `https` API that verifies its clients.
+    ClientCertificate {
+        chain_pem: String,
+        key_pem: String,
+    },
 }
 
 impl std::fmt::Debug for ApiCredential {
@@ -128,14 +134,22 @@ impl std::fmt::Debug for ApiCredential {
             ApiCredential::None => "None",
             ApiCredential::Basic { .. } => "Basic(…)",
             ApiCredential::Bearer(_) => "Bearer(…)",
+            ApiCredential::ClientCertificate { .. } => "ClientCertificate(…)",
         })
     }
 }
 
 impl ApiCredential {
     /// From `server_user`/`server_pass`: both → Basic, the password alone →
-    /// Bearer.
-    pub fn from_settings(user: &str, password: &str) -> ApiCredential {
+    /// Bearer; with `extend_data.tls_client_cert`, the password is that
+    /// certificate's key.
+    pub fn from_settings(user: &str, password: &str, client_cert: Option<&str>) -> ApiCredential {
+        if let Some(chain) = client_cert {
+            return ApiCredential::ClientCertificate {
+                chain_pem: chain.to_owned(),
+                key_pem: password.to_owned(),
+            };
+        }
         match (user.is_empty(), password.is_empty()) {
             (_, true) => ApiCredential::None,
             (true, false) => ApiCredential::Bearer(password.to_owned()),
@@ -148,7 +162,7 @@ impl ApiCredential {
 
     fn header(&self) -> Option<http::HeaderValue> {
         let value = match self {
-            ApiCredential::None => return None,
+            ApiCredential::None | ApiCredential::ClientCertificate { .. } => return None,
             ApiCredential::Basic { user, password } => format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
@@ -257,20 +271,17 @@ impl WasiHttpHooks for HttpCall {
                 Error::ConnectionLimitReached,
             );
         };
-        // The credential is the host's: whatever the engine set is replaced.
+        // The credential is the host's (added by the exchange): whatever
+        // the engine set is dropped.
         let headers = request.headers_mut();
         headers.remove(http::header::AUTHORIZATION);
         headers.remove(http::header::PROXY_AUTHORIZATION);
-        if let Some(value) = host.api_credential.header() {
-            headers.insert(http::header::AUTHORIZATION, value);
-        }
         let exchange = Exchange {
             address,
             pin,
             options: self.options(options),
             max_response_bytes: self.limits.max_response_bytes,
-            // Added above, in place of the engine's.
-            credential: ApiCredential::None,
+            credential: host.api_credential.clone(),
         };
         Box::new(exchange.send(request, permit))
     }
@@ -477,7 +488,8 @@ impl Exchange {
                         return Ok(Box::new(tcp) as Box<dyn Stream>);
                     }
                     let pin = self.pin.ok_or(Error::TlsCertificateError)?;
-                    let connector = tokio_rustls::TlsConnector::from(pinned_tls(pin)?);
+                    let connector =
+                        tokio_rustls::TlsConnector::from(pinned_tls(pin, &self.credential)?);
                     // The pin is the trust; the name only has to be well formed.
                     let name = rustls::pki_types::ServerName::try_from("api.openidcs.invalid")
                         .map_err(|_| Error::TlsProtocolError)?;
@@ -511,6 +523,11 @@ impl Exchange {
         *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
         if let Ok(value) = http::HeaderValue::from_str(&host) {
             request.headers_mut().insert(http::header::HOST, value);
+        }
+        if let Some(value) = self.credential.header() {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, value);
         }
         let first_byte = self
             .options
@@ -580,8 +597,12 @@ impl Body for Budgeted {
     }
 }
 
-/// A TLS client that trusts exactly the certificate whose SHA-256 is `pin`.
-fn pinned_tls(pin: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, Error> {
+/// A TLS client that trusts exactly the certificate whose SHA-256 is `pin`,
+/// presenting the host's client certificate when it has one.
+fn pinned_tls(
+    pin: [u8; 32],
+    credential: &ApiCredential,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(PinnedCertificate {
@@ -592,8 +613,21 @@ fn pinned_tls(pin: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, Error> {
         .with_safe_default_protocol_versions()
         .map_err(|_| Error::TlsProtocolError)?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let config = match credential {
+        ApiCredential::ClientCertificate { chain_pem, key_pem } => {
+            use rustls::pki_types::pem::PemObject;
+            let chain = rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| Error::TlsCertificateError)?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+                .map_err(|_| Error::TlsCertificateError)?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|_| Error::TlsCertificateError)?
+        }
+        _ => config.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
 }
 
@@ -657,20 +691,6 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCertificate {
     }
 }
 
-/// A SHA-256 fingerprint as hex, with or without colons (`openssl x509
-/// -fingerprint -sha256` prints it with).
-pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut pin = [0u8; 32];
-    for (index, byte) in pin.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok()?;
-    }
-    Some(pin)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,35 +737,31 @@ mod tests {
 
     #[test]
     fn credentials_come_from_the_host_settings() {
-        assert_eq!(ApiCredential::from_settings("", ""), ApiCredential::None);
         assert_eq!(
-            ApiCredential::from_settings("root", ""),
+            ApiCredential::from_settings("", "", None),
             ApiCredential::None
         );
-        let basic = ApiCredential::from_settings("root", "secret")
+        assert_eq!(
+            ApiCredential::from_settings("root", "", None),
+            ApiCredential::None
+        );
+        let basic = ApiCredential::from_settings("root", "secret", None)
             .header()
             .expect("basic");
         assert_eq!(basic, "Basic cm9vdDpzZWNyZXQ=");
         assert!(basic.is_sensitive());
-        let bearer = ApiCredential::from_settings("", "tok")
+        let bearer = ApiCredential::from_settings("", "tok", None)
             .header()
             .expect("bearer");
         assert_eq!(bearer, "Bearer tok");
     }
 
-    #[test]
-    fn fingerprints_parse_with_or_without_colons() {
-        let hex = "AB".repeat(32);
-        let colons = vec!["ab"; 32].join(":");
-        assert_eq!(parse_fingerprint(&hex), Some([0xab; 32]));
-        assert_eq!(parse_fingerprint(&colons), Some([0xab; 32]));
-        assert_eq!(parse_fingerprint("ab"), None);
-        assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
-    }
-
     /// A TLS API on loopback with a fresh self-signed certificate; answers
-    /// one request per connection with 200 `pinned`.
-    async fn tls_api() -> (u16, [u8; 32]) {
+    /// one request per connection with 200 `pinned`. With `client_ca`, it
+    /// accepts only clients with a certificate that CA signed.
+    async fn tls_api(
+        client_ca: Option<rustls::pki_types::CertificateDer<'static>>,
+    ) -> (u16, [u8; 32]) {
         use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
@@ -754,12 +770,24 @@ mod tests {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![der], key)
-            .expect("pair");
+            .expect("versions");
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca).expect("CA");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .expect("verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder.with_single_cert(vec![der], key).expect("pair");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -788,6 +816,7 @@ mod tests {
         port: u16,
         pin: [u8; 32],
         max_response_bytes: u64,
+        credential: ApiCredential,
     ) -> Result<String, Error> {
         let exchange = Exchange {
             address: ApiAddress::Tcp {
@@ -801,7 +830,7 @@ mod tests {
                 between_bytes_timeout: Some(Duration::from_secs(5)),
             },
             max_response_bytes,
-            credential: ApiCredential::None,
+            credential,
         };
         let body = http_body_util::Empty::<Bytes>::new()
             .map_err(|never| match never {})
@@ -819,22 +848,86 @@ mod tests {
 
     #[tokio::test]
     async fn an_https_api_is_trusted_by_its_pinned_certificate_only() {
-        let (port, pin) = tls_api().await;
+        let (port, pin) = tls_api(None).await;
+        let none = || ApiCredential::None;
         assert_eq!(
-            get_over_tls(port, pin, 1024).await.expect("pinned"),
+            get_over_tls(port, pin, 1024, none()).await.expect("pinned"),
             "pinned"
         );
         let mut wrong = pin;
         wrong[0] ^= 1;
-        let refused = get_over_tls(port, wrong, 1024)
+        let refused = get_over_tls(port, wrong, 1024, none())
             .await
             .expect_err("another certificate");
         assert!(matches!(refused, Error::Tls(_)), "{refused:?}");
         // The response budget: 6 bytes do not fit in 4.
-        let cut = get_over_tls(port, pin, 4).await.expect_err("over budget");
+        let cut = get_over_tls(port, pin, 4, none())
+            .await
+            .expect_err("over budget");
         assert!(
             matches!(cut, Error::HttpResponseBodySize(Some(4))),
             "{cut:?}"
         );
+    }
+
+    /// A CA and a client certificate it signed, as PEM (chain, key).
+    fn client_identity() -> (rustls::pki_types::CertificateDer<'static>, String, String) {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(
+            ca_params,
+            rcgen::KeyPair::generate().expect("key"),
+        )
+        .expect("CA");
+        let client_key = rcgen::KeyPair::generate().expect("key");
+        let client = rcgen::CertificateParams::new(vec!["panel".to_owned()])
+            .expect("params")
+            .signed_by(&client_key, &ca)
+            .expect("client certificate");
+        (ca.der().clone(), client.pem(), client_key.serialize_pem())
+    }
+
+    #[tokio::test]
+    async fn an_api_that_verifies_clients_gets_the_hosts_certificate() {
+        let (ca, chain_pem, key_pem) = client_identity();
+        let (port, pin) = tls_api(Some(ca)).await;
+        let answer = get_over_tls(
+            port,
+            pin,
+            1024,
+            ApiCredential::ClientCertificate {
+                chain_pem: chain_pem.clone(),
+                key_pem,
+            },
+        )
+        .await
+        .expect("the client certificate is accepted");
+        assert_eq!(answer, "pinned");
+        // No certificate, or one the API's CA did not sign: no answer.
+        assert!(
+            get_over_tls(port, pin, 1024, ApiCredential::None)
+                .await
+                .is_err()
+        );
+        let (_, stranger_pem, stranger_key) = client_identity();
+        assert!(
+            get_over_tls(
+                port,
+                pin,
+                1024,
+                ApiCredential::ClientCertificate {
+                    chain_pem: stranger_pem,
+                    key_pem: stranger_key,
+                },
+            )
+            .await
+            .is_err()
+        );
+        // The credential shows its kind, never the key.
+        let shown = format!(
+            "{:?}",
+            ApiCredential::from_settings("", "secret-key", Some(&chain_pem))
+        );
+        assert_eq!(shown, "ClientCertificate(…)");
     }
 }

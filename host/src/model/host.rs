@@ -250,6 +250,7 @@ impl HostSettings {
             ));
         }
         self.check_cpu()?;
+        self.check_api_tls(http_api)?;
         if !["", "throttle", "pause"].contains(&self.flu_over.as_str()) {
             return Err(Invalid::new(
                 "config.flu_over",
@@ -350,6 +351,47 @@ impl HostSettings {
         self.extend_data
             .get("tls_fingerprint")
             .and_then(serde_json::Value::as_str)
+    }
+
+    /// `extend_data.tls_client_cert`: the PEM certificate chain an HTTPS API
+    /// wants from its clients (Docker's `--tlsverify`); `server_pass` then
+    /// holds its private key (PEM), masked like any password.
+    pub fn tls_client_cert(&self) -> Option<&str> {
+        self.extend_data
+            .get("tls_client_cert")
+            .and_then(serde_json::Value::as_str)
+            .filter(|pem| !pem.is_empty())
+    }
+
+    /// The rules of an HTTP API host's TLS: a fingerprint that parses, and a
+    /// client certificate only over `https` with its key in `server_pass`.
+    fn check_api_tls(&self, http_api: bool) -> Result<(), Invalid> {
+        if let Some(fingerprint) = self.tls_fingerprint()
+            && rules::parse_fingerprint(fingerprint).is_none()
+        {
+            return Err(Invalid::new(
+                "config.extend_data.tls_fingerprint",
+                "must be a SHA-256 fingerprint: 64 hex digits, colons allowed",
+            ));
+        }
+        let Some(chain) = self.tls_client_cert() else {
+            return Ok(());
+        };
+        let field = "config.extend_data.tls_client_cert";
+        if !http_api {
+            return Err(Invalid::new(
+                field,
+                "only hosts of engines granted http present a client certificate",
+            ));
+        }
+        if !self.server_addr.starts_with("https://") {
+            return Err(Invalid::new(
+                field,
+                "a client certificate needs an https:// server_addr",
+            ));
+        }
+        rules::check_pem_chain(field, chain)?;
+        rules::check_pem_key("config.server_pass", &self.server_pass)
     }
 
     /// `extend_data.allow_hostdev`: PCI/USB passthrough allowed on this host.

@@ -72,6 +72,49 @@ pub fn check_image_reference(field: &str, text: &str) -> Result<(), Invalid> {
     }
 }
 
+/// A SHA-256 fingerprint as hex, with or without colons (`openssl x509
+/// -fingerprint -sha256` prints it with).
+pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut pin = [0u8; 32];
+    for (index, byte) in pin.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok()?;
+    }
+    Some(pin)
+}
+
+/// One or more PEM certificates, and nothing unreadable.
+pub fn check_pem_chain(field: &str, pem: &str) -> Result<(), Invalid> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certificates: Result<Vec<CertificateDer>, _> =
+        CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+    match certificates {
+        Ok(certificates) if !certificates.is_empty() => Ok(()),
+        _ => Err(Invalid::new(
+            field,
+            "must be PEM certificates (-----BEGIN CERTIFICATE-----)",
+        )),
+    }
+}
+
+/// A PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn check_pem_key(field: &str, pem: &str) -> Result<(), Invalid> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map(|_| ())
+        .map_err(|_| {
+            Invalid::new(
+                field,
+                "must be the client certificate's PEM private key (-----BEGIN PRIVATE KEY-----)",
+            )
+        })
+}
+
 /// The nftables table name rule: `[A-Za-z0-9_]{1,64}` and not starting with
 /// a digit (nft parses `9x` as a number and refuses it as a table name).
 pub fn check_table_name(field: &str, text: &str) -> Result<(), Invalid> {
@@ -209,6 +252,16 @@ pub fn decode<T: DeserializeOwned>(prefix: &str, value: serde_json::Value) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_parse_with_or_without_colons() {
+        let hex = "AB".repeat(32);
+        let colons = vec!["ab"; 32].join(":");
+        assert_eq!(parse_fingerprint(&hex), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint(&colons), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint("ab"), None);
+        assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
+    }
 
     #[test]
     fn image_references_stay_inside_the_api_path() {

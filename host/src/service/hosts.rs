@@ -39,10 +39,11 @@ impl HostRecord {
             api_credential: crate::caps::http::ApiCredential::from_settings(
                 &settings.server_user,
                 &settings.server_pass,
+                settings.tls_client_cert(),
             ),
             tls_pin: settings
                 .tls_fingerprint()
-                .and_then(crate::caps::http::parse_fingerprint),
+                .and_then(rules::parse_fingerprint),
         })
     }
 
