@@ -286,3 +286,40 @@ async fn tasks_power_and_samples_arrive_scoped_to_the_caller() {
     assert_eq!(first["vm_uuid"], "ev2", "not ev3's create: {first}");
     assert_eq!(first["actions"], "powers:start", "{first}");
 }
+
+#[tokio::test]
+async fn a_stream_ends_soon_after_its_token_is_revoked() {
+    let server = Server::start(&plugin_toml(
+        "libvirt",
+        "openidcs_plugin_libvirt",
+        &["libvirt", "log"],
+        "",
+    ));
+    let token = server
+        .ok(
+            "POST",
+            "/api/system/tokens",
+            Some(json!({ "name": "revoked-soon", "role": "read-only" })),
+        )
+        .await["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let mut stream = Stream::open(&server, "", Credential::Bearer(&token)).await;
+    server
+        .ok("DELETE", "/api/system/tokens/revoked-soon", None)
+        .await;
+    let seen = stream
+        .until("the end of the stream", |kind, _| kind == "ended")
+        .await;
+    let (_, why) = seen.last().expect("the ended event");
+    assert!(
+        why.as_str()
+            .is_some_and(|why| why.contains("no longer valid")),
+        "{why}"
+    );
+    assert!(
+        stream.next(Duration::from_secs(5)).await.is_none(),
+        "nothing follows: the stream is closed"
+    );
+}

@@ -26,6 +26,26 @@ use crate::state::AppState;
 pub struct Caller {
     pub token: String,
     pub principal: Principal,
+    /// The session cookie it came with (no `Authorization` header).
+    pub session: Option<String>,
+}
+
+impl Caller {
+    /// Whom the caller stands for now: a long-lived answer (the event
+    /// stream) asks again, so that a revoked or expired token, or an ended
+    /// session, stops it. Counts nothing against the address.
+    pub fn current(&self, state: &AppState) -> Result<Principal, ApiError> {
+        if let Some(session) = &self.session {
+            return session_principal(state, session);
+        }
+        match AuthGuard::verify_hash(&state.store, &crate::auth::hash_token(&self.token))? {
+            Some(Verdict::Accepted(principal)) => Ok(principal),
+            Some(Verdict::Expired(name)) => Err(expired(&name)),
+            Some(Verdict::Rejected | Verdict::Throttled) | None => Err(ApiError::Unauthorized(
+                "the token is no longer valid".to_owned(),
+            )),
+        }
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -42,6 +62,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 return Ok(Caller {
                     token: String::new(),
                     principal: session_principal(state, session)?,
+                    session: Some(session.to_owned()),
                 });
             }
             return Err(ApiError::Unauthorized(
@@ -65,6 +86,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         Ok(Caller {
             token: token.to_owned(),
             principal,
+            session: None,
         })
     }
 }

@@ -29,7 +29,9 @@ use crate::state::AppState;
                    Filtered to what the caller reaches (a token's hosts; a VM session's VM; \
                    system tasks for admin only), and by `hs_name` and `vm_uuid` when given. A \
                    client that falls behind gets a `lagged` event with the number of events it \
-                   missed (re-read the lists then). Bearer token or session cookie.",
+                   missed (re-read the lists then). Bearer token or session cookie; the stream \
+                   ends (after an `ended` event) within seconds of the token being revoked or \
+                   expiring, or the session ending.",
     params(EventQuery),
     responses((status = 200, description = "The stream (one JSON object per event)",
                content_type = "text/event-stream", body = Event)),
@@ -41,26 +43,55 @@ pub async fn events(
     ApiQuery(query): ApiQuery<EventQuery>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let filter = Filter {
-        principal: caller.principal,
+        principal: caller.principal.clone(),
         query,
     };
+    let watch = Watch {
+        state: state.clone(),
+        caller,
+        recheck: tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK),
+    };
     let stream = futures_util::stream::unfold(
-        (state.events.subscribe(), filter),
-        |(mut receiver, filter)| async move {
+        Some((state.events.subscribe(), filter, watch)),
+        |open| async move {
+            let (mut receiver, mut filter, mut watch) = open?;
             loop {
-                let next = match receiver.recv().await {
-                    Ok(event) if filter.passes(&event) => encode(&event),
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(missed)) => {
-                        SseEvent::default().event("lagged").data(missed.to_string())
-                    }
-                    Err(RecvError::Closed) => return None,
+                let next = tokio::select! {
+                    received = receiver.recv() => match received {
+                        Ok(event) if filter.passes(&event) => encode(&event),
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(missed)) => {
+                            SseEvent::default().event("lagged").data(missed.to_string())
+                        }
+                        Err(RecvError::Closed) => return None,
+                    },
+                    _ = watch.recheck.tick() => match watch.caller.current(&watch.state) {
+                        // The token's hosts may have changed too.
+                        Ok(principal) => {
+                            filter.principal = principal;
+                            continue;
+                        }
+                        Err(why) => {
+                            let ended = SseEvent::default().event("ended").data(why.to_string());
+                            return Some((Ok(ended), None));
+                        }
+                    },
                 };
-                return Some((Ok(next), (receiver, filter)));
+                return Some((Ok(next), Some((receiver, filter, watch))));
             }
         },
     );
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// How often a stream asks whether its caller is still who it was.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What a stream needs to ask again.
+struct Watch {
+    state: Arc<AppState>,
+    caller: Caller,
+    recheck: tokio::time::Interval,
 }
 
 struct Filter {
