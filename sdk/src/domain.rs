@@ -274,7 +274,8 @@ impl Bandwidth {
         kbytes_to_mbit(self.outbound_kbytes)
     }
 
-    fn is_unlimited(&self) -> bool {
+    /// No limit either way (no `<bandwidth>` element).
+    pub fn is_unlimited(&self) -> bool {
         self.inbound_kbytes == 0 && self.outbound_kbytes == 0
     }
 }
@@ -1179,6 +1180,22 @@ impl DomainDocument {
         let mut changed = element.clone();
         set_bandwidth(&mut changed, bandwidth);
         Some(changed.to_xml())
+    }
+
+    /// Remove every NIC's `<bandwidth>`; whether there was one. For a host
+    /// whose kernel cannot shape traffic (libvirt's `tc` fails).
+    pub fn clear_bandwidth(&mut self) -> bool {
+        self.root.edit_child("devices", |devices| {
+            let mut cleared = false;
+            for device in devices.elements_mut() {
+                if interface_of(device).is_some_and(|interface| !interface.bandwidth.is_unlimited())
+                {
+                    device.remove_children("bandwidth");
+                    cleared = true;
+                }
+            }
+            cleared
+        })
     }
 
     /// Add the guest agent channel when the domain has none.

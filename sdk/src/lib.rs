@@ -131,21 +131,29 @@ pub fn log_warn(message: &str) {
     log::log(log::Level::Warn, message);
 }
 
-/// A random, locally administered MAC in QEMU's `52:54:00` block.
-///
-/// Randomness comes from WASI (`wasi:random`) through std's hasher seeds, so
-/// the SDK needs no extra dependency.
-pub fn generate_mac() -> String {
+/// 64 random bits. Randomness comes from WASI (`wasi:random`) through std's
+/// hasher seeds, so the SDK needs no extra dependency.
+fn random_bits() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u8(0);
-    let bits = hasher.finish();
+    hasher.finish()
+}
+
+/// A random, locally administered MAC in QEMU's `52:54:00` block.
+pub fn generate_mac() -> String {
+    let bits = random_bits();
     format!(
         "52:54:00:{:02x}:{:02x}:{:02x}",
         (bits >> 16) as u8,
         (bits >> 8) as u8,
         bits as u8
     )
+}
+
+/// Six random hex digits, to make a throwaway name unique.
+pub fn random_suffix() -> String {
+    format!("{:06x}", random_bits() & 0xff_ffff)
 }
 
 /// Export `$engine` (a type implementing [`Engine`]) as this component's

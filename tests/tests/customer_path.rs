@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use openidcs_tests::{DomainCleanup, Server, plugin_toml, qemu_system_skip_reason, root, virsh};
+use openidcs_tests::{
+    DomainCleanup, Server, kernel_can_shape, plugin_toml, qemu_system_skip_reason, root, virsh,
+};
 use serde_json::{Value, json};
 
 const VM: &str = "oidcs-test-cust1";
@@ -263,52 +265,6 @@ fn transfer_from_vm_mbit(netns: &str, password: &str, bytes: u64) -> f64 {
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(output.len() as u64, bytes, "the whole transfer arrived");
     bytes as f64 * 8.0 / seconds / 1e6
-}
-
-/// Whether this kernel has what libvirt's `<bandwidth>` runs (`tc` htb and
-/// sfq qdiscs, an ingress u32 filter with a police action), tried on a veth
-/// pair in a throwaway namespace.
-fn kernel_can_shape() -> Result<(), String> {
-    let netns = format!("oidcs-tc-{}", std::process::id());
-    let run = |arguments: &[&str]| -> Result<(), String> {
-        let output = Command::new(arguments[0])
-            .args(&arguments[1..])
-            .output()
-            .map_err(|error| error.to_string())?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "`{}`: {}",
-                arguments.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ))
-        }
-    };
-    let tried = (|| {
-        run(&["ip", "netns", "add", &netns])?;
-        run(&[
-            "ip", "-n", &netns, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
-        ])?;
-        run(&[
-            "tc", "-n", &netns, "qdisc", "add", "dev", "d0", "root", "handle", "1:", "htb",
-            "default", "1",
-        ])?;
-        run(&[
-            "tc", "-n", &netns, "class", "add", "dev", "d0", "parent", "1:", "classid", "1:1",
-            "htb", "rate", "1mbit",
-        ])?;
-        run(&[
-            "tc", "-n", &netns, "qdisc", "add", "dev", "d0", "parent", "1:1", "handle", "2:", "sfq",
-        ])?;
-        run(&["tc", "-n", &netns, "qdisc", "add", "dev", "d0", "ingress"])?;
-        run(&[
-            "tc", "-n", &netns, "filter", "add", "dev", "d0", "parent", "ffff:", "protocol", "all",
-            "u32", "match", "u32", "0", "0", "police", "rate", "1mbit", "burst", "100k", "drop",
-        ])
-    })();
-    let _ = Command::new("ip").args(["netns", "del", &netns]).status();
-    tried
 }
 
 /// Wait until libvirt says the domain is in `state`.

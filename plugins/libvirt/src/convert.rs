@@ -248,9 +248,9 @@ pub fn host_cpu(host: &HostConfig) -> Option<CpuChoice> {
 }
 
 /// The throwaway domain a CPU probe starts: no disk, no NIC, 32 MiB.
-pub fn probe_domain(host: &HostConfig, choice: &CpuChoice) -> DomainXml {
+pub fn probe_domain(host: &HostConfig, choice: &CpuChoice, suffix: &str) -> DomainXml {
     let mut probe = DomainXml::new(
-        &format!("{}openidcs-cpu-probe", host.filter_name),
+        &format!("{}openidcs-cpu-probe-{suffix}", host.filter_name),
         DomainType::Kvm,
     )
     .memory_mib(32)

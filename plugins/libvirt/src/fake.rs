@@ -50,6 +50,9 @@ pub struct State {
     /// CPU models this host's "QEMU" cannot run: starting a domain with one
     /// fails as QEMU does on AMD with nested KVM.
     pub unrunnable_cpus: Vec<CpuModel>,
+    /// The kernel cannot shape traffic: starting a domain with a NIC's
+    /// `<bandwidth>` fails as libvirt's `tc` does without sfq.
+    pub no_traffic_shaping: bool,
     /// The image storage: volume name → (format, size in MB).
     pub images: BTreeMap<String, (String, u64)>,
     /// Volume name → the image it was made from and whether it is linked.
@@ -314,12 +317,26 @@ impl Capabilities for Fake {
         ))?;
         let mut state = self.state.borrow_mut();
         let unrunnable_cpus = state.unrunnable_cpus.clone();
+        let no_traffic_shaping = state.no_traffic_shaping;
         let domain = state
             .domains
             .get_mut(name)
             .ok_or_else(|| not_found("domain"))?;
         use PowerState::{Paused, Running, Stopped};
         if op == LifecycleOp::Start && domain.state == Stopped {
+            let shaped = DomainXml::from_xml(&domain.xml).is_ok_and(|model| {
+                model
+                    .interfaces
+                    .iter()
+                    .any(|interface| !interface.bandwidth.is_unlimited())
+            });
+            if no_traffic_shaping && shaped {
+                return Err(Error::Failed(
+                    "internal error: Child process (tc qdisc add dev vnet0 parent 1:1 handle 2: \
+                     sfq perturb 10) unexpected exit status 2: Error: Specified qdisc kind is unknown."
+                        .to_owned(),
+                ));
+            }
             let cpu = DomainDocument::parse(&domain.xml)
                 .ok()
                 .and_then(|document| document.cpu());

@@ -410,6 +410,9 @@ fn start<C: Capabilities>(caps: &C, vm: &str) -> Result<PowerState> {
         Err(error @ Error::Failed(_)) => error,
         Err(error) => return Err(error),
     };
+    if cannot_shape(&first_error) {
+        return start_unshaped(caps, vm, first_error);
+    }
     let mut document = read_document(caps, vm)?;
     let Some(tried) = document.cpu() else {
         // Not a KVM domain, or a CPU the operator chose: left alone.
@@ -439,6 +442,43 @@ fn start<C: Capabilities>(caps: &C, vm: &str) -> Result<PowerState> {
         caps.define_domain(&original).map(|_| ()),
     );
     Err(first_error)
+}
+
+/// Whether a start failed on the NICs' `<bandwidth>`: libvirt applies it
+/// with `tc` (htb, sfq, an ingress policer), and a kernel without those
+/// (some VMs' and containers' kernels) fails the start on it.
+fn cannot_shape(error: &Error) -> bool {
+    let text = message_of(error);
+    text.contains("tc ") && (text.contains("qdisc") || text.contains("filter"))
+}
+
+/// Start once without the NICs' bandwidth limits, then put them back into
+/// the definition (a host that can shape applies them at the next start). A
+/// warning record says the VM runs unshaped; the traffic quota still counts.
+fn start_unshaped<C: Capabilities>(caps: &C, vm: &str, first_error: Error) -> Result<PowerState> {
+    let mut document = read_document(caps, vm)?;
+    let original = document.to_xml();
+    if !document.clear_bandwidth() {
+        return Err(first_error);
+    }
+    caps.define_domain(&document.to_xml())
+        .context(|| format!("redefining vm {vm} without its bandwidth limits"))?;
+    let started = caps.lifecycle(vm, LifecycleOp::Start);
+    warn_on_error(
+        caps,
+        &format!("restoring the bandwidth limits of vm {vm}"),
+        caps.define_domain(&original).map(|_| ()),
+    );
+    let state = started?;
+    caps.log(
+        Level::Warn,
+        &format!(
+            "vm {vm} runs without its bandwidth limits (speed_u/speed_d): this host cannot \
+             shape traffic ({})",
+            message_of(&first_error)
+        ),
+    );
+    Ok(state)
 }
 
 /// One `all-domain-stats` call for every managed VM of the host.
@@ -988,8 +1028,11 @@ pub fn cpu_probe<C: Capabilities>(
         )
         .collect();
     let mut refusals = Vec::new();
+    // Its own name: two creates (or two panels on one host) probing at
+    // once must not find each other's throwaway domain.
+    let suffix = openidcs_sdk::random_suffix();
     for choice in candidates {
-        let probe = convert::probe_domain(host, &choice);
+        let probe = convert::probe_domain(host, &choice, &suffix);
         match caps.try_domain(&probe.to_xml()) {
             Ok(()) => return Ok(choice),
             Err(error) => refusals.push(format!(

@@ -618,6 +618,27 @@ fn start_falls_back_to_a_cpu_model_the_host_runs_and_keeps_it() {
 }
 
 #[test]
+fn start_on_a_host_that_cannot_shape_runs_unshaped_and_keeps_the_limits() {
+    let fake = Fake::new();
+    created(&fake);
+    let before = fake.state.borrow().domains["web1"].xml.clone();
+    fake.state.borrow_mut().no_traffic_shaping = true;
+    let state = ops::vm_power(&fake, "web1", PowerAction::Start).expect("starts unshaped");
+    assert_eq!(state, PowerState::Running);
+    // The definition keeps the speeds for a host that can shape them.
+    assert_eq!(fake.state.borrow().domains["web1"].xml, before);
+    let logs = fake.state.borrow().logs.clone();
+    assert!(
+        logs.iter()
+            .any(|line| line.contains("runs without its bandwidth limits")
+                && line.contains("qdisc kind is unknown")),
+        "{logs:?}"
+    );
+    // No CPU model search for a bandwidth failure.
+    assert_eq!(fake.count("lifecycle Start"), 2);
+}
+
+#[test]
 fn start_restores_the_definition_when_no_cpu_model_runs() {
     let fake = Fake::new();
     created(&fake);
