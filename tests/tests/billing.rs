@@ -78,7 +78,7 @@ async fn a_php_module_creates_operates_and_terminates_a_vm() {
             "/api/client/create/node1",
             Some(json!({
                 "vm_uuid": "ser261202de2b0aa", "os_name": "", "os_pass": "Zj9kLm2Qx7Pw",
-                "vc_port": 0, "vc_pass": "Zj9kLm2Qx7Pw", "cpu_num": 1, "cpu_per": 100,
+                "vc_port": 26057, "vc_pass": "Zj9kLm2Qx7Pw", "cpu_num": 1, "cpu_per": 100,
                 "mem_num": 1024, "hdd_num": 0, "speed_u": 100, "speed_d": 100,
                 "flu_num": 102400, "nat_num": 10, "web_num": 5, "hdd_all": [], "iso_all": [],
                 "nic_all": { "eth0": { "nic_type": "nat", "mac_addr": "93:d7:1a:02:4c:7e",
@@ -117,6 +117,16 @@ async fn a_php_module_creates_operates_and_terminates_a_vm() {
     assert_eq!(php_status(&server, vm).await, "RUNNING");
     power(&server, vm, "S_RESET").await;
     assert_eq!(php_status(&server, vm).await, "RUNNING");
+    // The console button: the module opens data.url in the customer's
+    // browser (the VNC port is the one the module chose, 26057).
+    let console = server
+        .ok("GET", &format!("/api/client/remote/node1/{vm}"), None)
+        .await;
+    let url = console["url"].as_str().unwrap_or_default();
+    assert!(
+        url.starts_with(&format!("{}/console/?ticket=", server.base)),
+        "{console}"
+    );
     power(&server, vm, "H_CLOSE").await;
     assert_eq!(php_status(&server, vm).await, "STOPPED");
     let status = server
