@@ -5,7 +5,7 @@
 // Usage: node drive.mjs <console-url> <screenshot.png>
 // Exit code 0 when it could report, 1 when the browser could not be driven.
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [url, screenshot] = process.argv.slice(2);
 if (!url || !screenshot) {
@@ -13,23 +13,7 @@ if (!url || !screenshot) {
     process.exit(2);
 }
 
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-const browser = await chromium.launch({
-    executablePath,
-    // Never a browser of Playwright's own; this machine's network is closed,
-    // so everything that calls home is switched off.
-    args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-    ],
-    timeout: 60_000,
-});
+const browser = await launch();
 
 const report = { state: 'unknown', width: 0, height: 0, distinct: 0, requests: [], log: [] };
 try {

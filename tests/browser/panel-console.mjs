@@ -4,16 +4,11 @@
 // one JSON line: {state, distinct, width, height, failures, console}.
 // Environment: PANEL_BASE, PANEL_TOKEN, PANEL_HOST, PANEL_VM, PANEL_SHOT.
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const { PANEL_BASE: base, PANEL_TOKEN: token, PANEL_HOST: host, PANEL_VM: vm, PANEL_SHOT: shot } = process.env;
 const report = { state: 'unknown', distinct: 0, width: 0, height: 0, failures: [], console: [] };
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-  timeout: 60_000,
-});
+const browser = await launch();
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: true });
   const page = await context.newPage();

@@ -9,7 +9,7 @@
 // (1: NAT works on this server), PANEL_SHOTS (screenshot directory).
 
 import { readFileSync } from 'node:fs';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const env = (name) => {
   const value = process.env[name];
@@ -49,12 +49,7 @@ check('every t() key of the panel and the console is translated', missing.length
 const untranslated = english.filter((key) => key !== 'brand' && STRINGS.en[key] === STRINGS['zh-CN'][key] && /[a-z]{4,}/.test(STRINGS.en[key]));
 check('no English text left in zh-CN', untranslated.length === 0, untranslated.join(', '));
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-  timeout: 60_000,
-});
+const browser = await launch();
 
 /** A new browser context (its own cookies) with console and error capture. */
 async function open(viewport, locale = 'en-US') {

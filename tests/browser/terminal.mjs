@@ -6,7 +6,7 @@
 // Usage: node terminal.mjs <console-url> <command> <expected> <screenshot.png>
 // Exit code 0 when it could report, 1 when the browser could not be driven.
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [url, command, expected, screenshot] = process.argv.slice(2);
 if (!url || !command || !expected || !screenshot) {
@@ -14,16 +14,7 @@ if (!url || !command || !expected || !screenshot) {
     process.exit(2);
 }
 
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    // This machine's network is closed: everything that calls home is off.
-    args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
-        '--disable-background-networking', '--disable-component-update',
-        '--disable-sync', '--no-first-run',
-    ],
-    timeout: 60_000,
-});
+const browser = await launch();
 
 const report = { state: 'unknown', protocol: '', screen: '', requests: [], log: [] };
 try {

@@ -160,12 +160,13 @@ impl Namespaces {
         namespaces
     }
 
-    /// The `nft_command` that runs nft in the host namespace.
-    pub fn nft_command(&self) -> Vec<String> {
-        ["ip", "netns", "exec", &self.host, "nft"]
+    /// The server's `[nat]` table: nft runs in the host namespace.
+    pub fn nat_config(&self) -> String {
+        let command: Vec<String> = ["ip", "netns", "exec", &self.host, "nft"]
             .iter()
-            .map(|part| part.to_string())
-            .collect()
+            .map(|part| format!("{part:?}"))
+            .collect();
+        format!("[nat]\nnft_command = [{}]\n\n", command.join(", "))
     }
 
     /// Run nft in the host namespace; answers stdout.

@@ -524,17 +524,12 @@ async fn a_php_module_reinstalls_forwards_and_publishes_on_a_full_host() {
     }
     let mut namespaces = Namespaces::create();
     namespaces.start_echo_servers(22);
-    let nft: Vec<String> = namespaces
-        .nft_command()
-        .iter()
-        .map(|part| format!("{part:?}"))
-        .collect();
     let directory = tempfile::tempdir().expect("tempdir");
     let node = image_node(directory.path());
     let mut server = Server::start_https(&format!(
-        "[libvirt]\ntest_files = true\n\n[nat]\nnft_command = [{}]\n\n\
+        "[libvirt]\ntest_files = true\n\n{}\
          [proxy]\nmanaged = true\nhttp_port = {}\nhttps_port = {}\n\n{}",
-        nft.join(", "),
+        namespaces.nat_config(),
         openidcs_tests::free_port(),
         openidcs_tests::free_port(),
         plugin_toml(

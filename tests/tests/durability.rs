@@ -14,14 +14,9 @@ use serde_json::{Value, json};
 /// A server with NAT in `namespaces` (and `extra` config), host `edge` and
 /// VM `natvm` holding `VM_ADDRESS` (its forwards' target).
 async fn edge_server(namespaces: &Namespaces, extra: &str) -> Server {
-    let nft: Vec<String> = namespaces
-        .nft_command()
-        .iter()
-        .map(|part| format!("{part:?}"))
-        .collect();
     let config = format!(
-        "[nat]\nnft_command = [{}]\n\n{extra}{}",
-        nft.join(", "),
+        "{}{extra}{}",
+        namespaces.nat_config(),
         plugin_toml(
             "libvirt",
             "openidcs_plugin_libvirt",

@@ -10,14 +10,9 @@ use openidcs_tests::{Server, plugin_toml};
 use serde_json::{Value, json};
 
 fn config(namespaces: &Namespaces) -> String {
-    let nft: Vec<String> = namespaces
-        .nft_command()
-        .iter()
-        .map(|part| format!("{part:?}"))
-        .collect();
     format!(
-        "[nat]\nnft_command = [{}]\n\n{}",
-        nft.join(", "),
+        "{}{}",
+        namespaces.nat_config(),
         plugin_toml(
             "libvirt",
             "openidcs_plugin_libvirt",

@@ -95,14 +95,9 @@ fn skip_reason() -> Option<String> {
 }
 
 fn config(namespaces: &Namespaces, dockerd: &Dockerd) -> String {
-    let nft: Vec<String> = namespaces
-        .nft_command()
-        .iter()
-        .map(|part| format!("{part:?}"))
-        .collect();
     format!(
-        "[poller]\ninterval_s = 1\n\n[nat]\nnft_command = [{}]\n\n[libvirt]\napi_sockets = [{:?}]\n\n{}",
-        nft.join(", "),
+        "[poller]\ninterval_s = 1\n\n{}[libvirt]\napi_sockets = [{:?}]\n\n{}",
+        namespaces.nat_config(),
         dockerd.socket().display().to_string(),
         plugin_toml(
             "oci",

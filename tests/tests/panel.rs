@@ -46,14 +46,7 @@ async fn the_panel_in_headless_chromium() {
     // NAT needs nft, so root: in a network namespace of the test's own.
     let namespaces = netns::is_root().then(Namespaces::create);
     let nat = match &namespaces {
-        Some(namespaces) => {
-            let nft: Vec<String> = namespaces
-                .nft_command()
-                .iter()
-                .map(|part| format!("{part:?}"))
-                .collect();
-            format!("[nat]\nnft_command = [{}]\n\n", nft.join(", "))
-        }
+        Some(namespaces) => namespaces.nat_config(),
         None => {
             println!("NAT steps skipped: not root, so no nft (as root they run)");
             String::new()

@@ -127,6 +127,36 @@ fn nat_address(host: &HostConfig, vm_uuid: &str) -> Result<String> {
         .ok_or_else(|| Error::Conflict(format!("container {vm_uuid} has no NAT address")))
 }
 
+/// `POST /networks/<the NIC's network>/<action>` for the container, with
+/// `body`'s fields beside `Container`.
+fn network_call(
+    host: &HostConfig,
+    vm_uuid: &str,
+    nic: &Nic,
+    action: &str,
+    mut body: Value,
+    ok: &[u16],
+) -> Result<()> {
+    let network = network_of(host, nic.kind)?;
+    body["Container"] = json!(container(vm_uuid)?);
+    Api::of(host)?
+        .post_json(&format!("{API}/networks/{network}/{action}"), &body)?
+        .expect(ok)?;
+    Ok(())
+}
+
+/// The container's name, after checking that it runs (`doing` says what
+/// needs it).
+fn running<'a>(api: &Api, host: &HostConfig, vm_uuid: &'a str, doing: &str) -> Result<&'a str> {
+    let name = container(vm_uuid)?;
+    if vm_info(host, &inspect(api, name)?).power != PowerState::Running {
+        return Err(Error::Conflict(format!(
+            "container {name} is not running; start it to {doing}"
+        )));
+    }
+    Ok(name)
+}
+
 /// Run `command` in the running container; answers its exit code.
 fn exec(api: &Api, vm_uuid: &str, command: &[&str]) -> Result<i64> {
     let created = api
@@ -321,12 +351,7 @@ impl Engine for Oci {
     /// with an upgrade to a raw stream.
     fn vm_terminal(host: HostConfig, vm_uuid: String) -> Result<TerminalRequest> {
         let api = Api::of(&host)?;
-        let name = container(&vm_uuid)?;
-        if vm_info(&host, &inspect(&api, name)?).power != PowerState::Running {
-            return Err(Error::Conflict(format!(
-                "container {name} is not running; start it to open its console"
-            )));
-        }
+        let name = running(&api, &host, &vm_uuid, "open its console")?;
         let created = api
             .post_json(
                 &format!("{API}/containers/{name}/exec"),
@@ -369,27 +394,20 @@ impl Engine for Oci {
 
     /// Connect the container to the NIC's network at its address.
     fn ip_apply(host: HostConfig, vm_uuid: String, nic: Nic) -> Result<Nic> {
-        let api = Api::of(&host)?;
-        let name = container(&vm_uuid)?;
-        let network = network_of(&host, nic.kind)?;
-        api.post_json(
-            &format!("{API}/networks/{network}/connect"),
-            &json!({ "Container": name, "EndpointConfig": convert::endpoint(&nic) }),
-        )?
-        .expect(&[200])?;
+        let endpoint = json!({ "EndpointConfig": convert::endpoint(&nic) });
+        network_call(&host, &vm_uuid, &nic, "connect", endpoint, &[200])?;
         Ok(nic)
     }
 
     fn ip_remove(host: HostConfig, vm_uuid: String, nic: Nic) -> Result<()> {
-        let api = Api::of(&host)?;
-        let name = container(&vm_uuid)?;
-        let network = network_of(&host, nic.kind)?;
-        api.post_json(
-            &format!("{API}/networks/{network}/disconnect"),
-            &json!({ "Container": name, "Force": true }),
-        )?
-        .expect(&[200, 404])?;
-        Ok(())
+        network_call(
+            &host,
+            &vm_uuid,
+            &nic,
+            "disconnect",
+            json!({ "Force": true }),
+            &[200, 404],
+        )
     }
 
     fn proxy_apply(host: HostConfig, vm_uuid: String, site: ProxySite) -> Result<ProxySite> {
@@ -476,12 +494,7 @@ impl Engine for Oci {
         boot: FirstBoot,
     ) -> Result<PasswordRoute> {
         let api = Api::of(&host)?;
-        let name = container(&vm_uuid)?;
-        if vm_info(&host, &inspect(&api, name)?).power != PowerState::Running {
-            return Err(Error::Conflict(format!(
-                "container {name} is not running; start it to set a password"
-            )));
-        }
+        let name = running(&api, &host, &vm_uuid, "set a password")?;
         // Both go into a shell's single quotes: no quote may be in them.
         let safe = |text: &str| {
             !text.is_empty()
