@@ -6,7 +6,7 @@
 // Usage: node terminal.mjs <console-url> <command> <expected> <screenshot.png>
 // Exit code 0 when it could report, 1 when the browser could not be driven.
 
-import { launch } from './chromium.mjs';
+import { launch, openConsole } from './chromium.mjs';
 
 const [url, command, expected, screenshot] = process.argv.slice(2);
 if (!url || !command || !expected || !screenshot) {
@@ -18,19 +18,7 @@ const browser = await launch();
 
 const report = { state: 'unknown', protocol: '', screen: '', requests: [], log: [] };
 try {
-    const page = await browser.newPage({ viewport: { width: 1024, height: 640 } });
-    page.on('console', (message) => report.log.push(`${message.type()}: ${message.text()}`));
-    page.on('pageerror', (error) => report.log.push(`pageerror: ${error}`));
-    page.on('request', (request) => report.requests.push(request.url()));
-    page.on('websocket', (socket) => report.requests.push(socket.url()));
-
-    await page.goto(url, { waitUntil: 'load', timeout: 30_000 });
-    await page.waitForFunction(
-        () => ['connected', 'failed', 'disconnected'].includes(document.documentElement.dataset.console),
-        null,
-        { timeout: 30_000, polling: 100 },
-    );
-    report.state = await page.evaluate(() => document.documentElement.dataset.console);
+    const page = await openConsole(browser, url, { width: 1024, height: 640 }, report);
     report.protocol = await page.evaluate(() => document.documentElement.dataset.protocol || '');
     if (report.state === 'connected') {
         // Keystrokes as a user types them, into the focused terminal.
