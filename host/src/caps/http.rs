@@ -394,6 +394,12 @@ async fn answered(response: http::Response<hyper::body::Incoming>) -> String {
     format!("the API answered {status}: {body}")
 }
 
+/// An answer, and the task that drives its connection.
+type Roundtrip = (
+    http::Response<hyper::body::Incoming>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+);
+
 /// One request on its own connection.
 struct Exchange {
     address: ApiAddress,
@@ -432,20 +438,26 @@ impl Exchange {
         }
     }
 
-    /// Send `request` (its URI a path) with the host's credential; the
-    /// connection may be upgraded by the answer.
-    async fn open(
-        self,
-        mut request: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        let stream = self
-            .connect()
-            .await
-            .map_err(|error| format!("cannot reach {}: {error}", self.address.describe()))?;
+    /// Send `request` on a connection of its own: on the wire the path
+    /// only, the `Host` the API expects and the host's credential. The
+    /// connection may be upgraded by the answer (a terminal); the handle
+    /// reports how the connection ended.
+    async fn roundtrip<B>(&self, mut request: http::Request<B>) -> Result<Roundtrip, Error>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = self.connect().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|error| format!("{}: {error}", self.address.describe()))?;
-        tokio::spawn(connection.with_upgrades());
+            .map_err(Error::from)?;
+        let driver = tokio::spawn(connection.with_upgrades());
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |path| path.as_str())
+            .to_owned();
+        *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
         let headers = request.headers_mut();
         if let Ok(value) = http::HeaderValue::from_str(&self.host_header()) {
             headers.insert(http::header::HOST, value);
@@ -457,15 +469,22 @@ impl Exchange {
             .options
             .first_byte_timeout
             .unwrap_or(Duration::from_secs(30));
-        tokio::time::timeout(first_byte, sender.send_request(request))
+        let response = tokio::time::timeout(first_byte, sender.send_request(request))
             .await
-            .map_err(|_| {
-                format!(
-                    "{} did not answer within {} s",
-                    self.address.describe(),
-                    first_byte.as_secs()
-                )
-            })?
+            .map_err(|_| Error::ConnectionReadTimeout)?
+            .map_err(Error::from)?;
+        Ok((response, driver))
+    }
+
+    /// [`Exchange::roundtrip`] for the server's own requests, its error as
+    /// text naming the API.
+    async fn open(
+        self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        self.roundtrip(request)
+            .await
+            .map(|(response, _)| response)
             .map_err(|error| format!("{}: {error}", self.address.describe()))
     }
 
@@ -505,38 +524,10 @@ impl Exchange {
 
     async fn send(
         self,
-        mut request: http::Request<WasiBody>,
+        request: http::Request<WasiBody>,
         permit: OwnedSemaphorePermit,
     ) -> SendResult {
-        let stream = self.connect().await?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(Error::from)?;
-        let driver = tokio::spawn(connection);
-        // On the wire: the path only, and the Host the API expects.
-        let host = self.host_header();
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |path| path.as_str())
-            .to_owned();
-        *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
-        if let Ok(value) = http::HeaderValue::from_str(&host) {
-            request.headers_mut().insert(http::header::HOST, value);
-        }
-        if let Some(value) = self.credential.header() {
-            request
-                .headers_mut()
-                .insert(http::header::AUTHORIZATION, value);
-        }
-        let first_byte = self
-            .options
-            .first_byte_timeout
-            .unwrap_or(Duration::from_secs(30));
-        let response = tokio::time::timeout(first_byte, sender.send_request(request))
-            .await
-            .map_err(|_| Error::ConnectionReadTimeout)?
-            .map_err(Error::from)?;
+        let (response, driver) = self.roundtrip(request).await?;
         let budget = self.max_response_bytes;
         let response = response.map(|incoming| {
             Budgeted {
