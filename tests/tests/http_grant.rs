@@ -187,7 +187,7 @@ async fn a_unix_socket_api_is_reached_as_localhost() {
         (
             json!({ "server_addr": "https://127.0.0.1:2376",
                     "extend_data": { "tls_client_cert": "not PEM" } }),
-            "config.extend_data.tls_client_cert: must be PEM certificates",
+            "config.extend_data.tls_client_cert: TLS certificate has no PEM block",
         ),
         (
             json!({ "server_addr": "https://127.0.0.1:2376",

@@ -86,35 +86,6 @@ pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
     Some(pin)
 }
 
-/// One or more PEM certificates, and nothing unreadable.
-pub fn check_pem_chain(field: &str, pem: &str) -> Result<(), Invalid> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let certificates: Result<Vec<CertificateDer>, _> =
-        CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
-    match certificates {
-        Ok(certificates) if !certificates.is_empty() => Ok(()),
-        _ => Err(Invalid::new(
-            field,
-            "must be PEM certificates (-----BEGIN CERTIFICATE-----)",
-        )),
-    }
-}
-
-/// A PEM private key (PKCS#8, PKCS#1 or SEC1).
-pub fn check_pem_key(field: &str, pem: &str) -> Result<(), Invalid> {
-    use rustls::pki_types::PrivateKeyDer;
-    use rustls::pki_types::pem::PemObject;
-    PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map(|_| ())
-        .map_err(|_| {
-            Invalid::new(
-                field,
-                "must be the client certificate's PEM private key (-----BEGIN PRIVATE KEY-----)",
-            )
-        })
-}
-
 /// The nftables table name rule: `[A-Za-z0-9_]{1,64}` and not starting with
 /// a digit (nft parses `9x` as a number and refuses it as a table name).
 pub fn check_table_name(field: &str, text: &str) -> Result<(), Invalid> {

@@ -463,29 +463,20 @@ impl Session {
             TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
         )
         .await;
-        match connected {
+        let failure = match connected {
             Ok(Ok(tcp)) => {
                 // Keystrokes and pointer moves are tiny; do not batch them.
                 let _ = tcp.set_nodelay(true);
-                self.proxy(socket, tcp, None).await
+                return self.proxy(socket, tcp, None).await;
             }
-            Ok(Err(error)) => {
-                let why = format!(
-                    "cannot connect to the VNC server {}:{}: {error}",
-                    endpoint.host, endpoint.port
-                );
-                self.unreachable(socket, why).await
-            }
-            Err(_) => {
-                let why = format!(
-                    "cannot connect to the VNC server {}:{}: no answer within {} s",
-                    endpoint.host,
-                    endpoint.port,
-                    CONNECT_TIMEOUT.as_secs()
-                );
-                self.unreachable(socket, why).await
-            }
-        }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        };
+        let why = format!(
+            "cannot connect to the VNC server {}:{}: {failure}",
+            endpoint.host, endpoint.port
+        );
+        self.unreachable(socket, why).await
     }
 
     /// Ask the engine for a new terminal (a container's exec) and open it on

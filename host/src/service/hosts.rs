@@ -7,12 +7,13 @@ use parking_lot::RwLock;
 
 use super::error::{ServiceError, ServiceResult};
 use crate::caps::HostScope;
+use crate::caps::proxy::tls;
 use crate::model::{
     CpuCounters, CpuSetting, EncodedAnswer, HostDetail, HostSettings, HostState, HostStatus,
     HostStatusAnswer, HostView, MASKED, Patch, StatusSource, rules,
 };
 use crate::plugin::EngineTarget;
-use crate::plugin::bindings::{HostConfig, HostCounters};
+use crate::plugin::bindings::{HostConfig, HostCounters, PluginError};
 use crate::state::AppState;
 use crate::store::{HostRecord, NewTask, format_ms, now_ms};
 
@@ -116,6 +117,20 @@ pub fn checked(
     settings: HostSettings,
 ) -> ServiceResult<HostSettings> {
     settings.check(&state.config().libvirt, speaks_http(state, engine))?;
+    if let Some(chain) = settings.tls_client_cert() {
+        // The same PEM rules as a proxy site's certificate and key.
+        let invalid = |field: &str, error: PluginError| {
+            let message = match error {
+                PluginError::Invalid(message) => message,
+                other => crate::plugin::bindings::describe_error(&other),
+            };
+            rules::Invalid::new(field, message)
+        };
+        tls::check_chain(chain)
+            .map_err(|error| invalid("config.extend_data.tls_client_cert", error))?;
+        tls::check_key(&settings.server_pass)
+            .map_err(|error| invalid("config.server_pass", error))?;
+    }
     Ok(settings)
 }
 

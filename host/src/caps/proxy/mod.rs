@@ -34,7 +34,7 @@ pub mod managed;
 mod nginx;
 #[cfg(test)]
 mod tests;
-mod tls;
+pub(crate) mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -45,7 +45,7 @@ struct Block {
 /// The certificate chain, re-encoded: one or more X.509 certificates and
 /// nothing else (a key pasted into the certificate field would otherwise end
 /// up in a file read by every reload).
-fn check_chain(text: &str) -> Result<String, PluginError> {
+pub fn check_chain(text: &str) -> Result<String, PluginError> {
     let blocks = pem_blocks("certificate", text, MAX_CERT_PEM)?;
     if blocks.is_empty() {
         return Err(invalid("certificate", "has no PEM block"));
@@ -80,7 +80,7 @@ fn check_chain(text: &str) -> Result<String, PluginError> {
 /// stop at a pass-phrase prompt on an encrypted one). `EC PARAMETERS`, which
 /// `openssl ecparam -genkey` writes before the key, is dropped: the key
 /// carries its curve.
-fn check_key(text: &str) -> Result<String, PluginError> {
+pub fn check_key(text: &str) -> Result<String, PluginError> {
     let mut key = None;
     for block in pem_blocks("key", text, MAX_KEY_PEM)? {
         let parsed = match block.label.as_str() {
