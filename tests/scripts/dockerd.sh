@@ -18,7 +18,9 @@ rootfs_tar() {
   [ -s "$cache/rootfs.tar" ] && return 0
   local work
   work=$(mktemp -d)
-  (cd "$work" && apt-get download -q busybox-static >/dev/null)
+  # A machine whose package lists were never fetched has to fetch them once.
+  (cd "$work" && { apt-get download -q busybox-static >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get download -q busybox-static >/dev/null; }; })
   dpkg -x "$work"/busybox-static_*.deb "$work/pkg"
   local root=$work/rootfs
   mkdir -p "$root"/{bin,etc,root,tmp,www,data,proc,sys,dev}
