@@ -586,6 +586,13 @@ impl Capabilities for Fake {
         if !state.domains.contains_key(domain) {
             return Err(not_found("domain"));
         }
+        if state.no_traffic_shaping && xml.contains("<bandwidth") {
+            return Err(Error::Failed(
+                "internal error: Child process (tc qdisc add dev vnet0 root handle 1: htb \
+                 default 2) unexpected exit status 2: Error: Specified qdisc kind is unknown."
+                    .to_owned(),
+            ));
+        }
         state
             .updated_devices
             .push((domain.to_owned(), xml.to_owned(), live));

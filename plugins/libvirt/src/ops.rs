@@ -322,14 +322,23 @@ fn apply_bandwidth_live<C: Capabilities>(caps: &C, vm: &str, live: &DomainDocume
             continue;
         };
         if let Err(error) = caps.update_device(vm, &xml, true) {
-            caps.log(
-                Level::Warn,
-                &format!(
+            let message = if cannot_shape(&error) {
+                // Neither now nor at the next start: say what works instead.
+                format!(
+                    "vm {vm}: this host cannot shape traffic, so the bandwidth of NIC {} (an \
+                     over-quota throttle too) does not apply; set the host's flu_over to pause \
+                     ({})",
+                    interface.mac,
+                    message_of(&error)
+                )
+            } else {
+                format!(
                     "vm {vm}: the bandwidth of NIC {} applies from its next start ({})",
                     interface.mac,
                     message_of(&error)
-                ),
-            );
+                )
+            };
+            caps.log(Level::Warn, &message);
         }
     }
 }

@@ -636,6 +636,18 @@ fn start_on_a_host_that_cannot_shape_runs_unshaped_and_keeps_the_limits() {
     );
     // No CPU model search for a bandwidth failure.
     assert_eq!(fake.count("lifecycle Start"), 2);
+    // An over-quota throttle (new speeds, live) cannot apply either: the
+    // warning says what works instead.
+    let mut throttled = spec();
+    throttled.speed_up = 1;
+    throttled.speed_down = 1;
+    ops::vm_update(&fake, &host(), &throttled, &mut macs()).expect("the definition changes");
+    let logs = fake.state.borrow().logs.clone();
+    assert!(
+        logs.iter()
+            .any(|line| line.contains("cannot shape traffic") && line.contains("flu_over to pause")),
+        "{logs:?}"
+    );
 }
 
 #[test]
