@@ -215,18 +215,6 @@ impl HttpCall {
         }
         Box::new(async move { Err(error) })
     }
-
-    fn options(&self, asked: Option<RequestOptions>) -> RequestOptions {
-        let ceiling = Duration::from_millis(self.limits.timeout_ms);
-        let within =
-            |wanted: Option<Duration>| Some(wanted.map_or(ceiling, |wanted| wanted.min(ceiling)));
-        let asked = asked.unwrap_or_default();
-        RequestOptions {
-            connect_timeout: within(asked.connect_timeout),
-            first_byte_timeout: within(asked.first_byte_timeout),
-            between_bytes_timeout: within(asked.between_bytes_timeout),
-        }
-    }
 }
 
 impl WasiHttpHooks for HttpCall {
@@ -279,11 +267,25 @@ impl WasiHttpHooks for HttpCall {
         let exchange = Exchange {
             address,
             pin,
-            options: self.options(options),
+            options: request_options(&self.limits, options),
             max_response_bytes: self.limits.max_response_bytes,
             credential: host.api_credential.clone(),
         };
         Box::new(exchange.send(request, permit))
+    }
+}
+
+/// The timeouts of a request: what was asked, within `[http] timeout_ms`
+/// (which is also the default).
+fn request_options(limits: &HttpConfig, asked: Option<RequestOptions>) -> RequestOptions {
+    let ceiling = Duration::from_millis(limits.timeout_ms);
+    let within =
+        |wanted: Option<Duration>| Some(wanted.map_or(ceiling, |wanted| wanted.min(ceiling)));
+    let asked = asked.unwrap_or_default();
+    RequestOptions {
+        connect_timeout: within(asked.connect_timeout),
+        first_byte_timeout: within(asked.first_byte_timeout),
+        between_bytes_timeout: within(asked.between_bytes_timeout),
     }
 }
 
@@ -416,15 +418,10 @@ impl Exchange {
     /// A request of the server's own (a console's terminal) to the host's API.
     fn for_host(host: &HostScope, limits: &HttpConfig) -> Result<Exchange, String> {
         let (address, pin) = api_of(host).map_err(|(why, _)| why)?;
-        let ceiling = Some(Duration::from_millis(limits.timeout_ms));
         Ok(Exchange {
             address,
             pin,
-            options: RequestOptions {
-                connect_timeout: ceiling,
-                first_byte_timeout: ceiling,
-                between_bytes_timeout: ceiling,
-            },
+            options: request_options(limits, None),
             max_response_bytes: limits.max_response_bytes,
             credential: host.api_credential.clone(),
         })
