@@ -30,8 +30,8 @@ pub mod bindings {
 pub use bindings::openidcs::engine::types::{
     ConsoleEndpoint, CpuChoice, Disk, EngineInfo, Error, FirstBoot, HostConfig, HostCounters,
     ImageEntry, InstallPlan, IpPool, IpVersion, Nic, NicKind, OsImage, PasswordRoute, PortForward,
-    PowerAction, PowerState, Protocol, ProxySite, TerminalRequest, TlsPair, VmCounters, VmInfo,
-    VmSpec,
+    PowerAction, PowerState, Protocol, ProxySite, RateLimit, TerminalRequest, TlsPair, VmCounters,
+    VmInfo, VmSpec,
 };
 pub use bindings::openidcs::engine::{libvirt, log, nat, proxy};
 

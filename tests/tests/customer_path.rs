@@ -257,31 +257,67 @@ fn ssh_when_up(netns: &str, password: &str, command: &str, limit: Duration) -> (
     }
 }
 
-/// Mbit/s of `bytes` sent by the VM to the client over SSH.
-fn transfer_from_vm_mbit(netns: &str, password: &str, bytes: u64) -> f64 {
-    let started = Instant::now();
-    let output = ssh(netns, password, &format!("head -c {bytes} /dev/zero"))
-        .expect("a transfer from the VM");
-    let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(output.len() as u64, bytes, "the whole transfer arrived");
-    bytes as f64 * 8.0 / seconds / 1e6
+/// Mbit/s of `bytes` sent by the VM to the client over SSH, counted after
+/// the first `skip` bytes (a policer's bucket lets its first second of the
+/// rate through at once).
+fn transfer_from_vm_mbit(netns: &str, password: &str, bytes: u64, skip: u64) -> f64 {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "sshpass", "-p", password, "ssh"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+            &SSH_PORT.to_string(),
+            &format!("root@{PUBLIC}"),
+            &format!("head -c {bytes} /dev/zero"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut buffer = vec![0u8; 1 << 16];
+    let (mut got, mut mark) = (0u64, None);
+    loop {
+        let read = std::io::Read::read(&mut stdout, &mut buffer).expect("reading the transfer");
+        if read == 0 {
+            break;
+        }
+        got += read as u64;
+        if mark.is_none() && got >= skip {
+            mark = Some((got, Instant::now()));
+        }
+    }
+    let status = child.wait().expect("ssh ends");
+    assert!(
+        status.success() && got == bytes,
+        "the whole transfer arrived: {got} of {bytes}"
+    );
+    let (from, at) = mark.expect("past the skipped part");
+    (got - from) as f64 * 8.0 / at.elapsed().as_secs_f64() / 1e6
 }
 
-/// Wait until libvirt says the domain is in `state`.
-fn wait_for_state(vm: &str, state: &str) {
-    let started = Instant::now();
-    loop {
-        let (_, now) = virsh(&["domstate", vm]);
-        if now.trim() == state {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the domain is {}, not {state}",
-            now.trim()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// `nft list table inet openidcs`: the server's table in this namespace.
+fn server_table() -> String {
+    let output = Command::new("nft")
+        .args(["list", "table", "inet", "openidcs"])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The packets the police rule for `addr` dropped.
+fn policed_drops(addr: &str) -> u64 {
+    server_table()
+        .lines()
+        .find(|line| line.contains(&format!("saddr {addr} limit rate over")))
+        .and_then(|line| line.split("counter packets ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|packets| packets.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The running domain's XML once it contains `part` (a task is changing it).
@@ -298,6 +334,33 @@ fn wait_for_xml(vm: &str, part: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The server's table once it contains `part` (a task is changing it).
+fn wait_for_table(part: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let table = server_table();
+        if table.contains(part) {
+            return table;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the table never got {part}: {table}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The VM's power state as the API reports it.
+async fn power_status(server: &Server) -> String {
+    let detail = server
+        .ok("GET", &format!("/api/client/detail/kvm/{VM}"), None)
+        .await;
+    detail["power_status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// sshpass exits 5 for a refused password.
@@ -506,42 +569,54 @@ async fn create_start_forward_ssh_password_reinstall() {
     );
 
     // Bandwidth and the traffic quota. libvirt's <bandwidth> is tc (htb,
-    // sfq, an ingress police filter): a kernel without them cannot shape, so
-    // there the quota pauses the VM instead (the host's `flu_over`).
+    // sfq, an ingress police filter); a kernel without them cannot shape,
+    // and there the server polices the VM's speeds in its nftables table.
     let shaping = kernel_can_shape();
     if let Err(reason) = &shaping {
-        println!("NOTE: no bandwidth shaping on this kernel ({reason}); the quota pauses instead");
-        server
-            .ok(
-                "PUT",
-                "/api/server/update/kvm",
-                Some(json!({ "config": { "flu_over": "pause" } })),
-            )
-            .await;
-    } else {
-        // speed_u caps what the VM sends, changed on the running VM.
-        server
-            .ok(
-                "PUT",
-                &format!("/api/client/update/kvm/{VM}"),
-                Some(json!({ "speed_u": 10 })),
-            )
-            .await;
+        println!("NOTE: no bandwidth shaping on this kernel ({reason}); the server polices");
+    }
+    let unlimited = transfer_from_vm_mbit(&fixture.netns, "Second-Pw-2", 6_000_000, 1_000_000);
+    // speed_u caps what the VM sends, changed on the running VM.
+    server
+        .ok(
+            "PUT",
+            &format!("/api/client/update/kvm/{VM}"),
+            Some(json!({ "speed_u": 10 })),
+        )
+        .await;
+    if shaping.is_ok() {
         let (_, live) = virsh(&["dumpxml", VM]);
         assert!(
             live.contains("<outbound average='1250'"),
             "10 Mbit/s out is 1250 KB/s on the running VM's NIC: {live}"
         );
-        let megabits = transfer_from_vm_mbit(&fixture.netns, "Second-Pw-2", 8_000_000);
-        println!("a transfer from the VM with speed_u = 10: {megabits:.1} Mbit/s");
+    } else {
+        let table = server_table();
         assert!(
-            megabits <= 12.0,
-            "at most ~10 Mbit/s, measured {megabits:.1}"
+            table.contains(&format!(
+                "ip saddr {address} limit rate over 1250000 bytes/second"
+            )),
+            "10 Mbit/s out is 1 250 000 B/s from the VM's address: {table}"
+        );
+    }
+    let megabits = transfer_from_vm_mbit(&fixture.netns, "Second-Pw-2", 12_000_000, 3_000_000);
+    println!(
+        "a transfer from the VM: {unlimited:.1} Mbit/s unlimited, {megabits:.1} Mbit/s with speed_u = 10"
+    );
+    assert!(
+        megabits <= 11.0,
+        "at most ~10 Mbit/s, measured {megabits:.1}"
+    );
+    if shaping.is_err() && unlimited > 15.0 {
+        assert!(
+            policed_drops(&address) > 0,
+            "the policer dropped the excess: {}",
+            server_table()
         );
     }
 
     // Over the traffic quota: throttled to [traffic] over_quota_mbps (1) in
-    // the running domain, or paused; the panel's reset lets the VM go.
+    // the running domain or the server's table; the panel's reset lifts it.
     server
         .ok(
             "PUT",
@@ -573,8 +648,21 @@ async fn create_start_forward_ssh_password_reinstall() {
             "1 Mbit/s each way: {throttled}"
         );
     } else {
-        wait_for_state(VM, "paused");
+        let throttled = wait_for_table(&format!(
+            "daddr {address} limit rate over 125000 bytes/second"
+        ));
+        assert!(
+            throttled.contains(&format!(
+                "saddr {address} limit rate over 125000 bytes/second"
+            )),
+            "1 Mbit/s each way: {throttled}"
+        );
     }
+    assert_eq!(
+        power_status(&server).await,
+        "running",
+        "throttled, not paused"
+    );
     server
         .ok("POST", &format!("/api/traffic/reset?hostname={VM}"), None)
         .await;
@@ -582,7 +670,10 @@ async fn create_start_forward_ssh_password_reinstall() {
         let lifted = wait_for_xml(VM, "<outbound average='1250'");
         assert!(!lifted.contains("average='125'"), "{lifted}");
     } else {
-        wait_for_state(VM, "running");
+        let lifted = wait_for_table(&format!(
+            "saddr {address} limit rate over 1250000 bytes/second"
+        ));
+        assert!(!lifted.contains("125000 bytes"), "{lifted}");
     }
     server
         .ok(

@@ -224,14 +224,14 @@ fn plugin_check_reports_versions_and_refusals() {
     assert!(output.status.success(), "{output:?}");
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(
-        report.contains("export: openidcs:engine/engine@0.2.1"),
+        report.contains("export: openidcs:engine/engine@0.2.2"),
         "{report}"
     );
     assert!(
-        report.contains("import: openidcs:engine/nat@0.2.1"),
+        report.contains("import: openidcs:engine/nat@0.2.2"),
         "{report}"
     );
-    assert!(report.contains("wit version: 0.2.1"), "{report}");
+    assert!(report.contains("wit version: 0.2.2"), "{report}");
     assert!(report.contains("grants needed: [nat]"), "{report}");
 
     let output = std::process::Command::new(binary())

@@ -1,4 +1,4 @@
-//! The one place `bindgen!` runs for the `openidcs:engine@0.2.1` world
+//! The one place `bindgen!` runs for the `openidcs:engine@0.2.2` world
 //! (the frozen 0.1.0 world's imports are in [`super::v0_1`]).
 //! Everything else imports the generated types from here, so the macro's
 //! options are the same for every user and the expansion is compiled once.
@@ -39,17 +39,18 @@ pub use self::openidcs::engine::types::Error as PluginError;
 pub use self::openidcs::engine::types::{
     ConsoleEndpoint, CpuChoice, Disk, EngineInfo, FirstBoot, HostConfig, HostCounters, ImageEntry,
     InstallPlan, IpPool, IpVersion, Nic, NicKind, OsImage, PasswordRoute, PortForward, PowerAction,
-    PowerState, Protocol, ProxySite, TerminalRequest, TlsPair, VmCounters, VmInfo, VmSpec,
+    PowerState, Protocol, ProxySite, RateLimit, TerminalRequest, TlsPair, VmCounters, VmInfo,
+    VmSpec,
 };
 
 /// The WIT package version this server speaks.
-pub const WIT_VERSION: &str = "0.2.1";
+pub const WIT_VERSION: &str = "0.2.2";
 
 /// The older versions it still loads plugins of: their worlds are frozen
 /// under `wit/since_v*/`, their records are 0.2.0's (0.2.0 only added), and
-/// their imports are linked by [`super::v0_1`]. A 0.2.0 plugin needs no
-/// such list: 0.2.1 only added, and the linker gives a `@0.2.0` import the
-/// semver-compatible `@0.2.1` definition.
+/// their imports are linked by [`super::v0_1`]. A 0.2.0 or 0.2.1 plugin
+/// needs no such list: each 0.2.x only added, and the linker gives a
+/// `@0.2.0` import the semver-compatible `@0.2.2` definition.
 pub const OLDER_WIT_VERSIONS: &[&str] = &["0.1.0"];
 
 /// The export every engine has, in each version.

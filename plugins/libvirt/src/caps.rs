@@ -8,7 +8,7 @@
 //! own; scope checks happen on the host side of each import.
 
 use openidcs_sdk::libvirt::{self, Domain, DomainStats, ImageVolume, LifecycleOp, NodeSummary};
-use openidcs_sdk::{PortForward, PowerState, ProxySite, Result, log, nat, proxy};
+use openidcs_sdk::{PortForward, PowerState, ProxySite, RateLimit, Result, log, nat, proxy};
 
 /// How a log record is tagged.
 pub use openidcs_sdk::log::Level;
@@ -46,6 +46,8 @@ pub trait Capabilities {
     fn try_domain(&self, xml: &str) -> Result<()>;
     fn nat_add_rule(&self, forward: &PortForward) -> Result<()>;
     fn nat_remove_rule(&self, id: u64) -> Result<()>;
+    fn nat_set_rate_limit(&self, limit: &RateLimit) -> Result<()>;
+    fn nat_remove_rate_limit(&self, vm: &str) -> Result<()>;
     fn proxy_put_site(&self, site: &ProxySite) -> Result<()>;
     fn proxy_remove_site(&self, id: u64) -> Result<()>;
     fn log(&self, level: Level, message: &str);
@@ -135,6 +137,12 @@ impl Capabilities for Imports {
     }
     fn nat_remove_rule(&self, id: u64) -> Result<()> {
         nat::remove_rule(id)
+    }
+    fn nat_set_rate_limit(&self, limit: &RateLimit) -> Result<()> {
+        nat::set_rate_limit(limit)
+    }
+    fn nat_remove_rate_limit(&self, vm: &str) -> Result<()> {
+        nat::remove_rate_limit(vm)
     }
     fn proxy_put_site(&self, site: &ProxySite) -> Result<()> {
         proxy::put_site(site)

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use openidcs_sdk::domain::xmltree::{self, Element};
 use openidcs_sdk::domain::{CpuModel, DomainDocument, DomainXml};
 use openidcs_sdk::libvirt::{Domain, DomainStats, ImageVolume, LifecycleOp, NodeSummary};
-use openidcs_sdk::{Error, PortForward, PowerState, ProxySite, Result};
+use openidcs_sdk::{Error, PortForward, PowerState, ProxySite, RateLimit, Result};
 
 use crate::caps::{Capabilities, Level};
 
@@ -42,6 +42,8 @@ pub struct State {
     pub volumes: BTreeMap<String, u64>,
     pub dhcp: Vec<FakeBinding>,
     pub nat: Vec<PortForward>,
+    /// The server's rate limits, by VM.
+    pub rate_limits: BTreeMap<String, RateLimit>,
     pub proxy: Vec<ProxySite>,
     pub calls: Vec<String>,
     pub logs: Vec<String>,
@@ -683,6 +685,21 @@ impl Capabilities for Fake {
     fn nat_remove_rule(&self, id: u64) -> Result<()> {
         self.enter("nat_remove_rule")?;
         self.state.borrow_mut().nat.retain(|rule| rule.id != id);
+        Ok(())
+    }
+
+    fn nat_set_rate_limit(&self, limit: &RateLimit) -> Result<()> {
+        self.enter("nat_set_rate_limit")?;
+        self.state
+            .borrow_mut()
+            .rate_limits
+            .insert(limit.vm_uuid.clone(), limit.clone());
+        Ok(())
+    }
+
+    fn nat_remove_rate_limit(&self, vm: &str) -> Result<()> {
+        self.enter("nat_remove_rate_limit")?;
+        self.state.borrow_mut().rate_limits.remove(vm);
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use openidcs_sdk::libvirt::LifecycleOp;
 use openidcs_sdk::{
     ConsoleEndpoint, CpuChoice, Error, FirstBoot, HostConfig, HostCounters, ImageEntry,
     InstallPlan, Nic, NicKind, OsImage, PasswordRoute, PortForward, PowerAction, PowerState,
-    Protocol, ProxySite, Result, VmCounters, VmInfo, VmSpec,
+    Protocol, ProxySite, RateLimit, Result, VmCounters, VmInfo, VmSpec,
 };
 
 use crate::caps::{Capabilities, Level};
@@ -314,33 +314,83 @@ pub fn vm_update<C: Capabilities>(
 
 /// A running VM's NICs get the spec's bandwidth at once (the definition
 /// already has it); where the driver cannot, a warning says it applies from
-/// the VM's next start.
+/// the VM's next start. On a host that cannot shape at all, the server's
+/// table polices the new speeds instead (an over-quota throttle too).
 fn apply_bandwidth_live<C: Capabilities>(caps: &C, vm: &str, live: &DomainDocument, spec: &VmSpec) {
     let bandwidth = Bandwidth::from_mbit(spec.speed_down, spec.speed_up);
+    let mut unshapeable = None;
     for interface in live.read().interfaces {
         let Some(xml) = live.interface_with_bandwidth(&interface.mac, &bandwidth) else {
             continue;
         };
-        if let Err(error) = caps.update_device(vm, &xml, true) {
-            let message = if cannot_shape(&error) {
-                // Neither now nor at the next start: say what works instead.
-                format!(
-                    "vm {vm}: this host cannot shape traffic, so the bandwidth of NIC {} (an \
-                     over-quota throttle too) does not apply; set the host's flu_over to pause \
-                     ({})",
-                    interface.mac,
-                    message_of(&error)
-                )
-            } else {
-                format!(
+        match caps.update_device(vm, &xml, true) {
+            Ok(()) => {}
+            Err(error) if cannot_shape(&error) => unshapeable = Some(error),
+            Err(error) => caps.log(
+                Level::Warn,
+                &format!(
                     "vm {vm}: the bandwidth of NIC {} applies from its next start ({})",
                     interface.mac,
                     message_of(&error)
-                )
-            };
-            caps.log(Level::Warn, &message);
+                ),
+            ),
         }
     }
+    if let Some(error) = unshapeable {
+        police(caps, vm, &spec.nics, &bandwidth, &error);
+    } else if bandwidth.is_unlimited() {
+        // A limit the server policed before (unshaped start) goes with it.
+        match caps.nat_remove_rate_limit(vm) {
+            Ok(()) | Err(Error::Unsupported(_)) => {}
+            Err(error) => warn_on_error(
+                caps,
+                &format!("lifting the rate limit of vm {vm}"),
+                Err(error),
+            ),
+        }
+    }
+}
+
+/// The server's rate limit standing in for `<bandwidth>` on a host that
+/// cannot shape: the VM's addresses and its speeds, policed in the server's
+/// nftables table (traffic the server routes). A warning record says which
+/// of the two the VM got; `why` is libvirt's refusal.
+fn police<C: Capabilities>(caps: &C, vm: &str, nics: &[Nic], bandwidth: &Bandwidth, why: &Error) {
+    let addresses: Vec<String> = nics
+        .iter()
+        .flat_map(|nic| [&nic.ip4_addr, &nic.ip6_addr])
+        .filter(|addr| !addr.is_empty())
+        .cloned()
+        .collect();
+    let speeds = format!(
+        "up {} Mbit/s, down {} Mbit/s",
+        bandwidth.up_mbit(),
+        bandwidth.down_mbit()
+    );
+    let outcome = if addresses.is_empty() {
+        Err("it has no address to police".to_owned())
+    } else {
+        caps.nat_set_rate_limit(&RateLimit {
+            vm_uuid: vm.to_owned(),
+            addresses,
+            upload_kbps: bandwidth.outbound_kbytes * 8,
+            download_kbps: bandwidth.inbound_kbytes * 8,
+        })
+        .map_err(|error| format!("the server cannot police them: {}", message_of(&error)))
+    };
+    let message = match outcome {
+        Ok(()) => format!(
+            "vm {vm}: this host cannot shape traffic ({}); the server polices its speeds ({speeds}) \
+             in its nftables table instead",
+            message_of(why)
+        ),
+        Err(reason) => format!(
+            "vm {vm} runs without its bandwidth limits ({speeds}): this host cannot shape \
+             traffic ({}), and {reason}; set the host's flu_over to pause for the traffic quota",
+            message_of(why)
+        ),
+    };
+    caps.log(Level::Warn, &message);
 }
 
 pub fn vm_delete<C: Capabilities>(caps: &C, host: &HostConfig, vm: &str) -> Result<()> {
@@ -376,6 +426,10 @@ pub fn vm_delete<C: Capabilities>(caps: &C, host: &HostConfig, vm: &str) -> Resu
         if let Err(error) = remove_binding(caps, host, &binding) {
             failures.push(message_of(&error).to_owned());
         }
+    }
+    match caps.nat_remove_rate_limit(vm) {
+        Ok(()) | Err(Error::Unsupported(_)) => {}
+        Err(error) => failures.push(format!("removing the rate limit: {}", message_of(&error))),
     }
     if failures.is_empty() {
         Ok(())
@@ -462,10 +516,12 @@ fn cannot_shape(error: &Error) -> bool {
 }
 
 /// Start once without the NICs' bandwidth limits, then put them back into
-/// the definition (a host that can shape applies them at the next start). A
-/// warning record says the VM runs unshaped; the traffic quota still counts.
+/// the definition (a host that can shape applies them at the next start),
+/// and ask the server to police them meanwhile. The traffic quota counts
+/// either way.
 fn start_unshaped<C: Capabilities>(caps: &C, vm: &str, first_error: Error) -> Result<PowerState> {
     let mut document = read_document(caps, vm)?;
+    let definition = document.read();
     let original = document.to_xml();
     if !document.clear_bandwidth() {
         return Err(first_error);
@@ -479,13 +535,19 @@ fn start_unshaped<C: Capabilities>(caps: &C, vm: &str, first_error: Error) -> Re
         caps.define_domain(&original).map(|_| ()),
     );
     let state = started?;
-    caps.log(
-        Level::Warn,
-        &format!(
-            "vm {vm} runs without its bandwidth limits (speed_u/speed_d): this host cannot \
-             shape traffic ({})",
-            message_of(&first_error)
-        ),
+    // Every NIC has the VM's speeds; the first limited one says them.
+    let bandwidth = definition
+        .interfaces
+        .iter()
+        .map(|interface| interface.bandwidth)
+        .find(|bandwidth| !bandwidth.is_unlimited())
+        .unwrap_or_default();
+    police(
+        caps,
+        vm,
+        &convert::nics_of(&definition),
+        &bandwidth,
+        &first_error,
     );
     Ok(state)
 }

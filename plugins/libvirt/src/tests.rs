@@ -617,8 +617,19 @@ fn start_falls_back_to_a_cpu_model_the_host_runs_and_keeps_it() {
     assert_eq!(fake.count("define_domain"), defines);
 }
 
+/// The rate limit the fake server holds for `vm`: addresses and kbit/s.
+fn rate_limit(fake: &Fake, vm: &str) -> Option<(Vec<String>, u64, u64)> {
+    fake.state.borrow().rate_limits.get(vm).map(|limit| {
+        (
+            limit.addresses.clone(),
+            limit.upload_kbps,
+            limit.download_kbps,
+        )
+    })
+}
+
 #[test]
-fn start_on_a_host_that_cannot_shape_runs_unshaped_and_keeps_the_limits() {
+fn start_on_a_host_that_cannot_shape_runs_unshaped_and_is_policed_by_the_server() {
     let fake = Fake::new();
     created(&fake);
     let before = fake.state.borrow().domains["web1"].xml.clone();
@@ -627,27 +638,62 @@ fn start_on_a_host_that_cannot_shape_runs_unshaped_and_keeps_the_limits() {
     assert_eq!(state, PowerState::Running);
     // The definition keeps the speeds for a host that can shape them.
     assert_eq!(fake.state.borrow().domains["web1"].xml, before);
+    // The server polices them meanwhile: 10 Mbit/s up, 100 down, both NICs.
+    let addresses = vec!["192.168.122.10".to_owned(), "203.0.113.20".to_owned()];
+    assert_eq!(
+        rate_limit(&fake, "web1"),
+        Some((addresses.clone(), 10_000, 100_000))
+    );
     let logs = fake.state.borrow().logs.clone();
     assert!(
         logs.iter()
-            .any(|line| line.contains("runs without its bandwidth limits")
+            .any(|line| line.contains("the server polices its speeds")
+                && line.contains("up 10 Mbit/s, down 100 Mbit/s")
                 && line.contains("qdisc kind is unknown")),
         "{logs:?}"
     );
     // No CPU model search for a bandwidth failure.
     assert_eq!(fake.count("lifecycle Start"), 2);
-    // An over-quota throttle (new speeds, live) cannot apply either: the
-    // warning says what works instead.
+
+    // An over-quota throttle (new speeds, live) cannot shape either: the
+    // server polices the throttle; speeds of 0 lift the limit.
     let mut throttled = spec();
     throttled.speed_up = 1;
     throttled.speed_down = 1;
     ops::vm_update(&fake, &host(), &throttled, &mut macs()).expect("the definition changes");
+    assert_eq!(
+        rate_limit(&fake, "web1"),
+        Some((addresses.clone(), 1_000, 1_000))
+    );
+    let mut unlimited = spec();
+    unlimited.speed_up = 0;
+    unlimited.speed_down = 0;
+    ops::vm_update(&fake, &host(), &unlimited, &mut macs()).expect("the definition changes");
+    assert_eq!(rate_limit(&fake, "web1"), None);
+
+    // A server without [nat] cannot police: the warning says what works.
+    ops::vm_update(&fake, &host(), &spec(), &mut macs()).expect("the definition changes");
+    ops::vm_power(&fake, "web1", PowerAction::HardStop).expect("stops");
+    fake.fail_next(
+        "nat_set_rate_limit",
+        Error::Unsupported("port forwarding is not configured".to_owned()),
+    );
+    ops::vm_power(&fake, "web1", PowerAction::Start).expect("starts unshaped");
     let logs = fake.state.borrow().logs.clone();
     assert!(
         logs.iter()
-            .any(|line| line.contains("cannot shape traffic") && line.contains("flu_over to pause")),
+            .any(|line| line.contains("runs without its bandwidth limits")
+                && line
+                    .contains("the server cannot police them: port forwarding is not configured")
+                && line.contains("flu_over to pause")),
         "{logs:?}"
     );
+    // Deleting the VM removes its limit.
+    ops::vm_power(&fake, "web1", PowerAction::HardStop).expect("stops");
+    ops::vm_power(&fake, "web1", PowerAction::Start).expect("starts unshaped");
+    assert!(rate_limit(&fake, "web1").is_some());
+    ops::vm_delete(&fake, &host(), "web1").expect("deletes");
+    assert_eq!(rate_limit(&fake, "web1"), None);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 
-use super::tests::{forward, scope_of};
+use super::tests::{forward, rate_limit, scope_of};
 use super::*;
 use crate::caps::NoTrap;
 use crate::plugin::bindings::Protocol;
@@ -513,72 +513,95 @@ fn echoes(from: &Netns, proto: &str, addr: &str, port: u16, text: &str) -> bool 
     output.status.success()
 }
 
+/// client 10.232.0.2 ── 10.232.0.1 host 10.231.0.1 ── 10.231.0.2 vm: three
+/// namespaces, the host forwarding between its two veths.
+struct Topology {
+    host: Netns,
+    vm: Netns,
+    client: Netns,
+}
+
+impl Topology {
+    fn new() -> Topology {
+        let host = Netns::new("host");
+        let vm = Netns::new("vm");
+        let client = Netns::new("client");
+        host.ip(&[
+            "link", "add", "vm0", "type", "veth", "peer", "name", "eth0", "netns", &vm.name,
+        ]);
+        host.ip(&[
+            "link",
+            "add",
+            "cl0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &client.name,
+        ]);
+        host.ip(&["addr", "add", "10.231.0.1/24", "dev", "vm0"]);
+        host.ip(&["addr", "add", "10.232.0.1/24", "dev", "cl0"]);
+        host.ip(&["link", "set", "vm0", "up"]);
+        host.ip(&["link", "set", "cl0", "up"]);
+        // The VM gets no default route: only the masquerade brings replies back.
+        vm.ip(&["addr", "add", "10.231.0.2/24", "dev", "eth0"]);
+        vm.ip(&["link", "set", "eth0", "up"]);
+        client.ip(&["addr", "add", "10.232.0.2/24", "dev", "eth0"]);
+        client.ip(&["link", "set", "eth0", "up"]);
+        client.ip(&["route", "add", "default", "via", "10.232.0.1"]);
+        ok(
+            "ip",
+            &host.exec_args(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
+            None,
+        );
+        Topology { host, vm, client }
+    }
+
+    /// The host's NAT call for host `h1`, whose VM network is the VM's.
+    fn call(&self) -> NatCall {
+        let scope = HostScope {
+            vm_networks: vec!["10.231.0.0/24".parse().expect("literal")],
+            public_addr: Some("10.232.0.1".parse().expect("literal")),
+            ..scope_of("h1", 20000..=20999)
+        };
+        NatCall::new(self.host.service(), Some(Arc::new(scope)))
+    }
+
+    /// Run `script` in the VM until the test ends, once it printed `ready`.
+    fn serve(&self, script: &str) -> Process {
+        let mut server = Process(
+            Command::new("ip")
+                .args(self.vm.exec_args(&["python3", "-u", "-c", script]))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("starting the VM's server"),
+        );
+        let mut ready = String::new();
+        if let Some(stdout) = server.0.stdout.take() {
+            BufReader::new(stdout)
+                .read_line(&mut ready)
+                .expect("reading the VM's server");
+        }
+        assert_eq!(ready.trim(), "ready", "the VM's server did not start");
+        server
+    }
+}
+
 #[tokio::test]
 async fn forwarded_traffic_reaches_the_vm_and_echoes_back() {
     if !running_as_root("forwarded_traffic_reaches_the_vm_and_echoes_back") {
         return;
     }
-    // client 10.232.0.2 ── 10.232.0.1 host 10.231.0.1 ── 10.231.0.2 vm
-    let host = Netns::new("host");
-    let vm = Netns::new("vm");
-    let client = Netns::new("client");
-    host.ip(&[
-        "link", "add", "vm0", "type", "veth", "peer", "name", "eth0", "netns", &vm.name,
-    ]);
-    host.ip(&[
-        "link",
-        "add",
-        "cl0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &client.name,
-    ]);
-    host.ip(&["addr", "add", "10.231.0.1/24", "dev", "vm0"]);
-    host.ip(&["addr", "add", "10.232.0.1/24", "dev", "cl0"]);
-    host.ip(&["link", "set", "vm0", "up"]);
-    host.ip(&["link", "set", "cl0", "up"]);
-    // The VM gets no default route: only the masquerade brings replies back.
-    vm.ip(&["addr", "add", "10.231.0.2/24", "dev", "eth0"]);
-    vm.ip(&["link", "set", "eth0", "up"]);
-    client.ip(&["addr", "add", "10.232.0.2/24", "dev", "eth0"]);
-    client.ip(&["link", "set", "eth0", "up"]);
-    client.ip(&["route", "add", "default", "via", "10.232.0.1"]);
-    ok(
-        "ip",
-        &host.exec_args(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
-        None,
-    );
-
-    let mut server = Process(
-        Command::new("ip")
-            .args(vm.exec_args(&["python3", "-u", "-c", ECHO_SERVER]))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the echo server"),
-    );
-    let mut ready = String::new();
-    if let Some(stdout) = server.0.stdout.take() {
-        BufReader::new(stdout)
-            .read_line(&mut ready)
-            .expect("reading the echo server");
-    }
-    assert_eq!(ready.trim(), "ready", "the echo server did not start");
-
-    let service = host.service();
-    let scope = HostScope {
-        vm_networks: vec!["10.231.0.0/24".parse().expect("literal")],
-        public_addr: Some("10.232.0.1".parse().expect("literal")),
-        ..scope_of("h1", 20000..=20999)
-    };
-    let mut call = NatCall::new(service, Some(Arc::new(scope)));
+    let topology = Topology::new();
+    let Topology { host, client, .. } = &topology;
+    let server = topology.serve(ECHO_SERVER);
+    let mut call = topology.call();
 
     assert!(
-        !echoes(&client, "tcp", "10.232.0.1", 20022, "before"),
+        !echoes(client, "tcp", "10.232.0.1", 20022, "before"),
         "no forward yet"
     );
     accepted(
@@ -589,26 +612,153 @@ async fn forwarded_traffic_reaches_the_vm_and_echoes_back() {
         call.add_rule(forward(2, Protocol::Udp, 20022, "10.231.0.2", 22))
             .await,
     );
-    assert!(echoes(
-        &client,
-        "tcp",
-        "10.232.0.1",
-        20022,
-        "hello over tcp"
-    ));
-    assert!(echoes(
-        &client,
-        "udp",
-        "10.232.0.1",
-        20022,
-        "hello over udp"
-    ));
+    assert!(echoes(client, "tcp", "10.232.0.1", 20022, "hello over tcp"));
+    assert!(echoes(client, "udp", "10.232.0.1", 20022, "hello over udp"));
     // The server itself reaches its forwarded port too (the output chain).
-    assert!(echoes(&host, "tcp", "10.232.0.1", 20022, "from the host"));
+    assert!(echoes(host, "tcp", "10.232.0.1", 20022, "from the host"));
 
     accepted(call.remove_rule(1).await);
     accepted(call.remove_rule(2).await);
-    assert!(!echoes(&client, "tcp", "10.232.0.1", 20022, "after"));
-    assert!(!echoes(&client, "udp", "10.232.0.1", 20022, "after"));
+    assert!(!echoes(client, "tcp", "10.232.0.1", 20022, "after"));
+    assert!(!echoes(client, "udp", "10.232.0.1", 20022, "after"));
+    drop(server);
+}
+
+/// Sends as many bytes as the client asks for (a decimal line), then
+/// closes; prints `ready` once bound.
+const BULK_SERVER: &str = r#"
+import socket
+tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+tcp.bind(("0.0.0.0", 8080))
+tcp.listen(4)
+print("ready", flush=True)
+block = bytes(65536)
+while True:
+    conn, _ = tcp.accept()
+    try:
+        left = int(conn.makefile().readline())
+        while left > 0:
+            left -= conn.send(block[:min(left, len(block))])
+    except OSError:
+        pass
+    finally:
+        conn.close()
+"#;
+
+/// `bulk.py HOST PORT BYTES SKIP`: fetches BYTES and prints the Mbit/s of
+/// what came after the first SKIP bytes (past a token bucket's first
+/// second); exit 1 on any error.
+const BULK_CLIENT: &str = r#"
+import socket, sys, time
+host, port, total, skip = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.create_connection((host, port), timeout=10)
+s.sendall(b"%d\n" % total)
+got, mark = 0, None
+while got < total:
+    data = s.recv(262144)
+    if not data:
+        sys.exit("closed after %d bytes" % got)
+    got += len(data)
+    if mark is None and got >= skip:
+        mark = (got, time.monotonic())
+print((got - mark[0]) * 8 / (time.monotonic() - mark[1]) / 1e6)
+"#;
+
+/// Mbit/s of a transfer from the VM to the client through the forward,
+/// measured after the first `skip` bytes.
+fn transfer_mbit(client: &Netns, total: u64, skip: u64) -> f64 {
+    let output = ok(
+        "ip",
+        &client.exec_args(&[
+            "python3",
+            "-c",
+            BULK_CLIENT,
+            "10.232.0.1",
+            "20080",
+            &total.to_string(),
+            &skip.to_string(),
+        ]),
+        None,
+    );
+    output.trim().parse().expect("a rate")
+}
+
+#[tokio::test]
+async fn a_rate_limit_polices_what_the_vm_sends() {
+    if !running_as_root("a_rate_limit_polices_what_the_vm_sends") {
+        return;
+    }
+    let topology = Topology::new();
+    let server = topology.serve(BULK_SERVER);
+    let mut call = topology.call();
+    accepted(
+        call.add_rule(forward(1, Protocol::Tcp, 20080, "10.231.0.2", 8080))
+            .await,
+    );
+    let unlimited = transfer_mbit(&topology.client, 8_000_000, 1_000_000);
+
+    // 8 Mbit/s up (1 MB/s): the bucket holds one second of it, so the rate
+    // is measured after the first 2 MB.
+    accepted(
+        call.set_rate_limit(rate_limit("vm1", &["10.231.0.2"], 8_000, 0))
+            .await,
+    );
+    let text = topology.host.table_text(TABLE);
+    assert!(
+        text.contains("ip saddr 10.231.0.2 limit rate over 1000000 bytes/second"),
+        "{text}"
+    );
+    let limited = transfer_mbit(&topology.client, 6_000_000, 2_000_000);
+    println!("from the VM: {unlimited:.0} Mbit/s unlimited, {limited:.2} Mbit/s at 8 Mbit/s");
+    assert!(
+        (4.0..=8.8).contains(&limited),
+        "policed to at most ~8 Mbit/s, measured {limited:.2}"
+    );
+    assert!(
+        unlimited > 40.0,
+        "unlimited, the veths carry far more: {unlimited:.0}"
+    );
+    assert!(
+        topology
+            .host
+            .table_text(TABLE)
+            .contains("comment \"openidcs:rate:h1:vm1\""),
+        "tagged with host and VM"
+    );
+
+    // A reconcile keeps it; another host cannot remove it; its VM's can.
+    let report = topology
+        .host
+        .service()
+        .reconcile(Vec::new())
+        .await
+        .expect("reconciled");
+    assert_eq!(
+        report.removed, 1,
+        "the forward, not in the list: {report:?}"
+    );
+    accepted(
+        call.add_rule(forward(1, Protocol::Tcp, 20080, "10.231.0.2", 8080))
+            .await,
+    );
+    assert_eq!(
+        count(&topology.host.table_text(TABLE), "openidcs:rate:h1:vm1"),
+        1
+    );
+    let mut other = NatCall::new(
+        topology.host.service(),
+        Some(Arc::new(scope_of("h2", 20000..=20999))),
+    );
+    accepted(other.remove_rate_limit("vm1".to_owned()).await);
+    assert_eq!(
+        count(&topology.host.table_text(TABLE), "openidcs:rate:h1:vm1"),
+        1
+    );
+    accepted(call.remove_rate_limit("vm1".to_owned()).await);
+    accepted(call.remove_rate_limit("vm1".to_owned()).await);
+    assert!(!topology.host.table_text(TABLE).contains("openidcs:rate:"));
+    let lifted = transfer_mbit(&topology.client, 8_000_000, 1_000_000);
+    assert!(lifted > 40.0, "the limit is gone: {lifted:.0} Mbit/s");
     drop(server);
 }

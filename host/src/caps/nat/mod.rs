@@ -1,11 +1,16 @@
-//! `openidcs:engine/nat`: port forwards in the one nftables table openidcs
-//! owns (`table inet <[nat].table>`, default `openidcs`).
+//! `openidcs:engine/nat`: port forwards and VM rate limits in the one
+//! nftables table openidcs owns (`table inet <[nat].table>`, default
+//! `openidcs`).
 //!
-//! Owns that table and everything in it: four base chains (`prerouting` and
-//! `output` DNAT, `postrouting` masquerade, `forward` accept, all policy
-//! accept) and, per forward, one rule in each chain tagged with the comment
-//! `openidcs:<host>:<id>`, plus one shared `ct state established,related
-//! accept`. Changes are single JSON batches through `nft -j -f -` (nft applies
+//! Owns that table and everything in it: five base chains (`prerouting` and
+//! `output` DNAT, `postrouting` masquerade, `forward` accept, `police` drop
+//! over a rate limit, all policy accept) and, per forward, one rule in each
+//! of the first four tagged with the comment `openidcs:<host>:<id>`, plus one
+//! shared `ct state established,related accept`; per rate limit, a police
+//! rule per family and direction tagged `openidcs:rate:<host>:<vm>`. Rate
+//! limits are for hosts whose kernel cannot shape (libvirt's `<bandwidth>`
+//! needs qdiscs some kernels lack); the engine asks for them, and a
+//! reconcile keeps them (the database has forwards, not limits). Changes are single JSON batches through `nft -j -f -` (nft applies
 //! a batch atomically), serialised by one lock; reads are
 //! `nft -j list table inet <table>`, compared by meaning, not by text.
 //!
@@ -33,9 +38,9 @@ use std::sync::Arc;
 use super::{CapError, HostScope, no_host};
 use crate::config::NatConfig;
 use crate::plugin::bindings::openidcs::engine::nat::Host;
-use crate::plugin::bindings::{PluginError, PortForward, describe_error};
+use crate::plugin::bindings::{PluginError, PortForward, RateLimit, describe_error};
 use nft::Nft;
-use ruleset::{Batch, Forward, RuleKey};
+use ruleset::{Batch, Forward, Police, RateKey, RuleKey};
 
 /// Why nft could not be read or written (the reconcile's error; a plugin
 /// sees it as `failed` with this text).
@@ -223,6 +228,47 @@ impl NatService {
         Ok(())
     }
 
+    /// Police (or police anew) a VM of the host `scope`: its old rules go
+    /// in the same batch the new ones come in.
+    pub async fn set_rate_limit(
+        &self,
+        scope: &HostScope,
+        limit: RateLimit,
+    ) -> Result<(), PluginError> {
+        let (nft, changes) = self.ready()?;
+        let (key, rules) = scope::checked_rate_limit(scope, &limit)?;
+        let _change = changes.lock().await;
+        let live = nft.read().await?;
+        let mut batch = Batch::new(nft.table());
+        batch.ensure_table();
+        for rule in live.rate_rules_of(&key) {
+            batch.delete_rule(&rule.chain, rule.handle);
+        }
+        batch.add_police(&key, &rules);
+        nft.apply(&batch.to_json()).await?;
+        tracing::info!(host = %key.host, vm = %key.vm, up_kbps = limit.upload_kbps,
+            down_kbps = limit.download_kbps, "rate limit installed");
+        Ok(())
+    }
+
+    /// Remove a VM's rate limit; an absent one is not an error.
+    pub async fn remove_rate_limit(&self, scope: &HostScope, vm: &str) -> Result<(), PluginError> {
+        let (nft, changes) = self.ready()?;
+        let key = scope::rate_key(scope, vm)?;
+        let _change = changes.lock().await;
+        let live = nft.read().await?;
+        let mut batch = Batch::new(nft.table());
+        for rule in live.rate_rules_of(&key) {
+            batch.delete_rule(&rule.chain, rule.handle);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        nft.apply(&batch.to_json()).await?;
+        tracing::info!(host = %key.host, vm = %key.vm, "rate limit removed");
+        Ok(())
+    }
+
     /// The host's forwards live in the prerouting chain, by id.
     pub async fn list_rules(&self, scope: &HostScope) -> Result<Vec<PortForward>, PluginError> {
         let (nft, _) = self.ready()?;
@@ -250,7 +296,8 @@ impl NatService {
     /// Rebuild the whole table from the database's forwards in one batch (at
     /// start and on `loader`, so a reboot or a flushed ruleset loses
     /// nothing). Forwards that fail their host's scope are skipped and
-    /// reported. Without `[nat]`, an empty list is trivially in place and any
+    /// reported. The live rate limits are kept as they are (their engines
+    /// set them again at each start of their VMs). Without `[nat]`, an empty list is trivially in place and any
     /// other is [`NatError::NotConfigured`].
     pub async fn reconcile(
         &self,
@@ -286,7 +333,8 @@ impl NatService {
             .count()
             + live.strays();
 
-        nft.apply(&reconcile_batch(nft.table(), &wanted).to_json())
+        let limits: Vec<&(RateKey, Police)> = live.police().collect();
+        nft.apply(&reconcile_batch(nft.table(), &wanted, &limits).to_json())
             .await?;
         tracing::info!(
             added = report.added,
@@ -345,13 +393,21 @@ fn wanted_forwards(
     wanted
 }
 
-/// The one batch of a reconcile: the table from scratch with every forward.
-fn reconcile_batch<'t>(table: &'t str, wanted: &[(RuleKey, Forward)]) -> Batch<'t> {
+/// The one batch of a reconcile: the table from scratch with every forward
+/// and the rate limits' rules.
+fn reconcile_batch<'t>(
+    table: &'t str,
+    wanted: &[(RuleKey, Forward)],
+    limits: &[&(RateKey, Police)],
+) -> Batch<'t> {
     let mut batch = Batch::new(table);
     batch.recreate_table();
     batch.add_established();
     for (key, forward) in wanted {
         batch.add_forward(key, forward);
+    }
+    for (key, police) in limits {
+        batch.add_police(key, std::slice::from_ref(police));
     }
     batch
 }
@@ -397,5 +453,15 @@ impl Host for NatCall {
     async fn list_rules(&mut self) -> Answer<Vec<PortForward>> {
         let scope = self.scope()?;
         Ok(self.service.list_rules(&scope).await?)
+    }
+
+    async fn set_rate_limit(&mut self, limit: RateLimit) -> Answer<()> {
+        let scope = self.scope()?;
+        Ok(self.service.set_rate_limit(&scope, limit).await?)
+    }
+
+    async fn remove_rate_limit(&mut self, vm_uuid: String) -> Answer<()> {
+        let scope = self.scope()?;
+        Ok(self.service.remove_rate_limit(&scope, &vm_uuid).await?)
     }
 }

@@ -1,6 +1,6 @@
-//! The nftables side of port forwarding: the JSON batches this capability
-//! writes (`nft -j -f -`) and the reading of `nft -j list table` back into
-//! forwards.
+//! The nftables side of port forwarding and rate limits: the JSON batches
+//! this capability writes (`nft -j -f -`) and the reading of `nft -j list
+//! table` back into forwards and rate limits.
 //!
 //! Every object a batch names is in family `inet` and in the one table the
 //! [`Batch`] was made for; there is no way to build a command for another
@@ -33,9 +33,10 @@ pub(super) struct ChainSpec {
 
 pub(super) const PREROUTING: &str = "prerouting";
 pub(super) const FORWARD: &str = "forward";
+pub(super) const POLICE: &str = "police";
 
 /// The chains the capability creates, in the order it creates them.
-pub(super) const CHAINS: [ChainSpec; 4] = [
+pub(super) const CHAINS: [ChainSpec; 5] = [
     // dstnat: traffic arriving from outside to a public port.
     ChainSpec {
         name: PREROUTING,
@@ -66,6 +67,14 @@ pub(super) const CHAINS: [ChainSpec; 4] = [
         kind: "filter",
         hook: "forward",
         priority: 0,
+    },
+    // filter: the VMs' rate limits, before anything accepts (a drop in any
+    // base chain is final; an accept is not).
+    ChainSpec {
+        name: POLICE,
+        kind: "filter",
+        hook: "forward",
+        priority: -10,
     },
 ];
 
@@ -128,6 +137,154 @@ impl fmt::Display for RuleKey {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "forward {} of host {}", self.id, self.host)
     }
+}
+
+/// Which VM a rate limit belongs to, written as the rule comment
+/// `openidcs:rate:<host>:<vm>` (never a forward's: `rate:<host>` is not a
+/// host name).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct RateKey {
+    /// Both already checked to be `[A-Za-z0-9_.-]{1,64}`.
+    pub host: String,
+    pub vm: String,
+}
+
+const RATE_PREFIX: &str = "openidcs:rate:";
+
+impl RateKey {
+    pub fn comment(&self) -> String {
+        format!("{RATE_PREFIX}{}:{}", self.host, self.vm)
+    }
+
+    pub fn parse(comment: &str) -> Option<RateKey> {
+        let (host, vm) = comment.strip_prefix(RATE_PREFIX)?.split_once(':')?;
+        (rules::is_name(host) && rules::is_name(vm)).then(|| RateKey {
+            host: host.to_owned(),
+            vm: vm.to_owned(),
+        })
+    }
+}
+
+/// Which way a rate limit polices a VM's traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Direction {
+    /// What the VM sends (`saddr`): its upload.
+    FromVm,
+    /// What is sent to the VM (`daddr`): its download.
+    ToVm,
+}
+
+impl Direction {
+    fn field(self) -> &'static str {
+        match self {
+            Direction::FromVm => "saddr",
+            Direction::ToVm => "daddr",
+        }
+    }
+}
+
+/// One rule of a rate limit: packets of one family from (or to) the VM's
+/// addresses beyond `bytes_per_second` are dropped. nft's byte limit is a
+/// token bucket of one second of the rate plus `burst_bytes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Police {
+    pub direction: Direction,
+    /// One family, at least one address.
+    pub addrs: BTreeSet<IpAddr>,
+    pub bytes_per_second: u64,
+    pub burst_bytes: u64,
+}
+
+impl Police {
+    fn expr(&self) -> Vec<Value> {
+        let family = self.addrs.first().map_or("ip", |addr| ip_family(*addr));
+        let addrs: Vec<String> = self.addrs.iter().map(IpAddr::to_string).collect();
+        let right = match addrs.as_slice() {
+            [one] => json!(one),
+            _ => json!({ "set": addrs }),
+        };
+        vec![
+            eq_match(
+                json!({ "payload": { "protocol": family, "field": self.direction.field() } }),
+                right,
+            ),
+            json!({ "limit": {
+                "rate": self.bytes_per_second, "per": "second", "rate_unit": "bytes",
+                "burst": self.burst_bytes, "burst_unit": "bytes", "inv": true,
+            } }),
+            // How much the limit dropped, for the operator's `nft list`.
+            json!({ "counter": null }),
+            json!({ "drop": null }),
+        ]
+    }
+}
+
+/// A police rule as nft lists it, when it has exactly the shape
+/// [`Police::expr`] writes (nft may print the rate in kbytes or mbytes).
+pub(super) fn parse_police(expr: &[Value]) -> Option<Police> {
+    let mut matched = None;
+    let mut limit = None;
+    let mut dropped = false;
+    for statement in expr {
+        if let Some(matching) = statement.get("match") {
+            if matched.is_some() || matching.get("op").and_then(Value::as_str) != Some("==") {
+                return None;
+            }
+            let payload = matching.get("left")?.get("payload")?;
+            let family = payload.get("protocol").and_then(Value::as_str)?;
+            let direction = match payload.get("field").and_then(Value::as_str)? {
+                "saddr" => Direction::FromVm,
+                "daddr" => Direction::ToVm,
+                _ => return None,
+            };
+            let right = matching.get("right")?;
+            let texts: Vec<&str> = match right.get("set") {
+                Some(set) => set
+                    .as_array()?
+                    .iter()
+                    .map(Value::as_str)
+                    .collect::<Option<_>>()?,
+                None => vec![right.as_str()?],
+            };
+            let addrs: BTreeSet<IpAddr> = texts
+                .iter()
+                .map(|text| text.parse().ok())
+                .collect::<Option<_>>()?;
+            if addrs.is_empty() || addrs.iter().any(|addr| ip_family(*addr) != family) {
+                return None;
+            }
+            matched = Some((direction, addrs));
+        } else if let Some(found) = statement.get("limit") {
+            let bytes = |amount: &str, unit: &str| -> Option<u64> {
+                let scale = match found.get(unit).and_then(Value::as_str)? {
+                    "bytes" => 1,
+                    "kbytes" => 1024,
+                    "mbytes" => 1024 * 1024,
+                    _ => return None,
+                };
+                found.get(amount)?.as_u64()?.checked_mul(scale)
+            };
+            if limit.is_some()
+                || found.get("inv").and_then(Value::as_bool) != Some(true)
+                || found.get("per").and_then(Value::as_str) != Some("second")
+            {
+                return None;
+            }
+            limit = Some((bytes("rate", "rate_unit")?, bytes("burst", "burst_unit")?));
+        } else if statement.get("drop").is_some() {
+            dropped = true;
+        } else if statement.get("counter").is_none() {
+            return None;
+        }
+    }
+    let (direction, addrs) = matched?;
+    let (bytes_per_second, burst_bytes) = limit?;
+    dropped.then_some(Police {
+        direction,
+        addrs,
+        bytes_per_second,
+        burst_bytes,
+    })
 }
 
 /// A checked forward: what its rules match and where they send it.
@@ -311,6 +468,14 @@ impl<'t> Batch<'t> {
         }
     }
 
+    /// A VM's rate limit: one police rule each, tagged with its key.
+    pub fn add_police(&mut self, key: &RateKey, rules: &[Police]) {
+        let comment = key.comment();
+        for rule in rules {
+            self.add_rule(POLICE, &comment, rule.expr());
+        }
+    }
+
     pub fn delete_rule(&mut self, chain: &str, handle: u64) {
         self.commands.push(json!({ "delete": { "rule": {
             "family": FAMILY,
@@ -340,6 +505,8 @@ pub(super) struct LiveRule {
     pub key: Option<RuleKey>,
     /// What it does, for a prerouting rule of the forward's shape.
     pub forward: Option<Forward>,
+    /// The rate limit it is part of, for a tagged police rule of our shape.
+    pub police: Option<(RateKey, Police)>,
 }
 
 impl LiveRule {
@@ -381,8 +548,15 @@ impl LiveTable {
                 .ok_or("a rule without a handle")?;
             let comment = rule.get("comment").and_then(Value::as_str);
             let key = comment.and_then(RuleKey::parse);
-            let forward = match rule.get("expr").and_then(Value::as_array) {
+            let expr = rule.get("expr").and_then(Value::as_array);
+            let forward = match expr {
                 Some(expr) if chain == PREROUTING => parse_forward(expr),
+                _ => None,
+            };
+            let police = match (expr, comment.and_then(RateKey::parse)) {
+                (Some(expr), Some(rate_key)) if chain == POLICE => {
+                    parse_police(expr).map(|police| (rate_key, police))
+                }
                 _ => None,
             };
             rules.push(LiveRule {
@@ -391,6 +565,7 @@ impl LiveTable {
                 comment: comment.map(str::to_owned),
                 key,
                 forward,
+                police,
             });
         }
         Ok(LiveTable { rules })
@@ -412,6 +587,22 @@ impl LiveTable {
         })
     }
 
+    /// Every rule of this VM's rate limit, whatever its shape.
+    pub fn rate_rules_of<'a>(
+        &'a self,
+        key: &'a RateKey,
+    ) -> impl Iterator<Item = &'a LiveRule> + 'a {
+        let comment = key.comment();
+        self.rules
+            .iter()
+            .filter(move |rule| rule.chain == POLICE && rule.comment.as_deref() == Some(&comment))
+    }
+
+    /// The rate limits' rules of our shape, by key.
+    pub fn police(&self) -> impl Iterator<Item = &(RateKey, Police)> {
+        self.rules.iter().filter_map(|rule| rule.police.as_ref())
+    }
+
     pub fn has_established(&self) -> bool {
         self.rules.iter().any(LiveRule::is_shared)
     }
@@ -424,12 +615,12 @@ impl LiveTable {
             .collect()
     }
 
-    /// Rules that are neither a forward's nor the shared one (written by
-    /// hand or by someone else): a reconcile removes them.
+    /// Rules that are neither a forward's, a rate limit's nor the shared
+    /// one (written by hand or by someone else): a reconcile removes them.
     pub fn strays(&self) -> usize {
         self.rules
             .iter()
-            .filter(|rule| rule.key.is_none() && !rule.is_shared())
+            .filter(|rule| rule.key.is_none() && rule.police.is_none() && !rule.is_shared())
             .count()
     }
 }

@@ -1,15 +1,16 @@
-//! The scope checks of a forward, run before any nft command: one small
-//! function per rule, each saying what it prevents.
+//! The scope checks of a forward or a rate limit, run before any nft
+//! command: one small function per rule, each saying what it prevents.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use ipnet::IpNet;
 
-use super::ruleset::{Forward, Proto, RuleKey};
+use super::ruleset::{Direction, Forward, Police, Proto, RateKey, RuleKey};
 use crate::caps::HostScope;
 use crate::model::rules;
-use crate::plugin::bindings::{PluginError, PortForward, Protocol};
+use crate::plugin::bindings::{PluginError, PortForward, Protocol, RateLimit};
 
 /// A plugin's forward checked against its host's scope: the key and the
 /// rules' content to write.
@@ -23,7 +24,7 @@ pub(super) fn checked(
     };
     check_public_port(forward.public_port, &scope.ports)?;
     check_target_port(forward.target_port)?;
-    let target = check_target_addr(&forward.target_addr, scope)?;
+    let target = check_vm_addr("target address", &forward.target_addr, scope)?;
     Ok((
         key,
         Forward {
@@ -99,29 +100,34 @@ pub(super) fn check_target_port(port: u16) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// Prevents a plugin from pointing a DNAT rule at the host itself or anywhere
-/// but its VMs: the target must be a unicast address inside one of the
-/// host's VM networks, and not a network's own or broadcast address.
-pub(super) fn check_target_addr(text: &str, scope: &HostScope) -> Result<IpAddr, PluginError> {
+/// Prevents a plugin from pointing a DNAT rule (or a rate limit) at the
+/// host itself or anywhere but its VMs: the address must be a unicast one
+/// inside one of the host's VM networks, and not a network's own or
+/// broadcast address. `role` names the address in refusals.
+pub(super) fn check_vm_addr(
+    role: &str,
+    text: &str,
+    scope: &HostScope,
+) -> Result<IpAddr, PluginError> {
     if text.is_empty() {
-        return Err(PluginError::Invalid(
-            "target address is empty; the engine must resolve the VM's address".to_owned(),
-        ));
+        return Err(PluginError::Invalid(format!(
+            "{role} is empty; the engine must resolve the VM's address"
+        )));
     }
     let addr: IpAddr = text.parse().map_err(|_| {
         PluginError::Invalid(format!(
-            "target address {:?} is not an IP address",
+            "{role} {:?} is not an IP address",
             text.chars().take(64).collect::<String>()
         ))
     })?;
     if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() {
         return Err(PluginError::Denied(format!(
-            "target address {addr} is not a VM's address"
+            "{role} {addr} is not a VM's address"
         )));
     }
     let Some(network) = scope.vm_network_of(addr) else {
         return Err(PluginError::Denied(format!(
-            "target address {addr} is outside the host's VM networks ({})",
+            "{role} {addr} is outside the host's VM networks ({})",
             shown_networks(&scope.vm_networks)
         )));
     };
@@ -131,10 +137,98 @@ pub(super) fn check_target_addr(text: &str, scope: &HostScope) -> Result<IpAddr,
         && (addr == v4.network() || addr == v4.broadcast())
     {
         return Err(PluginError::Denied(format!(
-            "target address {addr} is the network or broadcast address of {network}"
+            "{role} {addr} is the network or broadcast address of {network}"
         )));
     }
     Ok(addr)
+}
+
+/// The fastest limit a rate limit takes, in kbit/s (100 Gbit/s): beyond
+/// it, nft's byte counts would be meaningless, and no NIC needs it.
+const MAX_KBPS: u64 = 100_000_000;
+
+/// What a token bucket holds beyond one second of the rate: one maximal
+/// (GSO) packet, so that a slow limit still passes the largest packet the
+/// kernel forwards instead of dropping it forever.
+const BURST_BYTES: u64 = 64 * 1024;
+
+/// nft keeps a rule's comment to 128 bytes.
+const MAX_COMMENT: usize = 128;
+
+/// A plugin's rate limit checked against its host's scope: the key and
+/// the police rules (one per family and direction that is limited).
+///
+/// Prevents a plugin from policing (and so starving) anything but its own
+/// host's VM addresses, from writing a rule that cannot be tagged, and from
+/// rates nft cannot count.
+pub(super) fn checked_rate_limit(
+    scope: &HostScope,
+    limit: &RateLimit,
+) -> Result<(RateKey, Vec<Police>), PluginError> {
+    let key = rate_key(scope, &limit.vm_uuid)?;
+    if limit.addresses.is_empty() {
+        return Err(PluginError::Invalid(format!(
+            "the rate limit of vm {} names no address",
+            key.vm
+        )));
+    }
+    let mut families: [BTreeSet<IpAddr>; 2] = Default::default();
+    for text in &limit.addresses {
+        let addr = check_vm_addr("rate-limit address", text, scope)?;
+        families[usize::from(addr.is_ipv6())].insert(addr);
+    }
+    let mut rules = Vec::new();
+    for (direction, kbps, field) in [
+        (Direction::FromVm, limit.upload_kbps, "upload-kbps"),
+        (Direction::ToVm, limit.download_kbps, "download-kbps"),
+    ] {
+        if kbps > MAX_KBPS {
+            return Err(PluginError::Invalid(format!(
+                "{field} {kbps} is above {MAX_KBPS} (100 Gbit/s)"
+            )));
+        }
+        if kbps == 0 {
+            continue;
+        }
+        for addrs in families.iter().filter(|addrs| !addrs.is_empty()) {
+            rules.push(Police {
+                direction,
+                addrs: addrs.clone(),
+                bytes_per_second: kbps * 125,
+                burst_bytes: BURST_BYTES,
+            });
+        }
+    }
+    if rules.is_empty() {
+        return Err(PluginError::Invalid(format!(
+            "the rate limit of vm {} limits nothing (both speeds 0); remove it instead",
+            key.vm
+        )));
+    }
+    Ok((key, rules))
+}
+
+/// The tag of a VM's rate limit; `invalid` for a VM name that cannot tag
+/// rules unambiguously or within nft's comment size.
+pub(super) fn rate_key(scope: &HostScope, vm: &str) -> Result<RateKey, PluginError> {
+    let host = check_host_name(&scope.name)?;
+    if !rules::is_name(vm) {
+        return Err(PluginError::Invalid(format!(
+            "vm name {:?} cannot tag a rate limit; it must be [A-Za-z0-9_.-]{{1,64}}",
+            vm.chars().take(64).collect::<String>()
+        )));
+    }
+    let key = RateKey {
+        host: host.to_owned(),
+        vm: vm.to_owned(),
+    };
+    if key.comment().len() > MAX_COMMENT {
+        return Err(PluginError::Invalid(format!(
+            "host {host} and vm {vm} are too long together to tag a rate limit ({} bytes of nft's {MAX_COMMENT})",
+            key.comment().len()
+        )));
+    }
+    Ok(key)
 }
 
 /// The address the forward listens on: the host's public address when it

@@ -1,13 +1,17 @@
 //! Unit tests: the scope checks (table-driven), the JSON batches (every
 //! object that names a table names ours, family inet) and the reading of
-//! nft's listing back into forwards. No nft runs here; see `live_tests`.
+//! nft's listing back into forwards and rate limits. No nft runs here; see
+//! `live_tests`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ruleset::{Batch, Forward, LiveTable, Proto, RuleKey, parse_forward};
+use super::ruleset::{
+    Batch, Direction, Forward, LiveTable, Police, Proto, RateKey, RuleKey, parse_forward,
+    parse_police,
+};
 use super::*;
 use crate::caps::NoTrap;
 use crate::plugin::bindings::Protocol;
@@ -347,12 +351,12 @@ fn batches_name_only_our_table() {
         keyed("h1", 2, Proto::Udp, 20053, "10.231.0.3"),
         keyed("h2", 3, Proto::Tcp, 20080, "fd00:231::2"),
     ];
-    let reconcile = reconcile_batch(TABLE, &wanted).to_json();
+    let reconcile = reconcile_batch(TABLE, &wanted, &[]).to_json();
     assert_batch_shape(&reconcile, TABLE);
-    // add table, delete table, add table, 4 chains, established, 4 per forward.
+    // add table, delete table, add table, 5 chains, established, 4 per forward.
     assert_eq!(
         reconcile["nftables"].as_array().map(Vec::len),
-        Some(3 + 4 + 1 + 12)
+        Some(3 + 5 + 1 + 12)
     );
 
     let mut add = Batch::new(TABLE);
@@ -452,7 +456,7 @@ fn listing_parses_back_to_what_was_written() {
         keyed("h1", 2, Proto::Udp, 20053, "fd00:231::2"),
         keyed("h2", 3, Proto::Tcp, 20080, "10.231.0.3"),
     ];
-    let batch = reconcile_batch(TABLE, &wanted);
+    let batch = reconcile_batch(TABLE, &wanted, &[]);
     let live = LiveTable::parse(&listing_of(&batch, TABLE), TABLE).expect("parses");
     let forwards: Vec<(RuleKey, Forward)> = live
         .forwards()
@@ -520,6 +524,166 @@ fn nft_spellings_are_compared_by_meaning() {
     ];
     for (expr, expected) in cases {
         assert_eq!(parse_forward(&expr), expected, "{expr:?}");
+    }
+}
+
+// ------------------------------------------------------------ rate limits
+
+pub(super) fn rate_limit(vm: &str, addresses: &[&str], up: u64, down: u64) -> RateLimit {
+    RateLimit {
+        vm_uuid: vm.to_owned(),
+        addresses: addresses.iter().map(|addr| (*addr).to_owned()).collect(),
+        upload_kbps: up,
+        download_kbps: down,
+    }
+}
+
+#[test]
+fn rate_limit_scope_rules() {
+    let scope = scope_of("h1", 20000..=20999);
+    let check = |limit: RateLimit| scope::checked_rate_limit(&scope, &limit);
+
+    // 10 Mbit/s up, 20 down, two families: four rules, 1 250 000 B/s up.
+    let (key, rules) = check(rate_limit(
+        "vm1",
+        &["10.231.0.2", "fd00:231::2", "10.231.0.3"],
+        10_000,
+        20_000,
+    ))
+    .expect("in scope");
+    assert_eq!(key.comment(), "openidcs:rate:h1:vm1");
+    assert_eq!(rules.len(), 4);
+    let up_v4 = &rules[0];
+    assert_eq!(up_v4.direction, Direction::FromVm);
+    assert_eq!(up_v4.bytes_per_second, 1_250_000);
+    assert_eq!(
+        up_v4
+            .addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.231.0.2", "10.231.0.3"]
+    );
+    assert_eq!(rules[2].direction, Direction::ToVm);
+    assert_eq!(rules[2].bytes_per_second, 2_500_000);
+    // Only one way limited: only that way's rules.
+    let (_, rules) = check(rate_limit("vm1", &["10.231.0.2"], 0, 1_000)).expect("in scope");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].direction, Direction::ToVm);
+
+    let refusals: Vec<(RateLimit, &str)> = vec![
+        (
+            rate_limit("vm1", &["10.232.0.9"], 1_000, 0),
+            "outside the host's VM networks",
+        ),
+        (rate_limit("vm1", &["10.231.0.255"], 1_000, 0), "broadcast"),
+        (
+            rate_limit("vm1", &["127.0.0.1"], 1_000, 0),
+            "not a VM's address",
+        ),
+        (rate_limit("vm1", &["no"], 1_000, 0), "not an IP address"),
+        (rate_limit("vm1", &[], 1_000, 0), "names no address"),
+        (rate_limit("vm1", &["10.231.0.2"], 0, 0), "limits nothing"),
+        (
+            rate_limit("vm1", &["10.231.0.2"], 100_000_001, 0),
+            "upload-kbps",
+        ),
+        (rate_limit("a:b", &["10.231.0.2"], 1_000, 0), "cannot tag"),
+        (
+            rate_limit(&"v".repeat(65), &["10.231.0.2"], 1_000, 0),
+            "cannot tag",
+        ),
+    ];
+    for (limit, expected) in refusals {
+        let vm = limit.vm_uuid.clone();
+        match check(limit) {
+            Err(PluginError::Denied(message) | PluginError::Invalid(message)) => {
+                assert!(message.contains(expected), "{vm}: {message}")
+            }
+            other => panic!("{vm}: expected a refusal with {expected:?}: {other:?}"),
+        }
+    }
+    // Names that fit alone but not together in nft's 128-byte comment.
+    let long_host = scope_of(&"h".repeat(64), 20000..=20999);
+    assert!(matches!(
+        scope::checked_rate_limit(&long_host, &rate_limit(&"v".repeat(64), &["10.231.0.2"], 1, 0)),
+        Err(PluginError::Invalid(message)) if message.contains("too long together")
+    ));
+}
+
+#[test]
+fn rate_limits_parse_back_and_survive_a_reconcile() {
+    let scope = scope_of("h1", 20000..=20999);
+    let (key, rules) = scope::checked_rate_limit(
+        &scope,
+        &rate_limit("vm1", &["10.231.0.2", "fd00:231::2"], 10_000, 1_000),
+    )
+    .expect("in scope");
+    let mut batch = Batch::new(TABLE);
+    batch.ensure_table();
+    batch.add_police(&key, &rules);
+    assert_batch_shape(&batch.to_json(), TABLE);
+    let live = LiveTable::parse(&listing_of(&batch, TABLE), TABLE).expect("parses");
+    let parsed: Vec<&(RateKey, Police)> = live.police().collect();
+    assert_eq!(parsed.len(), 4);
+    assert!(parsed.iter().all(|(parsed_key, _)| *parsed_key == key));
+    assert_eq!(
+        parsed
+            .iter()
+            .map(|(_, police)| police.clone())
+            .collect::<Vec<_>>(),
+        rules
+    );
+    assert_eq!(live.rate_rules_of(&key).count(), 4);
+    assert_eq!(live.strays(), 0, "a rate limit's rules are not strays");
+    assert!(live.forwards().next().is_none(), "and not forwards");
+
+    // A reconcile writes them again, as they were, beside the forwards.
+    let limits: Vec<&(RateKey, Police)> = live.police().collect();
+    let forwards = vec![keyed("h1", 1, Proto::Tcp, 20022, "10.231.0.2")];
+    let reconciled = reconcile_batch(TABLE, &forwards, &limits);
+    assert_batch_shape(&reconciled.to_json(), TABLE);
+    let again = LiveTable::parse(&listing_of(&reconciled, TABLE), TABLE).expect("parses");
+    assert_eq!(again.police().count(), 4);
+    assert_eq!(again.forwards().count(), 1);
+}
+
+#[test]
+fn police_rules_are_read_by_meaning() {
+    let set = json!({ "match": { "op": "==", "left": { "payload": { "protocol": "ip", "field": "saddr" } },
+        "right": { "set": ["10.231.0.2", "10.231.0.3"] } } });
+    let one_v6 = json!({ "match": { "op": "==", "left": { "payload": { "protocol": "ip6", "field": "daddr" } },
+        "right": "fd00:231::2" } });
+    let wrong_family = json!({ "match": { "op": "==", "left": { "payload": { "protocol": "ip6", "field": "daddr" } },
+        "right": "10.231.0.2" } });
+    // As nft lists `limit rate over 1 mbytes/second burst 64 kbytes`.
+    let limit = json!({ "limit": { "rate": 1, "burst": 64, "per": "second", "inv": true,
+        "rate_unit": "mbytes", "burst_unit": "kbytes" } });
+    let under = json!({ "limit": { "rate": 1, "burst": 64, "per": "second",
+        "rate_unit": "mbytes", "burst_unit": "kbytes" } });
+    let per_minute = json!({ "limit": { "rate": 1, "burst": 64, "per": "minute", "inv": true,
+        "rate_unit": "mbytes", "burst_unit": "kbytes" } });
+    let counter = json!({ "counter": { "packets": 12, "bytes": 9000 } });
+    let drop = json!({ "drop": null });
+    let accept = json!({ "accept": null });
+
+    let police = parse_police(&[set.clone(), limit.clone(), counter.clone(), drop.clone()])
+        .expect("our shape");
+    assert_eq!(police.direction, Direction::FromVm);
+    assert_eq!(police.addrs.len(), 2);
+    assert_eq!(police.bytes_per_second, 1024 * 1024);
+    assert_eq!(police.burst_bytes, 64 * 1024);
+    let police = parse_police(&[one_v6, limit.clone(), drop.clone()]).expect("our shape");
+    assert_eq!(police.direction, Direction::ToVm);
+
+    for expr in [
+        vec![set.clone(), limit.clone(), accept],
+        vec![set.clone(), under, drop.clone()],
+        vec![set.clone(), per_minute, drop.clone()],
+        vec![wrong_family, limit.clone(), drop.clone()],
+        vec![limit, counter, drop],
+    ] {
+        assert_eq!(parse_police(&expr), None, "{expr:?}");
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Built against the frozen `openidcs:engine@0.2.0` world (not the SDK, which
 //! follows the newest): the test that a plugin made before 0.2.1 still loads,
-//! its `log@0.2.0` import linked to the server's 0.2.1 definition.
+//! its `log@0.2.0` import linked to the server's newer 0.2.x definition.
 
 wit_bindgen::generate!({
     path: "../../../wit/since_v0.2.0",
