@@ -121,6 +121,18 @@ pub fn unsupported(operation: &str) -> Error {
     Error::Unsupported(format!("this engine does not support {operation}"))
 }
 
+/// The message of an error, whatever its kind.
+pub fn message_of(error: &Error) -> &str {
+    match error {
+        Error::NotFound(message)
+        | Error::Invalid(message)
+        | Error::Conflict(message)
+        | Error::Denied(message)
+        | Error::Unsupported(message)
+        | Error::Failed(message) => message,
+    }
+}
+
 /// Write a log record tagged with the plugin's name (needs the `log` grant).
 pub fn log_info(message: &str) {
     log::log(log::Level::Info, message);
@@ -129,6 +141,29 @@ pub fn log_info(message: &str) {
 /// Write a warning record tagged with the plugin's name (needs the `log` grant).
 pub fn log_warn(message: &str) {
     log::log(log::Level::Warn, message);
+}
+
+/// The rate limit for `nat.set-rate-limit` that polices a VM's speeds
+/// (kbit/s; 0: no limit that way) on its NICs' addresses; `None` when it has
+/// no address or no limit (then `nat.remove-rate-limit` is what to call).
+pub fn rate_limit_for(
+    vm_uuid: &str,
+    nics: &[Nic],
+    upload_kbps: u64,
+    download_kbps: u64,
+) -> Option<RateLimit> {
+    let addresses: Vec<String> = nics
+        .iter()
+        .flat_map(|nic| [&nic.ip4_addr, &nic.ip6_addr])
+        .filter(|addr| !addr.is_empty())
+        .cloned()
+        .collect();
+    (!addresses.is_empty() && (upload_kbps > 0 || download_kbps > 0)).then(|| RateLimit {
+        vm_uuid: vm_uuid.to_owned(),
+        addresses,
+        upload_kbps,
+        download_kbps,
+    })
 }
 
 /// 64 random bits. Randomness comes from WASI (`wasi:random`) through std's

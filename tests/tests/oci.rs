@@ -331,6 +331,65 @@ async fn a_container_is_created_started_reached_measured_and_deleted() {
         String::from_utf8_lossy(&fetched.stderr)
     );
 
+    // Speeds: the Docker API has none, so the server polices them on the
+    // container's address. 8 Mbit/s up is 1 MB/s; a first download drains
+    // the policer's bucket (one second of the rate), the second is measured.
+    server
+        .ok(
+            "PUT",
+            &format!("/api/client/update/{HOST}/{VM}"),
+            Some(json!({ "speed_u": 8 })),
+        )
+        .await;
+    let table = namespaces.nft(&["list", "table", "inet", "openidcs"]);
+    assert!(
+        table.contains(&format!(
+            "ip saddr {CONTAINER_ADDRESS} limit rate over 1000000 bytes/second"
+        )),
+        "{table}"
+    );
+    terminal_answers(
+        &server,
+        "dd if=/dev/zero of=/www/drain bs=1000000 count=2 2>/dev/null; \
+         dd if=/dev/zero of=/www/big bs=1000000 count=5 2>/dev/null; echo made-$((2*3))\n",
+        "made-6",
+    )
+    .await;
+    let speeds = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &namespaces.client,
+            "curl",
+            "-s",
+            "-m",
+            "30",
+        ])
+        .args([
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{speed_download}\n",
+        ])
+        .arg(format!("http://{PUBLIC_ADDRESS}:20080/drain"))
+        .arg(format!("http://{PUBLIC_ADDRESS}:20080/big"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&speeds.stdout);
+    let megabits = text
+        .lines()
+        .nth(1)
+        .and_then(|bytes| bytes.trim().parse::<f64>().ok())
+        .map(|bytes| bytes * 8.0 / 1e6)
+        .unwrap_or_else(|| panic!("two downloads: {text}"));
+    println!("from the container with speed_u = 8: {megabits:.2} Mbit/s");
+    assert!(
+        (3.0..=9.2).contains(&megabits),
+        "policed to ~8 Mbit/s: {megabits:.2}"
+    );
+
     // Stats: the poller's samples (dockerd's numbers) in the status.
     let mut status = Value::Null;
     for _ in 0..60 {
@@ -374,5 +433,10 @@ async fn a_container_is_created_started_reached_measured_and_deleted() {
     assert!(
         namespaces.forwarded_ports().is_empty(),
         "no forward is left"
+    );
+    let table = namespaces.nft(&["list", "table", "inet", "openidcs"]);
+    assert!(
+        !table.contains("limit rate"),
+        "no rate limit is left: {table}"
     );
 }

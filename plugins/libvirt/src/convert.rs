@@ -52,17 +52,7 @@ impl<T> Context<T> for Result<T> {
     }
 }
 
-/// The message of an error, whatever its kind.
-pub fn message_of(error: &Error) -> &str {
-    match error {
-        Error::NotFound(message)
-        | Error::Invalid(message)
-        | Error::Conflict(message)
-        | Error::Denied(message)
-        | Error::Unsupported(message)
-        | Error::Failed(message) => message,
-    }
-}
+pub use openidcs_sdk::message_of;
 
 /// The domain type this host's connection runs: from the URI, and for a
 /// QEMU host `extend_data.virt_type = "qemu"` asks for software emulation

@@ -17,7 +17,7 @@ use openidcs_sdk::libvirt::LifecycleOp;
 use openidcs_sdk::{
     ConsoleEndpoint, CpuChoice, Error, FirstBoot, HostConfig, HostCounters, ImageEntry,
     InstallPlan, Nic, NicKind, OsImage, PasswordRoute, PortForward, PowerAction, PowerState,
-    Protocol, ProxySite, RateLimit, Result, VmCounters, VmInfo, VmSpec,
+    Protocol, ProxySite, Result, VmCounters, VmInfo, VmSpec,
 };
 
 use crate::caps::{Capabilities, Level};
@@ -356,27 +356,22 @@ fn apply_bandwidth_live<C: Capabilities>(caps: &C, vm: &str, live: &DomainDocume
 /// nftables table (traffic the server routes). A warning record says which
 /// of the two the VM got; `why` is libvirt's refusal.
 fn police<C: Capabilities>(caps: &C, vm: &str, nics: &[Nic], bandwidth: &Bandwidth, why: &Error) {
-    let addresses: Vec<String> = nics
-        .iter()
-        .flat_map(|nic| [&nic.ip4_addr, &nic.ip6_addr])
-        .filter(|addr| !addr.is_empty())
-        .cloned()
-        .collect();
     let speeds = format!(
         "up {} Mbit/s, down {} Mbit/s",
         bandwidth.up_mbit(),
         bandwidth.down_mbit()
     );
-    let outcome = if addresses.is_empty() {
-        Err("it has no address to police".to_owned())
-    } else {
-        caps.nat_set_rate_limit(&RateLimit {
-            vm_uuid: vm.to_owned(),
-            addresses,
-            upload_kbps: bandwidth.outbound_kbytes * 8,
-            download_kbps: bandwidth.inbound_kbytes * 8,
-        })
-        .map_err(|error| format!("the server cannot police them: {}", message_of(&error)))
+    let limit = openidcs_sdk::rate_limit_for(
+        vm,
+        nics,
+        bandwidth.outbound_kbytes * 8,
+        bandwidth.inbound_kbytes * 8,
+    );
+    let outcome = match limit {
+        None => Err("it has no address to police".to_owned()),
+        Some(limit) => caps
+            .nat_set_rate_limit(&limit)
+            .map_err(|error| format!("the server cannot police them: {}", message_of(&error))),
     };
     let message = match outcome {
         Ok(()) => format!(

@@ -145,6 +145,34 @@ fn network_call(
     Ok(())
 }
 
+/// The spec's speeds, policed in the server's nftables table on the
+/// container's addresses (the Docker API has no bandwidth limits), or the
+/// limit lifted when it has none. A server without `[nat]` cannot police:
+/// a warning says the speeds are not enforced.
+fn police(spec: &VmSpec) {
+    let limit = openidcs_sdk::rate_limit_for(
+        &spec.vm_uuid,
+        &spec.nics,
+        u64::from(spec.speed_up) * 1000,
+        u64::from(spec.speed_down) * 1000,
+    );
+    let outcome = match &limit {
+        Some(limit) => nat::set_rate_limit(limit),
+        None => nat::remove_rate_limit(&spec.vm_uuid),
+    };
+    match outcome {
+        Ok(()) => {}
+        Err(Error::Unsupported(_)) if limit.is_none() => {}
+        Err(error) => openidcs_sdk::log_warn(&format!(
+            "container {}: its speeds (up {} Mbit/s, down {} Mbit/s) are not enforced: {}",
+            spec.vm_uuid,
+            spec.speed_up,
+            spec.speed_down,
+            openidcs_sdk::message_of(&error)
+        )),
+    }
+}
+
 /// The container's name, after checking that it runs (`doing` says what
 /// needs it).
 fn running<'a>(api: &Api, host: &HostConfig, vm_uuid: &'a str, doing: &str) -> Result<&'a str> {
@@ -273,7 +301,10 @@ impl Engine for Oci {
                 spec,
             }),
             Err(error) => Err(error),
-            Ok(_) => get(&host, name),
+            Ok(_) => {
+                police(&spec);
+                get(&host, name)
+            }
         }
     }
 
@@ -287,6 +318,10 @@ impl Engine for Oci {
         };
         api.delete(&format!("{API}/containers/{name}?force=true"))?
             .expect(&[204, 404])?;
+        match nat::remove_rate_limit(name) {
+            Ok(()) | Err(Error::Unsupported(_)) => {}
+            Err(error) => return Err(error),
+        }
         for disk in disks {
             api.delete(&format!(
                 "{API}/volumes/{}",
@@ -483,6 +518,7 @@ impl Engine for Oci {
         for nic in spec.nics.iter().skip(1) {
             Self::ip_apply(host.clone(), spec.vm_uuid.clone(), nic.clone())?;
         }
+        police(&spec);
         get(&host, name)
     }
 
