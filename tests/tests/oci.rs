@@ -390,6 +390,18 @@ async fn a_container_is_created_started_reached_measured_and_deleted() {
         "policed to ~8 Mbit/s: {megabits:.2}"
     );
 
+    // The limit is in the database: a flushed table gets it back from
+    // `loader`'s reconcile, with the forward.
+    namespaces.nft(&["flush", "table", "inet", "openidcs"]);
+    server.ok("POST", "/api/system/loader", None).await;
+    let table = namespaces.nft(&["list", "table", "inet", "openidcs"]);
+    assert!(
+        table.contains(&format!(
+            "ip saddr {CONTAINER_ADDRESS} limit rate over 1000000 bytes/second"
+        )) && table.contains("dport 20080"),
+        "{table}"
+    );
+
     // Stats: the poller's samples (dockerd's numbers) in the status.
     let mut status = Value::Null;
     for _ in 0..60 {

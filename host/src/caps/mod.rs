@@ -161,7 +161,11 @@ impl CallCaps {
             ),
             log: log::LogCall::new(capabilities.store.clone(), plugin.clone(), host.clone()),
             libvirt: libvirt::LibvirtCall::new(capabilities.libvirt.clone(), host.clone()),
-            nat: nat::NatCall::new(capabilities.nat.clone(), host.clone()),
+            nat: nat::NatCall::new(
+                capabilities.nat.clone(),
+                capabilities.store.clone(),
+                host.clone(),
+            ),
             proxy: proxy::ProxyCall::new(capabilities.proxy.clone(), host),
         }
     }

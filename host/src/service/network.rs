@@ -268,6 +268,7 @@ pub fn repair_half_done(state: &AppState) {
 /// Answers what was done, for `loader`'s answer.
 pub async fn reconcile(state: &AppState) -> Reconciled {
     let mut forwards = Vec::new();
+    let mut limits = Vec::new();
     let mut sites = Vec::new();
     let mut problems = Vec::new();
     match state.store.host_list() {
@@ -284,6 +285,14 @@ pub async fn reconcile(state: &AppState) -> Reconciled {
                         problems.push(format!("NAT rules of host {}: {error}", host.name))
                     }
                 }
+                match state.store.rate_limit_list(&host.name) {
+                    Ok(records) => {
+                        limits.extend(records.into_iter().map(|record| (scope.clone(), record)))
+                    }
+                    Err(error) => {
+                        problems.push(format!("rate limits of host {}: {error}", host.name))
+                    }
+                }
                 match state.store.proxy_list(&host.name, None) {
                     Ok(entries) => sites.extend(
                         entries
@@ -296,16 +305,19 @@ pub async fn reconcile(state: &AppState) -> Reconciled {
         }
         Err(error) => problems.push(format!("hosts: {error}")),
     }
-    let nat = match state.capabilities.nat.reconcile(forwards).await {
+    let nat = match state.capabilities.nat.reconcile(forwards, limits).await {
         Ok(report) => {
             let message = format!(
-                "NAT reconciled: {} added, {} removed, {} skipped{}",
+                "NAT reconciled: {} added, {} removed, {} skipped{}; {} rate limits{}",
                 report.added,
                 report.removed,
                 report.skipped.len(),
-                describe_skipped(&report.skipped)
+                describe_skipped(&report.skipped),
+                report.limits,
+                describe_skipped(&report.skipped_limits)
             );
-            log_reconcile(state, !report.skipped.is_empty(), &message);
+            let skipped = !report.skipped.is_empty() || !report.skipped_limits.is_empty();
+            log_reconcile(state, skipped, &message);
             NatReconciled::Done {
                 added: report.added as u64,
                 removed: report.removed as u64,
@@ -353,10 +365,11 @@ pub async fn reconcile(state: &AppState) -> Reconciled {
     Reconciled { nat, proxy }
 }
 
-fn describe_skipped(skipped: &[(u64, String)]) -> String {
+/// `; <what>: <reason>` for each skipped forward (by id) or rate limit (by VM).
+fn describe_skipped(skipped: &[(impl std::fmt::Display, String)]) -> String {
     skipped
         .iter()
-        .map(|(id, reason)| format!("; {id}: {reason}"))
+        .map(|(what, reason)| format!("; {what}: {reason}"))
         .collect()
 }
 

@@ -186,15 +186,18 @@ impl Store {
         })
     }
 
-    /// Delete a host and, through the foreign keys, everything of its VMs.
+    /// Delete a host and, through the foreign keys, everything of its VMs
+    /// (its rate limits, which have none, explicitly).
     pub fn host_delete(&self, name: &str) -> StoreResult<()> {
         off_reactor(|| {
-            let deleted = self
-                .connection()
-                .execute("DELETE FROM hosts WHERE name = ?1", [name])?;
+            let mut connection = self.connection();
+            let transaction = connection.transaction()?;
+            let deleted = transaction.execute("DELETE FROM hosts WHERE name = ?1", [name])?;
             if deleted == 0 {
                 return Err(StoreError::NotFound(format!("host {name:?} not found")));
             }
+            transaction.execute("DELETE FROM rate_limits WHERE host = ?1", [name])?;
+            transaction.commit()?;
             Ok(())
         })
     }

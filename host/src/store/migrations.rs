@@ -139,6 +139,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE vms ADD COLUMN flu_period TEXT NOT NULL DEFAULT '';
     ALTER TABLE vms ADD COLUMN flu_limited TEXT NOT NULL DEFAULT '';
     "#,
+    // 8: the VMs' rate limits the NAT capability installed for their
+    // engines (addresses: a JSON array), so that a reconcile restores them.
+    // No foreign key: the capability writes them for any host scope, and
+    // `host_delete` removes a host's.
+    r#"
+    CREATE TABLE rate_limits (
+        host          TEXT NOT NULL,
+        vm_uuid       TEXT NOT NULL,
+        addresses     TEXT NOT NULL,
+        upload_kbps   INTEGER NOT NULL,
+        download_kbps INTEGER NOT NULL,
+        PRIMARY KEY (host, vm_uuid)
+    );
+    "#,
 ];
 
 pub fn apply(connection: &mut Connection) -> rusqlite::Result<()> {

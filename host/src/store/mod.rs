@@ -32,7 +32,7 @@ use rusqlite::Connection;
 
 pub use hosts::HostRecord;
 pub use logs::{LogFilter, LogLevel, NewLog};
-pub use network::{NatRuleRecord, ProxyRecord};
+pub use network::{NatRuleRecord, ProxyRecord, RateLimitRecord};
 pub use samples::SampleRecord;
 pub use tasks::{NewTask, TaskFilter, TaskState};
 pub use tokens::ApiTokenRecord;

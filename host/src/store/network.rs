@@ -1,5 +1,6 @@
 //! NAT rules, IP entries and proxy entries of VMs, in insertion order (the
-//! API addresses them by their position in that order).
+//! API addresses them by their position in that order), and the VMs' rate
+//! limits.
 
 use rusqlite::{Row, params};
 
@@ -30,6 +31,44 @@ pub struct ProxyRecord {
     /// PEM; empty unless `ssl_enabled`.
     pub ssl_cert: String,
     pub ssl_key: String,
+}
+
+/// A VM's rate limit as the NAT capability installed it for its engine
+/// (kbit/s; 0: none that way).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitRecord {
+    pub host: String,
+    pub vm_uuid: String,
+    pub addresses: Vec<String>,
+    pub upload_kbps: u64,
+    pub download_kbps: u64,
+}
+
+const RATE_LIMIT_COLUMNS: &str = "host, vm_uuid, addresses, upload_kbps, download_kbps";
+
+fn rate_limit_from_row(row: &Row<'_>) -> rusqlite::Result<(RateLimitRecord, String)> {
+    Ok((
+        RateLimitRecord {
+            host: row.get(0)?,
+            vm_uuid: row.get(1)?,
+            addresses: Vec::new(),
+            upload_kbps: row.get::<_, i64>(3)?.max(0).unsigned_abs(),
+            download_kbps: row.get::<_, i64>(4)?.max(0).unsigned_abs(),
+        },
+        row.get(2)?,
+    ))
+}
+
+/// The record with its addresses decoded from their JSON column.
+fn with_addresses(
+    (mut record, addresses): (RateLimitRecord, String),
+) -> StoreResult<RateLimitRecord> {
+    record.addresses = serde_json::from_str(&addresses)?;
+    Ok(record)
+}
+
+fn kbps_column(kbps: u64) -> i64 {
+    i64::try_from(kbps).unwrap_or(i64::MAX)
 }
 
 fn nat_from_row(row: &Row<'_>) -> rusqlite::Result<NatRuleRecord> {
@@ -180,6 +219,64 @@ impl Store {
         })
     }
 
+    /// Record a VM's rate limit (replacing its previous one, which it
+    /// answers so that a failed install can put it back).
+    pub fn rate_limit_put(&self, record: &RateLimitRecord) -> StoreResult<Option<RateLimitRecord>> {
+        let addresses = serde_json::to_string(&record.addresses)?;
+        off_reactor(|| {
+            let mut connection = self.connection();
+            let transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let previous = rate_limit_of(&transaction, &record.host, &record.vm_uuid)?;
+            transaction.execute(
+                &format!("INSERT OR REPLACE INTO rate_limits ({RATE_LIMIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
+                params![
+                    record.host,
+                    record.vm_uuid,
+                    addresses,
+                    kbps_column(record.upload_kbps),
+                    kbps_column(record.download_kbps)
+                ],
+            )?;
+            transaction.commit()?;
+            Ok(previous)
+        })
+    }
+
+    /// Forget a VM's rate limit; answers the one it had.
+    pub fn rate_limit_delete(
+        &self,
+        host: &str,
+        vm_uuid: &str,
+    ) -> StoreResult<Option<RateLimitRecord>> {
+        off_reactor(|| {
+            let mut connection = self.connection();
+            let transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let previous = rate_limit_of(&transaction, host, vm_uuid)?;
+            transaction.execute(
+                "DELETE FROM rate_limits WHERE host = ?1 AND vm_uuid = ?2",
+                params![host, vm_uuid],
+            )?;
+            transaction.commit()?;
+            Ok(previous)
+        })
+    }
+
+    /// A host's rate limits, by VM.
+    pub fn rate_limit_list(&self, host: &str) -> StoreResult<Vec<RateLimitRecord>> {
+        off_reactor(|| {
+            let connection = self.reader();
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {RATE_LIMIT_COLUMNS} FROM rate_limits WHERE host = ?1 ORDER BY vm_uuid"
+            ))?;
+            let rows = statement
+                .query_map([host], rate_limit_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(with_addresses).collect()
+        })
+    }
+
     /// Whether any host serves `domain` already (domains are unique).
     pub fn proxy_domain_taken(&self, domain: &str) -> StoreResult<bool> {
         off_reactor(|| {
@@ -269,5 +366,71 @@ impl Store {
                 .execute("DELETE FROM proxies WHERE id = ?1", [id])?;
             Ok(())
         })
+    }
+}
+
+fn rate_limit_of(
+    connection: &rusqlite::Connection,
+    host: &str,
+    vm_uuid: &str,
+) -> StoreResult<Option<RateLimitRecord>> {
+    let row = connection
+        .prepare_cached(&format!(
+            "SELECT {RATE_LIMIT_COLUMNS} FROM rate_limits WHERE host = ?1 AND vm_uuid = ?2"
+        ))?
+        .query_row(params![host, vm_uuid], rate_limit_from_row);
+    match row {
+        Ok(row) => with_addresses(row).map(Some),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::HostSettings;
+
+    fn limit(host: &str, vm: &str, upload_kbps: u64) -> RateLimitRecord {
+        RateLimitRecord {
+            host: host.to_owned(),
+            vm_uuid: vm.to_owned(),
+            addresses: vec!["10.0.0.2".to_owned(), "fd00::2".to_owned()],
+            upload_kbps,
+            download_kbps: 0,
+        }
+    }
+
+    #[test]
+    fn rate_limits_are_put_replaced_deleted_and_go_with_their_host() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&directory.path().join("test.db")).expect("opens");
+        assert_eq!(
+            store.rate_limit_put(&limit("h1", "a", 8_000)).expect("put"),
+            None
+        );
+        // Replacing answers the previous one, for an undo.
+        assert_eq!(
+            store.rate_limit_put(&limit("h1", "a", 1_000)).expect("put"),
+            Some(limit("h1", "a", 8_000))
+        );
+        store.rate_limit_put(&limit("h1", "b", 2_000)).expect("put");
+        store.rate_limit_put(&limit("h2", "a", 3_000)).expect("put");
+        assert_eq!(
+            store.rate_limit_list("h1").expect("list"),
+            [limit("h1", "a", 1_000), limit("h1", "b", 2_000)]
+        );
+        assert_eq!(
+            store.rate_limit_delete("h1", "b").expect("delete"),
+            Some(limit("h1", "b", 2_000))
+        );
+        assert_eq!(store.rate_limit_delete("h1", "b").expect("delete"), None);
+        // A host's limits go with it.
+        store
+            .host_insert("h1", "libvirt", &HostSettings::default())
+            .expect("host");
+        store.host_delete("h1").expect("deleted");
+        assert!(store.rate_limit_list("h1").expect("list").is_empty());
+        assert_eq!(store.rate_limit_list("h2").expect("list").len(), 1);
     }
 }

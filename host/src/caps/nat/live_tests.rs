@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 
-use super::tests::{forward, rate_limit, scope_of};
+use super::tests::{TestStore, forward, rate_limit, scope_of, test_store};
 use super::*;
 use crate::caps::NoTrap;
 use crate::plugin::bindings::Protocol;
@@ -172,16 +172,17 @@ fn count(text: &str, needle: &str) -> usize {
 
 #[tokio::test]
 async fn add_list_remove_round_trip() {
+    let db = test_store();
     if !running_as_root("add_list_remove_round_trip") {
         return;
     }
     let netns = Netns::new("rt");
     let service = netns.service();
-    let mut h1 = NatCall::new(
+    let mut h1 = db.call(
         service.clone(),
         Some(Arc::new(scope_of("h1", 20000..=20999))),
     );
-    let mut h2 = NatCall::new(
+    let mut h2 = db.call(
         service.clone(),
         Some(Arc::new(scope_of("h2", 20000..=20999))),
     );
@@ -258,13 +259,14 @@ async fn add_list_remove_round_trip() {
 
 #[tokio::test]
 async fn reconcile_restores_a_flushed_or_deleted_table() {
+    let db = test_store();
     if !running_as_root("reconcile_restores_a_flushed_or_deleted_table") {
         return;
     }
     let netns = Netns::new("flush");
     let service = netns.service();
     let h1 = Arc::new(scope_of("h1", 20000..=20999));
-    let mut call = NatCall::new(service.clone(), Some(h1.clone()));
+    let mut call = db.call(service.clone(), Some(h1.clone()));
     let ssh = forward(1, Protocol::Tcp, 20022, "10.231.0.2", 22);
     let web = forward(2, Protocol::Tcp, 20080, "10.231.0.3", 80);
     let database = vec![(h1.clone(), ssh.clone()), (h1.clone(), web.clone())];
@@ -275,15 +277,14 @@ async fn reconcile_restores_a_flushed_or_deleted_table() {
     assert!(listed(&mut call).await.is_empty());
 
     let report = service
-        .reconcile(database.clone())
+        .reconcile(database.clone(), Vec::new())
         .await
         .expect("reconciled");
     assert_eq!(
         report,
         ReconcileReport {
             added: 2,
-            removed: 0,
-            skipped: vec![]
+            ..ReconcileReport::default()
         }
     );
     assert_eq!(listed(&mut call).await, rows(&[ssh.clone(), web.clone()]));
@@ -291,7 +292,7 @@ async fn reconcile_restores_a_flushed_or_deleted_table() {
     // Nothing to do: nothing counted, the table is the same.
     let before = netns.table_text(TABLE);
     let report = service
-        .reconcile(database.clone())
+        .reconcile(database.clone(), Vec::new())
         .await
         .expect("reconciled");
     assert_eq!(report, ReconcileReport::default());
@@ -299,23 +300,29 @@ async fn reconcile_restores_a_flushed_or_deleted_table() {
 
     // The table gone altogether (a reboot).
     netns.nft(&["delete", "table", "inet", TABLE]);
-    let report = service.reconcile(database).await.expect("reconciled");
+    let report = service
+        .reconcile(database, Vec::new())
+        .await
+        .expect("reconciled");
     assert_eq!((report.added, report.removed), (2, 0));
     assert_eq!(listed(&mut call).await, rows(&[ssh, web]));
 
     // A forward gone from the database is removed; one out of scope is
     // skipped and reported.
     let report = service
-        .reconcile(vec![
-            (
-                h1.clone(),
-                forward(2, Protocol::Tcp, 20080, "10.231.0.3", 80),
-            ),
-            (
-                h1.clone(),
-                forward(5, Protocol::Tcp, 8080, "10.231.0.3", 80),
-            ),
-        ])
+        .reconcile(
+            vec![
+                (
+                    h1.clone(),
+                    forward(2, Protocol::Tcp, 20080, "10.231.0.3", 80),
+                ),
+                (
+                    h1.clone(),
+                    forward(5, Protocol::Tcp, 8080, "10.231.0.3", 80),
+                ),
+            ],
+            Vec::new(),
+        )
         .await
         .expect("reconciled");
     assert_eq!((report.added, report.removed), (0, 1));
@@ -335,7 +342,7 @@ async fn reconcile_removes_stray_rules_in_our_table() {
     let h1 = Arc::new(scope_of("h1", 20000..=20999));
     let ssh = forward(1, Protocol::Tcp, 20022, "10.231.0.2", 22);
     let report = service
-        .reconcile(vec![(h1.clone(), ssh.clone())])
+        .reconcile(vec![(h1.clone(), ssh.clone())], Vec::new())
         .await
         .expect("reconciled");
     assert_eq!((report.added, report.removed), (1, 0));
@@ -345,7 +352,7 @@ async fn reconcile_removes_stray_rules_in_our_table() {
          add rule inet {TABLE} forward ip daddr 10.231.0.9 accept comment \"openidcs:h1:999\"\n"
     ));
     let report = service
-        .reconcile(vec![(h1.clone(), ssh)])
+        .reconcile(vec![(h1.clone(), ssh)], Vec::new())
         .await
         .expect("reconciled");
     assert_eq!((report.added, report.removed), (0, 2));
@@ -356,6 +363,7 @@ async fn reconcile_removes_stray_rules_in_our_table() {
 
 #[tokio::test]
 async fn other_tables_are_never_touched() {
+    let db = test_store();
     if !running_as_root("other_tables_are_never_touched") {
         return;
     }
@@ -379,7 +387,7 @@ async fn other_tables_are_never_touched() {
 
     let service = netns.service();
     let h1 = Arc::new(scope_of("h1", 20000..=20999));
-    let mut call = NatCall::new(service.clone(), Some(h1.clone()));
+    let mut call = db.call(service.clone(), Some(h1.clone()));
     assert!(
         listed(&mut call).await.is_empty(),
         "another table's rules are not listed"
@@ -394,12 +402,18 @@ async fn other_tables_are_never_touched() {
     );
     assert_eq!(listed(&mut call).await.len(), 2);
     accepted(call.remove_rule(1).await);
-    service.reconcile(vec![]).await.expect("reconciled");
     service
-        .reconcile(vec![(
-            h1.clone(),
-            forward(1, Protocol::Tcp, 20022, "10.231.0.2", 22),
-        )])
+        .reconcile(vec![], Vec::new())
+        .await
+        .expect("reconciled");
+    service
+        .reconcile(
+            vec![(
+                h1.clone(),
+                forward(1, Protocol::Tcp, 20022, "10.231.0.2", 22),
+            )],
+            Vec::new(),
+        )
         .await
         .expect("reconciled");
 
@@ -417,12 +431,13 @@ async fn fifty_concurrent_adds_make_fifty_forwards() {
     if !running_as_root("fifty_concurrent_adds_make_fifty_forwards") {
         return;
     }
+    let db = test_store();
     let netns = Netns::new("many");
     let service = netns.service();
     let h1 = Arc::new(scope_of("h1", 20000..=20999));
     let mut tasks = Vec::new();
     for id in 1..=50u16 {
-        let mut call = NatCall::new(service.clone(), Some(h1.clone()));
+        let mut call = db.call(service.clone(), Some(h1.clone()));
         let target = format!("10.231.0.{}", 1 + id);
         tasks.push(tokio::spawn(async move {
             call.add_rule(forward(
@@ -438,7 +453,7 @@ async fn fifty_concurrent_adds_make_fifty_forwards() {
     for task in tasks {
         accepted(task.await.expect("task ran"));
     }
-    let mut call = NatCall::new(service.clone(), Some(h1));
+    let mut call = db.call(service.clone(), Some(h1));
     let forwards = listed(&mut call).await;
     assert_eq!(forwards.len(), 50);
     assert_eq!(forwards[49], "50 tcp 20050 -> 10.231.0.51:22");
@@ -519,6 +534,7 @@ struct Topology {
     host: Netns,
     vm: Netns,
     client: Netns,
+    db: TestStore,
 }
 
 impl Topology {
@@ -556,17 +572,26 @@ impl Topology {
             &host.exec_args(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
             None,
         );
-        Topology { host, vm, client }
+        Topology {
+            host,
+            vm,
+            client,
+            db: test_store(),
+        }
     }
 
-    /// The host's NAT call for host `h1`, whose VM network is the VM's.
-    fn call(&self) -> NatCall {
-        let scope = HostScope {
+    /// Host `h1`, whose VM network is the VM's.
+    fn scope(&self) -> Arc<HostScope> {
+        Arc::new(HostScope {
             vm_networks: vec!["10.231.0.0/24".parse().expect("literal")],
             public_addr: Some("10.232.0.1".parse().expect("literal")),
             ..scope_of("h1", 20000..=20999)
-        };
-        NatCall::new(self.host.service(), Some(Arc::new(scope)))
+        })
+    }
+
+    /// The host's NAT call for `h1`.
+    fn call(&self) -> NatCall {
+        self.db.call(self.host.service(), Some(self.scope()))
     }
 
     /// Run `script` in the VM until the test ends, once it printed `ready`.
@@ -727,26 +752,46 @@ async fn a_rate_limit_polices_what_the_vm_sends() {
         "tagged with host and VM"
     );
 
-    // A reconcile keeps it; another host cannot remove it; its VM's can.
-    let report = topology
-        .host
-        .service()
-        .reconcile(Vec::new())
+    // Recorded in the database, from which a reconcile restores it after
+    // the table was flushed; a reconcile without it removes it.
+    let recorded = topology.db.store.rate_limit_list("h1").expect("listed");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(
+        (recorded[0].vm_uuid.as_str(), recorded[0].upload_kbps),
+        ("vm1", 8_000)
+    );
+    topology.host.nft(&["flush", "table", "inet", TABLE]);
+    let service = topology.host.service();
+    let scope = topology.scope();
+    let ssh = forward(1, Protocol::Tcp, 20080, "10.231.0.2", 8080);
+    let with_limits = || {
+        recorded
+            .iter()
+            .map(|record| (scope.clone(), record.clone()))
+            .collect::<Vec<_>>()
+    };
+    let report = service
+        .reconcile(vec![(scope.clone(), ssh.clone())], with_limits())
         .await
         .expect("reconciled");
-    assert_eq!(
-        report.removed, 1,
-        "the forward, not in the list: {report:?}"
-    );
-    accepted(
-        call.add_rule(forward(1, Protocol::Tcp, 20080, "10.231.0.2", 8080))
-            .await,
-    );
+    assert_eq!((report.added, report.limits), (1, 1), "{report:?}");
     assert_eq!(
         count(&topology.host.table_text(TABLE), "openidcs:rate:h1:vm1"),
         1
     );
-    let mut other = NatCall::new(
+    let report = service
+        .reconcile(vec![(scope.clone(), ssh.clone())], Vec::new())
+        .await
+        .expect("reconciled");
+    assert_eq!(report.removed, 1, "the unrecorded limit: {report:?}");
+    assert!(!topology.host.table_text(TABLE).contains("openidcs:rate:"));
+    service
+        .reconcile(vec![(scope.clone(), ssh)], with_limits())
+        .await
+        .expect("reconciled");
+
+    // Another host cannot remove it; its VM's can, record and rules.
+    let mut other = topology.db.call(
         topology.host.service(),
         Some(Arc::new(scope_of("h2", 20000..=20999))),
     );
@@ -758,6 +803,14 @@ async fn a_rate_limit_polices_what_the_vm_sends() {
     accepted(call.remove_rate_limit("vm1".to_owned()).await);
     accepted(call.remove_rate_limit("vm1".to_owned()).await);
     assert!(!topology.host.table_text(TABLE).contains("openidcs:rate:"));
+    assert!(
+        topology
+            .db
+            .store
+            .rate_limit_list("h1")
+            .expect("listed")
+            .is_empty()
+    );
     let lifted = transfer_mbit(&topology.client, 8_000_000, 1_000_000);
     assert!(lifted > 40.0, "the limit is gone: {lifted:.0} Mbit/s");
     drop(server);

@@ -9,8 +9,10 @@
 //! shared `ct state established,related accept`; per rate limit, a police
 //! rule per family and direction tagged `openidcs:rate:<host>:<vm>`. Rate
 //! limits are for hosts whose kernel cannot shape (libvirt's `<bandwidth>`
-//! needs qdiscs some kernels lack); the engine asks for them, and a
-//! reconcile keeps them (the database has forwards, not limits). Changes are single JSON batches through `nft -j -f -` (nft applies
+//! needs qdiscs some kernels lack) and engines without limits of their own
+//! (containers); the engine asks for them, this capability records them in
+//! the database first (table `rate_limits`), and a reconcile restores them
+//! from there with the forwards. Changes are single JSON batches through `nft -j -f -` (nft applies
 //! a batch atomically), serialised by one lock; reads are
 //! `nft -j list table inet <table>`, compared by meaning, not by text.
 //!
@@ -39,6 +41,7 @@ use super::{CapError, HostScope, no_host};
 use crate::config::NatConfig;
 use crate::plugin::bindings::openidcs::engine::nat::Host;
 use crate::plugin::bindings::{PluginError, PortForward, RateLimit, describe_error};
+use crate::store::{RateLimitRecord, Store};
 use nft::Nft;
 use ruleset::{Batch, Forward, Police, RateKey, RuleKey};
 
@@ -84,11 +87,16 @@ pub struct ReconcileReport {
     /// with other content) and are now.
     pub added: usize,
     /// Forwards live but not in the list (or skipped), plus rules in our
-    /// table that belong to no forward (written by hand); all gone now.
+    /// table that belong to no forward (written by hand), and rate limits
+    /// live but not in the list; all gone now.
     pub removed: usize,
     /// Forwards of the list not written, with the reason (out of scope, a
     /// duplicate id, the same public port as an earlier one).
     pub skipped: Vec<(u64, String)>,
+    /// Rate limits written.
+    pub limits: usize,
+    /// Rate limits of the list not written (VM, reason: out of scope).
+    pub skipped_limits: Vec<(String, String)>,
 }
 
 /// The shared NAT service: the `nft` runner and the lock every change takes.
@@ -228,43 +236,86 @@ impl NatService {
         Ok(())
     }
 
-    /// Police (or police anew) a VM of the host `scope`: its old rules go
-    /// in the same batch the new ones come in.
+    /// Police (or police anew) a VM of the host `scope`: recorded in
+    /// `store` first, then its old rules go in the same batch the new ones
+    /// come in; the record is put back when nft fails.
     pub async fn set_rate_limit(
         &self,
+        store: &Store,
         scope: &HostScope,
         limit: RateLimit,
     ) -> Result<(), PluginError> {
         let (nft, changes) = self.ready()?;
         let (key, rules) = scope::checked_rate_limit(scope, &limit)?;
         let _change = changes.lock().await;
-        let live = nft.read().await?;
-        let mut batch = Batch::new(nft.table());
-        batch.ensure_table();
-        for rule in live.rate_rules_of(&key) {
-            batch.delete_rule(&rule.chain, rule.handle);
+        let record = RateLimitRecord {
+            host: key.host.clone(),
+            vm_uuid: key.vm.clone(),
+            addresses: limit.addresses.clone(),
+            upload_kbps: limit.upload_kbps,
+            download_kbps: limit.download_kbps,
+        };
+        let previous = store.rate_limit_put(&record).map_err(unrecorded)?;
+        let applied = async {
+            let live = nft.read().await?;
+            let mut batch = Batch::new(nft.table());
+            batch.ensure_table();
+            for rule in live.rate_rules_of(&key) {
+                batch.delete_rule(&rule.chain, rule.handle);
+            }
+            batch.add_police(&key, &rules);
+            nft.apply(&batch.to_json()).await
         }
-        batch.add_police(&key, &rules);
-        nft.apply(&batch.to_json()).await?;
+        .await;
+        if let Err(error) = applied {
+            let undone = match previous {
+                Some(previous) => store.rate_limit_put(&previous).map(drop),
+                None => store.rate_limit_delete(&key.host, &key.vm).map(drop),
+            };
+            if let Err(undo) = undone {
+                tracing::error!(vm = %key.vm, "cannot put back the rate limit record: {undo}");
+            }
+            return Err(error.into());
+        }
         tracing::info!(host = %key.host, vm = %key.vm, up_kbps = limit.upload_kbps,
             down_kbps = limit.download_kbps, "rate limit installed");
         Ok(())
     }
 
-    /// Remove a VM's rate limit; an absent one is not an error.
-    pub async fn remove_rate_limit(&self, scope: &HostScope, vm: &str) -> Result<(), PluginError> {
+    /// Remove a VM's rate limit (record and rules); an absent one is not
+    /// an error. The record comes back when nft fails.
+    pub async fn remove_rate_limit(
+        &self,
+        store: &Store,
+        scope: &HostScope,
+        vm: &str,
+    ) -> Result<(), PluginError> {
         let (nft, changes) = self.ready()?;
         let key = scope::rate_key(scope, vm)?;
         let _change = changes.lock().await;
-        let live = nft.read().await?;
-        let mut batch = Batch::new(nft.table());
-        for rule in live.rate_rules_of(&key) {
-            batch.delete_rule(&rule.chain, rule.handle);
+        let previous = store
+            .rate_limit_delete(&key.host, &key.vm)
+            .map_err(unrecorded)?;
+        let applied = async {
+            let live = nft.read().await?;
+            let mut batch = Batch::new(nft.table());
+            for rule in live.rate_rules_of(&key) {
+                batch.delete_rule(&rule.chain, rule.handle);
+            }
+            if !batch.is_empty() {
+                nft.apply(&batch.to_json()).await?;
+            }
+            Ok::<(), NatError>(())
         }
-        if batch.is_empty() {
-            return Ok(());
+        .await;
+        if let Err(error) = applied {
+            if let Some(previous) = previous
+                && let Err(undo) = store.rate_limit_put(&previous)
+            {
+                tracing::error!(vm = %key.vm, "cannot put back the rate limit record: {undo}");
+            }
+            return Err(error.into());
         }
-        nft.apply(&batch.to_json()).await?;
         tracing::info!(host = %key.host, vm = %key.vm, "rate limit removed");
         Ok(())
     }
@@ -293,18 +344,18 @@ impl NatService {
         Ok(forwards)
     }
 
-    /// Rebuild the whole table from the database's forwards in one batch (at
-    /// start and on `loader`, so a reboot or a flushed ruleset loses
-    /// nothing). Forwards that fail their host's scope are skipped and
-    /// reported. The live rate limits are kept as they are (their engines
-    /// set them again at each start of their VMs). Without `[nat]`, an empty list is trivially in place and any
+    /// Rebuild the whole table from the database's forwards and rate limits
+    /// in one batch (at start and on `loader`, so a reboot or a flushed
+    /// ruleset loses nothing). Those that fail their host's scope are
+    /// skipped and reported. Without `[nat]`, an empty list is trivially in place and any
     /// other is [`NatError::NotConfigured`].
     pub async fn reconcile(
         &self,
         forwards: Vec<(Arc<HostScope>, PortForward)>,
+        limits: Vec<(Arc<HostScope>, RateLimitRecord)>,
     ) -> Result<ReconcileReport, NatError> {
         let (nft, changes) = match self.ready() {
-            Err(NatError::NotConfigured) if forwards.is_empty() => {
+            Err(NatError::NotConfigured) if forwards.is_empty() && limits.is_empty() => {
                 return Ok(ReconcileReport::default());
             }
             answer => answer?,
@@ -314,6 +365,18 @@ impl NatService {
         for (id, reason) in &report.skipped {
             tracing::warn!(id, %reason, "port forward skipped by reconcile");
         }
+        let mut police: Vec<(RateKey, Vec<Police>)> = Vec::with_capacity(limits.len());
+        for (scope, record) in &limits {
+            match scope::checked_rate_limit(scope, &RateLimit::from(record)) {
+                Ok(checked) => police.push(checked),
+                Err(refusal) => {
+                    let reason = describe_error(&refusal);
+                    tracing::warn!(vm = %record.vm_uuid, %reason, "rate limit skipped by reconcile");
+                    report.skipped_limits.push((record.vm_uuid.clone(), reason));
+                }
+            }
+        }
+        report.limits = police.len();
 
         let _change = changes.lock().await;
         let live = nft.read().await?;
@@ -332,15 +395,24 @@ impl NatService {
             .filter(|key| !wanted_keys.contains(key))
             .count()
             + live.strays();
+        // Rate limits live but no longer recorded (their VM went while the
+        // server was down, or written by hand with our tag).
+        let wanted_limits: HashSet<&RateKey> = police.iter().map(|(key, _)| key).collect();
+        report.removed += live
+            .police()
+            .map(|(key, _)| key)
+            .filter(|key| !wanted_limits.contains(key))
+            .collect::<HashSet<_>>()
+            .len();
 
-        let limits: Vec<&(RateKey, Police)> = live.police().collect();
-        nft.apply(&reconcile_batch(nft.table(), &wanted, &limits).to_json())
+        nft.apply(&reconcile_batch(nft.table(), &wanted, &police).to_json())
             .await?;
         tracing::info!(
             added = report.added,
             removed = report.removed,
             skipped = report.skipped.len(),
-            "port forwards reconciled"
+            limits = report.limits,
+            "port forwards and rate limits reconciled"
         );
         Ok(report)
     }
@@ -394,11 +466,11 @@ fn wanted_forwards(
 }
 
 /// The one batch of a reconcile: the table from scratch with every forward
-/// and the rate limits' rules.
+/// and every rate limit.
 fn reconcile_batch<'t>(
     table: &'t str,
     wanted: &[(RuleKey, Forward)],
-    limits: &[&(RateKey, Police)],
+    limits: &[(RateKey, Vec<Police>)],
 ) -> Batch<'t> {
     let mut batch = Batch::new(table);
     batch.recreate_table();
@@ -406,10 +478,27 @@ fn reconcile_batch<'t>(
     for (key, forward) in wanted {
         batch.add_forward(key, forward);
     }
-    for (key, police) in limits {
-        batch.add_police(key, std::slice::from_ref(police));
+    for (key, rules) in limits {
+        batch.add_police(key, rules);
     }
     batch
+}
+
+impl From<&RateLimitRecord> for RateLimit {
+    fn from(record: &RateLimitRecord) -> RateLimit {
+        RateLimit {
+            vm_uuid: record.vm_uuid.clone(),
+            addresses: record.addresses.clone(),
+            upload_kbps: record.upload_kbps,
+            download_kbps: record.download_kbps,
+        }
+    }
+}
+
+/// A rate limit the database could not record is not installed: a
+/// reconcile would drop it.
+fn unrecorded(error: crate::store::StoreError) -> PluginError {
+    PluginError::Failed(format!("cannot record the rate limit: {error}"))
 }
 
 fn not_configured() -> PluginError {
@@ -418,17 +507,27 @@ fn not_configured() -> PluginError {
     )
 }
 
-/// Per-call state: the service and the host the call is for.
+/// Per-call state: the service, the store its rate limits are recorded
+/// in, and the host the call is for.
 pub struct NatCall {
     service: Arc<NatService>,
+    store: Arc<Store>,
     host: Option<Arc<HostScope>>,
 }
 
 type Answer<T> = Result<T, CapError>;
 
 impl NatCall {
-    pub fn new(service: Arc<NatService>, host: Option<Arc<HostScope>>) -> NatCall {
-        NatCall { service, host }
+    pub fn new(
+        service: Arc<NatService>,
+        store: Arc<Store>,
+        host: Option<Arc<HostScope>>,
+    ) -> NatCall {
+        NatCall {
+            service,
+            store,
+            host,
+        }
     }
 
     /// The host the call is for, once the service is usable at all (an
@@ -457,11 +556,17 @@ impl Host for NatCall {
 
     async fn set_rate_limit(&mut self, limit: RateLimit) -> Answer<()> {
         let scope = self.scope()?;
-        Ok(self.service.set_rate_limit(&scope, limit).await?)
+        Ok(self
+            .service
+            .set_rate_limit(&self.store, &scope, limit)
+            .await?)
     }
 
     async fn remove_rate_limit(&mut self, vm_uuid: String) -> Answer<()> {
         let scope = self.scope()?;
-        Ok(self.service.remove_rate_limit(&scope, &vm_uuid).await?)
+        Ok(self
+            .service
+            .remove_rate_limit(&self.store, &scope, &vm_uuid)
+            .await?)
     }
 }

@@ -41,6 +41,28 @@ pub(super) fn scope_of(name: &str, ports: std::ops::RangeInclusive<u16>) -> Host
     }
 }
 
+/// A store of a test's own for its calls' rate limits, in a directory
+/// removed with it.
+pub(super) struct TestStore {
+    pub store: Arc<Store>,
+    _directory: tempfile::TempDir,
+}
+
+pub(super) fn test_store() -> TestStore {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(&directory.path().join("db.sqlite")).expect("a store");
+    TestStore {
+        store: Arc::new(store),
+        _directory: directory,
+    }
+}
+
+impl TestStore {
+    pub fn call(&self, service: Arc<NatService>, host: Option<Arc<HostScope>>) -> NatCall {
+        NatCall::new(service, self.store.clone(), host)
+    }
+}
+
 pub(super) fn forward(
     id: u64,
     protocol: Protocol,
@@ -612,7 +634,7 @@ fn rate_limit_scope_rules() {
 }
 
 #[test]
-fn rate_limits_parse_back_and_survive_a_reconcile() {
+fn rate_limits_parse_back_and_come_back_with_a_reconcile() {
     let scope = scope_of("h1", 20000..=20999);
     let (key, rules) = scope::checked_rate_limit(
         &scope,
@@ -638,10 +660,9 @@ fn rate_limits_parse_back_and_survive_a_reconcile() {
     assert_eq!(live.strays(), 0, "a rate limit's rules are not strays");
     assert!(live.forwards().next().is_none(), "and not forwards");
 
-    // A reconcile writes them again, as they were, beside the forwards.
-    let limits: Vec<&(RateKey, Police)> = live.police().collect();
+    // A reconcile writes them, beside the forwards.
     let forwards = vec![keyed("h1", 1, Proto::Tcp, 20022, "10.231.0.2")];
-    let reconciled = reconcile_batch(TABLE, &forwards, &limits);
+    let reconciled = reconcile_batch(TABLE, &forwards, &[(key, rules)]);
     assert_batch_shape(&reconciled.to_json(), TABLE);
     let again = LiveTable::parse(&listing_of(&reconciled, TABLE), TABLE).expect("parses");
     assert_eq!(again.police().count(), 4);
@@ -691,9 +712,10 @@ fn police_rules_are_read_by_meaning() {
 
 #[tokio::test]
 async fn unconfigured_service_answers_unsupported_and_runs_nothing() {
+    let db = test_store();
     let service = Arc::new(NatService::new(None));
     assert!(!service.is_configured());
-    let mut call = NatCall::new(
+    let mut call = db.call(
         service.clone(),
         Some(Arc::new(scope_of("h1", 20000..=20999))),
     );
@@ -706,11 +728,14 @@ async fn unconfigured_service_answers_unsupported_and_runs_nothing() {
     assert!(unsupported(call.remove_rule(1).await.no_trap()));
     assert!(unsupported(call.list_rules().await.no_trap().map(drop)));
     // Not even the host check comes first.
-    let mut hostless = NatCall::new(service.clone(), None);
+    let mut hostless = db.call(service.clone(), None);
     assert!(unsupported(hostless.remove_rule(1).await.no_trap()));
 
     assert_eq!(
-        service.reconcile(Vec::new()).await.expect("nothing to do"),
+        service
+            .reconcile(Vec::new(), Vec::new())
+            .await
+            .expect("nothing to do"),
         ReconcileReport::default()
     );
     let one = vec![(
@@ -718,13 +743,14 @@ async fn unconfigured_service_answers_unsupported_and_runs_nothing() {
         forward(1, Protocol::Tcp, 20022, "10.231.0.2", 22),
     )];
     assert!(matches!(
-        service.reconcile(one).await,
+        service.reconcile(one, Vec::new()).await,
         Err(NatError::NotConfigured)
     ));
 }
 
 #[tokio::test]
 async fn unusable_config_fails_every_call() {
+    let db = test_store();
     for (command, table, part) in [
         (vec![], "openidcs", "nft_command is empty"),
         (vec!["nft"], "1abc", "not a valid nftables table name"),
@@ -735,7 +761,7 @@ async fn unusable_config_fails_every_call() {
             table: table.to_owned(),
             nft_command: command.into_iter().map(str::to_owned).collect(),
         })));
-        let mut call = NatCall::new(
+        let mut call = db.call(
             service.clone(),
             Some(Arc::new(scope_of("h1", 20000..=20999))),
         );
@@ -744,7 +770,7 @@ async fn unusable_config_fails_every_call() {
             answer => panic!("unexpected {answer:?}"),
         }
         assert!(matches!(
-            service.reconcile(Vec::new()).await,
+            service.reconcile(Vec::new(), Vec::new()).await,
             Err(NatError::Config(_))
         ));
     }
@@ -752,17 +778,18 @@ async fn unusable_config_fails_every_call() {
 
 #[tokio::test]
 async fn refusals_come_before_nft_runs() {
+    let db = test_store();
     // A program that cannot run: any nft call would fail with "could not run".
     let service = Arc::new(NatService::new(Some(NatConfig {
         table: "openidcs".to_owned(),
         nft_command: vec!["/nonexistent/nft".to_owned()],
     })));
-    let mut hostless = NatCall::new(service.clone(), None);
+    let mut hostless = db.call(service.clone(), None);
     assert!(matches!(
         hostless.add_rule(forward(1, Protocol::Tcp, 20022, "10.231.0.2", 22)).await.no_trap(),
         Err(PluginError::Denied(message)) if message.contains("not for a host")
     ));
-    let mut call = NatCall::new(
+    let mut call = db.call(
         service.clone(),
         Some(Arc::new(scope_of("h1", 20000..=20999))),
     );
@@ -791,10 +818,13 @@ async fn refusals_come_before_nft_runs() {
     // A reconcile skips what is out of scope before it runs nft.
     let scope = Arc::new(scope_of("h1", 20000..=20999));
     let answer = service
-        .reconcile(vec![(
-            scope.clone(),
-            forward(4, Protocol::Tcp, 80, "10.231.0.2", 22),
-        )])
+        .reconcile(
+            vec![(
+                scope.clone(),
+                forward(4, Protocol::Tcp, 80, "10.231.0.2", 22),
+            )],
+            Vec::new(),
+        )
         .await;
     assert!(matches!(answer, Err(NatError::Spawn { .. })), "{answer:?}");
 }
