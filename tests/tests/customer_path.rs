@@ -201,11 +201,11 @@ fn test_image() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
 
-/// Run `command` on the VM over SSH from the client namespace with
-/// `password`: `Ok(output)` or `Err(why)`.
-fn ssh(netns: &str, password: &str, command: &str) -> Result<String, String> {
-    let output = Command::new("ip")
-        .args(["netns", "exec", netns, "sshpass", "-p", password, "ssh"])
+/// `ssh root@<public>:<SSH_PORT> command` from the client namespace with
+/// `password` (and no key, no host key check).
+fn ssh_command(netns: &str, password: &str, command: &str) -> Command {
+    let mut ssh = Command::new("ip");
+    ssh.args(["netns", "exec", netns, "sshpass", "-p", password, "ssh"])
         .args([
             "-o",
             "StrictHostKeyChecking=no",
@@ -223,7 +223,14 @@ fn ssh(netns: &str, password: &str, command: &str) -> Result<String, String> {
             &SSH_PORT.to_string(),
             &format!("root@{PUBLIC}"),
             command,
-        ])
+        ]);
+    ssh
+}
+
+/// Run `command` on the VM over SSH from the client namespace with
+/// `password`: `Ok(output)` or `Err(why)`.
+fn ssh(netns: &str, password: &str, command: &str) -> Result<String, String> {
+    let output = ssh_command(netns, password, command)
         .output()
         .map_err(|error| error.to_string())?;
     if output.status.success() {
@@ -261,20 +268,7 @@ fn ssh_when_up(netns: &str, password: &str, command: &str, limit: Duration) -> (
 /// the first `skip` bytes (a policer's bucket lets its first second of the
 /// rate through at once).
 fn transfer_from_vm_mbit(netns: &str, password: &str, bytes: u64, skip: u64) -> f64 {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", netns, "sshpass", "-p", password, "ssh"])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-p",
-            &SSH_PORT.to_string(),
-            &format!("root@{PUBLIC}"),
-            &format!("head -c {bytes} /dev/zero"),
-        ])
+    let mut child = ssh_command(netns, password, &format!("head -c {bytes} /dev/zero"))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ssh");

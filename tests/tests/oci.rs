@@ -108,6 +108,15 @@ fn config(namespaces: &Namespaces, dockerd: &Dockerd) -> String {
     )
 }
 
+/// `curl -s <arguments>` from the client namespace.
+fn curl_from_client(namespaces: &Namespaces, arguments: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", &namespaces.client, "curl", "-s"])
+        .args(arguments)
+        .output()
+        .expect("curl")
+}
+
 /// Open the VM's console terminal, type `line`, and read until `wanted`.
 async fn terminal_answers(server: &Server, line: &str, wanted: &str) -> String {
     let console = server
@@ -311,19 +320,10 @@ async fn a_container_is_created_started_reached_measured_and_deleted() {
         )
         .await;
     assert_eq!(rule["lan_addr"], CONTAINER_ADDRESS, "{rule}");
-    let fetched = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &namespaces.client,
-            "curl",
-            "-s",
-            "-m",
-            "10",
-            &format!("http://{PUBLIC_ADDRESS}:20080/"),
-        ])
-        .output()
-        .expect("curl");
+    let fetched = curl_from_client(
+        &namespaces,
+        &["-m", "10", &format!("http://{PUBLIC_ADDRESS}:20080/")],
+    );
     assert_eq!(
         String::from_utf8_lossy(&fetched.stdout).trim(),
         "oidcs-container-ok",
@@ -355,28 +355,21 @@ async fn a_container_is_created_started_reached_measured_and_deleted() {
         "made-6",
     )
     .await;
-    let speeds = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &namespaces.client,
-            "curl",
-            "-s",
+    let speeds = curl_from_client(
+        &namespaces,
+        &[
             "-m",
             "30",
-        ])
-        .args([
             "-o",
             "/dev/null",
             "-o",
             "/dev/null",
             "-w",
             "%{speed_download}\n",
-        ])
-        .arg(format!("http://{PUBLIC_ADDRESS}:20080/drain"))
-        .arg(format!("http://{PUBLIC_ADDRESS}:20080/big"))
-        .output()
-        .expect("curl");
+            &format!("http://{PUBLIC_ADDRESS}:20080/drain"),
+            &format!("http://{PUBLIC_ADDRESS}:20080/big"),
+        ],
+    );
     let text = String::from_utf8_lossy(&speeds.stdout);
     let megabits = text
         .lines()
