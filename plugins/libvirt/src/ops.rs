@@ -340,14 +340,20 @@ fn apply_bandwidth_live<C: Capabilities>(caps: &C, vm: &str, live: &DomainDocume
         police(caps, vm, &spec.nics, &bandwidth, &error);
     } else if bandwidth.is_unlimited() {
         // A limit the server policed before (unshaped start) goes with it.
-        match caps.nat_remove_rate_limit(vm) {
-            Ok(()) | Err(Error::Unsupported(_)) => {}
-            Err(error) => warn_on_error(
-                caps,
-                &format!("lifting the rate limit of vm {vm}"),
-                Err(error),
-            ),
-        }
+        warn_on_error(
+            caps,
+            &format!("lifting the rate limit of vm {vm}"),
+            lift_rate_limit(caps, vm),
+        );
+    }
+}
+
+/// Remove the server's rate limit of a VM, if it has one; a server without
+/// `[nat]` has none to remove.
+fn lift_rate_limit<C: Capabilities>(caps: &C, vm: &str) -> Result<()> {
+    match caps.nat_remove_rate_limit(vm) {
+        Ok(()) | Err(Error::Unsupported(_)) => Ok(()),
+        Err(error) => Err(error),
     }
 }
 
@@ -422,9 +428,8 @@ pub fn vm_delete<C: Capabilities>(caps: &C, host: &HostConfig, vm: &str) -> Resu
             failures.push(message_of(&error).to_owned());
         }
     }
-    match caps.nat_remove_rate_limit(vm) {
-        Ok(()) | Err(Error::Unsupported(_)) => {}
-        Err(error) => failures.push(format!("removing the rate limit: {}", message_of(&error))),
+    if let Err(error) = lift_rate_limit(caps, vm) {
+        failures.push(format!("removing the rate limit: {}", message_of(&error)));
     }
     if failures.is_empty() {
         Ok(())

@@ -12,9 +12,11 @@
 //! needs qdiscs some kernels lack) and engines without limits of their own
 //! (containers); the engine asks for them, this capability records them in
 //! the database first (table `rate_limits`), and a reconcile restores them
-//! from there with the forwards. Changes are single JSON batches through `nft -j -f -` (nft applies
-//! a batch atomically), serialised by one lock; reads are
-//! `nft -j list table inet <table>`, compared by meaning, not by text.
+//! from there with the forwards.
+//!
+//! Changes are single JSON batches through `nft -j -f -` (nft applies a
+//! batch atomically), serialised by one lock; reads are `nft -j list table
+//! inet <table>`, compared by meaning, not by text.
 //!
 //! Scope is checked before any nft command (see [`scope`]): the public port
 //! inside the host's range, the target a unicast address inside one of the
@@ -268,13 +270,7 @@ impl NatService {
         }
         .await;
         if let Err(error) = applied {
-            let undone = match previous {
-                Some(previous) => store.rate_limit_put(&previous).map(drop),
-                None => store.rate_limit_delete(&key.host, &key.vm).map(drop),
-            };
-            if let Err(undo) = undone {
-                tracing::error!(vm = %key.vm, "cannot put back the rate limit record: {undo}");
-            }
+            restore_record(store, &key, previous);
             return Err(error.into());
         }
         tracing::info!(host = %key.host, vm = %key.vm, up_kbps = limit.upload_kbps,
@@ -283,7 +279,8 @@ impl NatService {
     }
 
     /// Remove a VM's rate limit (record and rules); an absent one is not
-    /// an error. The record comes back when nft fails.
+    /// an error, and costs no nft run (engines lift limits on every update
+    /// without speeds). The record comes back when nft fails.
     pub async fn remove_rate_limit(
         &self,
         store: &Store,
@@ -293,9 +290,12 @@ impl NatService {
         let (nft, changes) = self.ready()?;
         let key = scope::rate_key(scope, vm)?;
         let _change = changes.lock().await;
-        let previous = store
+        let Some(previous) = store
             .rate_limit_delete(&key.host, &key.vm)
-            .map_err(unrecorded)?;
+            .map_err(unrecorded)?
+        else {
+            return Ok(());
+        };
         let applied = async {
             let live = nft.read().await?;
             let mut batch = Batch::new(nft.table());
@@ -309,11 +309,7 @@ impl NatService {
         }
         .await;
         if let Err(error) = applied {
-            if let Some(previous) = previous
-                && let Err(undo) = store.rate_limit_put(&previous)
-            {
-                tracing::error!(vm = %key.vm, "cannot put back the rate limit record: {undo}");
-            }
+            restore_record(store, &key, Some(previous));
             return Err(error.into());
         }
         tracing::info!(host = %key.host, vm = %key.vm, "rate limit removed");
@@ -492,6 +488,18 @@ impl From<&RateLimitRecord> for RateLimit {
             upload_kbps: record.upload_kbps,
             download_kbps: record.download_kbps,
         }
+    }
+}
+
+/// Put a VM's rate limit record back as it was before a change nft then
+/// refused: the previous one, or none.
+fn restore_record(store: &Store, key: &RateKey, previous: Option<RateLimitRecord>) {
+    let restored = match previous {
+        Some(previous) => store.rate_limit_put(&previous).map(drop),
+        None => store.rate_limit_delete(&key.host, &key.vm).map(drop),
+    };
+    if let Err(error) = restored {
+        tracing::error!(vm = %key.vm, "cannot put back the rate limit record: {error}");
     }
 }
 
