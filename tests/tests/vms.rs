@@ -575,3 +575,74 @@ async fn hostile_domain_xml_is_denied_and_nothing_is_defined() {
     let listed = server.ok("GET", "/api/client/listup/sandbox", None).await;
     assert_eq!(listed, json!({}));
 }
+
+/// An image larger than `hdd_num` sizes the system disk, and the config says
+/// so (a later update then asks for no shrink); a reinstall the engine
+/// refuses before any disk changed leaves the VM running with its image.
+#[tokio::test]
+async fn an_image_sizes_the_disk_and_a_refused_reinstall_leaves_the_vm_running() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let node = openidcs_tests::image_node(directory.path());
+    let server = Server::start(&format!("[libvirt]\ntest_files = true\n\n{}", config()));
+    server
+        .ok(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "img", "type": "libvirt", "config": {
+                "server_addr": format!("test://{}", node.display()), "network_nat": "default",
+                "system_path": "/srv/php-vms", "images_path": "/srv/php-images",
+                "system_maps": { "debian12": ["debian-12.qcow2", 2048], "alpine3": ["alpine-3.qcow2", 1024] } } })),
+        )
+        .await;
+    let created = server
+        .ok(
+            "POST",
+            "/api/client/create/img",
+            Some(json!({ "vm_uuid": "sized", "os_name": "debian12", "mem_num": 64, "hdd_num": 1024 })),
+        )
+        .await;
+    assert_eq!(created["config"]["hdd_num"], 2048, "{created}");
+    server
+        .ok(
+            "POST",
+            "/api/client/powers/img/sized",
+            Some(json!({ "action": "start" })),
+        )
+        .await;
+    // An update that does not name the disk keeps it (hdd_num is 2048 now).
+    let updated = server
+        .ok(
+            "PUT",
+            "/api/client/update/img/sized",
+            Some(json!({ "mem_num": 96 })),
+        )
+        .await;
+    assert_eq!(updated["config"]["hdd_num"], 2048, "{updated}");
+
+    // A reinstall asking to shrink the disk: refused, the VM runs on.
+    let (status, refused) = server
+        .call(
+            "PUT",
+            "/api/client/update/img/sized?reinstall=true",
+            Some(json!({ "os_name": "alpine3", "hdd_num": 1024 })),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(message(&refused).contains("shrink"), "{refused}");
+    let detail = server.ok("GET", "/api/client/detail/img/sized", None).await;
+    assert_eq!(detail["power_status"], "running", "{detail}");
+    assert_eq!(detail["config"]["os_name"], "debian12", "{detail}");
+    assert_eq!(detail["config"]["hdd_num"], 2048, "{detail}");
+
+    // The same reinstall without the shrink: the other image, running again.
+    let reinstalled = server
+        .ok(
+            "PUT",
+            "/api/client/update/img/sized?reinstall=true",
+            Some(json!({ "os_name": "alpine3" })),
+        )
+        .await;
+    assert_eq!(reinstalled["config"]["os_name"], "alpine3", "{reinstalled}");
+    assert_eq!(reinstalled["power_status"], "running", "{reinstalled}");
+    assert_eq!(reinstalled["config"]["hdd_num"], 2048, "{reinstalled}");
+}

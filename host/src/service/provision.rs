@@ -173,7 +173,22 @@ pub async fn reinstall(
     }
     tasks::progress(35, "applying the new configuration");
     let spec = super::traffic::engine_spec(&state, &settings, &vm.record.flu_limited);
-    state.plugins.vm_update(&target, &spec).await?;
+    if let Err(error) = state.plugins.vm_update(&target, &spec).await {
+        // Refused before any disk changed: the VM runs on as it was.
+        if was_running
+            && let Err(start) = state
+                .plugins
+                .vm_power(
+                    &target,
+                    vm.key(),
+                    crate::plugin::bindings::PowerAction::Start,
+                )
+                .await
+        {
+            tracing::warn!(vm = %vm.key(), "starting a VM again after a refused reinstall: {start}");
+        }
+        return Err(error.into());
+    }
     tasks::progress(50, "writing the system disk from the image");
     let mut info = install(&state, &vm.host, &settings, image).await?;
     if was_running {

@@ -275,9 +275,12 @@ pub async fn create(
     }
 }
 
-/// Keep what the engine decided (generated MACs, the VNC port) in the
-/// stored config.
+/// Keep what the engine decided (generated MACs, the VNC port, a system
+/// disk an image made larger than `hdd_num`) in the stored config, so that
+/// the config says what the VM has and a later update asks for no shrink.
 fn adopt_engine_view(settings: &mut VmSettings, info: &VmInfo) {
+    // An install sizes the disk max(hdd_num, image size, image minimum).
+    settings.hdd_num = settings.hdd_num.max(info.spec.hdd_mb);
     for nic in &info.spec.nics {
         if let Some(stored) = settings.nic_all.get_mut(&nic.name)
             && stored.mac_addr.is_empty()
@@ -328,6 +331,7 @@ pub async fn update(
             state.plugins.vm_update(&vm.host.target(), &spec).await?
         }
     };
+    adopt_engine_view(&mut settings, &info);
     let record =
         state
             .store
