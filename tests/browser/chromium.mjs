@@ -40,3 +40,29 @@ export async function openConsole(browser, url, viewport, report) {
     report.state = await page.evaluate(() => document.documentElement.dataset.console);
     return page;
 }
+
+// Wait until the console's canvas (noVNC draws the VM's screen there) shows
+// more than one colour, or `ms` pass: the firmware draws within seconds.
+// `target` is the console's page or frame. Returns {width, height, distinct}
+// (colours counted up to 64; 0 × 0 before the canvas exists).
+export async function waitForScreen(target, ms) {
+    const count = () => target.evaluate(() => {
+        const canvas = document.querySelector('#screen canvas');
+        if (!canvas || canvas.width === 0 || canvas.height === 0) {
+            return { width: 0, height: 0, distinct: 0 };
+        }
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        const colours = new Set();
+        for (let index = 0; index < data.length && colours.size <= 64; index += 4) {
+            colours.add((data[index] << 16) | (data[index + 1] << 8) | data[index + 2]);
+        }
+        return { width: canvas.width, height: canvas.height, distinct: colours.size };
+    });
+    const deadline = Date.now() + ms;
+    let counted = await count();
+    while (counted.distinct <= 1 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        counted = await count();
+    }
+    return counted;
+}

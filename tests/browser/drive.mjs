@@ -5,7 +5,7 @@
 // Usage: node drive.mjs <console-url> <screenshot.png>
 // Exit code 0 when it could report, 1 when the browser could not be driven.
 
-import { launch, openConsole } from './chromium.mjs';
+import { launch, openConsole, waitForScreen } from './chromium.mjs';
 
 const [url, screenshot] = process.argv.slice(2);
 if (!url || !screenshot) {
@@ -22,31 +22,8 @@ try {
     report.url_after_load = page.url();
 
     if (report.state === 'connected') {
-        // The firmware draws within a few seconds; count the canvas's
-        // distinct colours until there is more than one (or give up).
-        const countColours = () => page.evaluate(() => {
-            const canvas = document.querySelector('#screen canvas');
-            if (!canvas || canvas.width === 0 || canvas.height === 0) {
-                return { width: 0, height: 0, distinct: 0 };
-            }
-            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-            const colours = new Set();
-            for (let index = 0; index < data.length; index += 4) {
-                colours.add((data[index] << 16) | (data[index + 1] << 8) | data[index + 2]);
-                if (colours.size > 64) {
-                    break;
-                }
-            }
-            return { width: canvas.width, height: canvas.height, distinct: colours.size };
-        });
         await page.waitForTimeout(2_000);
-        const deadline = Date.now() + 30_000;
-        let counted = await countColours();
-        while (counted.distinct <= 1 && Date.now() < deadline) {
-            await page.waitForTimeout(500);
-            counted = await countColours();
-        }
-        Object.assign(report, counted);
+        Object.assign(report, await waitForScreen(page, 30_000));
     }
     await page.screenshot({ path: screenshot });
 } catch (error) {

@@ -4,7 +4,7 @@
 // one JSON line: {state, distinct, width, height, failures, console}.
 // Environment: PANEL_BASE, PANEL_TOKEN, PANEL_HOST, PANEL_VM, PANEL_SHOT.
 
-import { launch } from './chromium.mjs';
+import { launch, waitForScreen } from './chromium.mjs';
 
 const { PANEL_BASE: base, PANEL_TOKEN: token, PANEL_HOST: host, PANEL_VM: vm, PANEL_SHOT: shot } = process.env;
 const report = { state: 'unknown', distinct: 0, width: 0, height: 0, failures: [], console: [] };
@@ -25,19 +25,7 @@ try {
   await frame.waitForFunction(() => ['connected', 'failed', 'disconnected'].includes(document.documentElement.dataset.console),
     null, { timeout: 60_000, polling: 200 });
   report.state = await frame.evaluate(() => document.documentElement.dataset.console);
-  // The firmware draws within seconds: count the canvas's colours until more than one.
-  for (let attempt = 0; attempt < 120 && report.state === 'connected'; attempt += 1) {
-    Object.assign(report, await frame.evaluate(() => {
-      const canvas = document.querySelector('#screen canvas');
-      if (!canvas || !canvas.width || !canvas.height) return { width: 0, height: 0, distinct: 0 };
-      const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-      const colours = new Set();
-      for (let index = 0; index < data.length && colours.size < 16; index += 4 * 7) colours.add((data[index] << 16) | (data[index + 1] << 8) | data[index + 2]);
-      return { width: canvas.width, height: canvas.height, distinct: colours.size };
-    }));
-    if (report.distinct > 1) break;
-    await page.waitForTimeout(500);
-  }
+  if (report.state === 'connected') Object.assign(report, await waitForScreen(frame, 60_000));
   await page.screenshot({ path: shot, fullPage: true });
 } catch (error) {
   report.failures.push(`the drive stopped: ${error.stack || error}`);
