@@ -240,7 +240,8 @@ async function hostsScreen() {
         h('span', { class: `badge ${host.enabled ? 'done' : 'failed'}` }, t(host.enabled ? 'hosts.enabled' : 'hosts.disabled'))),
       usage));
     api('GET', `/api/server/status/${enc(host.name)}`).then(({ status }) => {
-      const meter = (label, value) => h('div', { class: 'meter' }, h('span', {}, label),
+      const level = (value) => (value >= 90 ? 'high' : value >= 75 ? 'raised' : '');
+      const meter = (label, value) => h('div', { class: `meter ${level(Number(value || 0))}` }, h('span', {}, label),
         h('div', { class: 'bar', role: 'meter', 'aria-label': label, 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': Number(value || 0).toFixed(0) },
           h('span', { style: `width:${Math.min(100, Number(value || 0))}%` })),
         h('span', {}, percent(value)));
@@ -279,9 +280,10 @@ async function hostScreen(hs) {
 }
 
 async function createScreen(hs) {
-  const [images, plans] = await Promise.all([
+  const [images, plans, host] = await Promise.all([
     api('GET', `/api/client/os-images/${enc(hs)}`).catch(() => []),
     api('GET', `/api/server/plans/${enc(hs)}`).catch(() => ({})),
+    api('GET', `/api/server/detail/${enc(hs)}`).catch(() => ({ config: {} })),
   ]);
   const number = (value, min) => h('input', { type: 'number', min, value, inputmode: 'numeric' });
   const imagePicker = h('select', {}, h('option', { value: '' }, t('create.blank')),
@@ -295,15 +297,17 @@ async function createScreen(hs) {
     field(t('vm.cpu'), 'cpu_num', number(1, 1)),
     field(t('create.memory'), 'mem_num', number(512, 64)),
     field(t('create.disk'), 'hdd_num', number(10240, 1)),
-    field(t('create.nic'), 'nic_type', h('select', {},
-      h('option', { value: 'nat' }, t('nic.nat')), h('option', { value: 'pub' }, t('nic.pub')))),
+    field(t('create.nic'), 'nic_type', poolPicker(host.config.ipaddr_maps || {})),
+    field(t('create.address'), 'ip4_addr', h('input', { placeholder: t('ip.auto'), autocomplete: 'off', inputmode: 'decimal' })),
     field(t('create.password'), 'os_pass', h('input', { type: 'password', autocomplete: 'new-password' })),
     h('div', { class: 'wide' }, field(t('create.sshKeys'), 'ssh_keys', h('textarea', { placeholder: 'ssh-ed25519 AAAA… user@host' }))),
     h('p', { class: 'form-error wide', role: 'alert' }),
     h('div', { class: 'wide row' }, h('button', { type: 'submit', class: 'primary' }, t('create.submit')),
       h('a', { href: `#/host/${enc(hs)}` }, t('cancel')))),
   async (data) => {
-    const body = { vm_uuid: data.get('vm_uuid').trim(), nic_all: { eth0: { nic_type: data.get('nic_type') } } };
+    const nic = { nic_type: data.get('nic_type') };
+    if (data.get('ip4_addr').trim()) nic.ip4_addr = data.get('ip4_addr').trim();
+    const body = { vm_uuid: data.get('vm_uuid').trim(), nic_all: { eth0: nic } };
     for (const name of ['os_name', 'plan', 'os_pass']) if (data.get(name)) body[name] = data.get(name);
     for (const name of ['cpu_num', 'mem_num', 'hdd_num']) {
       const text = data.get(name).trim();
@@ -319,6 +323,20 @@ async function createScreen(hs) {
   page(t('create.title', hs), 'hosts', form);
   onEvent = null;
   form.elements.namedItem('vm_uuid').focus();
+}
+
+/**
+ * The NIC's network: one choice per kind (NAT, public), each naming the
+ * host's pools of that kind, from which the server gives the NIC its next
+ * free address (the original's allocation: pools of the NIC's kind in order).
+ */
+function poolPicker(pools) {
+  const ranges = (kind) => Object.entries(pools).filter(([, pool]) => (pool.type || 'nat') === kind)
+    .map(([name, pool]) => t('create.poolRange', name, pool.from, pool.nums));
+  return h('select', {}, ['nat', 'pub'].map((kind) => {
+    const named = ranges(kind);
+    return h('option', { value: kind }, named.length ? `${t(`nic.${kind}`)} — ${named.join(', ')}` : `${t(`nic.${kind}`)} — ${t('create.noPool')}`);
+  }));
 }
 
 /** uPlot options of a line chart: one or two series over time. */
@@ -365,14 +383,23 @@ async function vmScreen(hs, vm) {
           const answer = await api('POST', `/api/client/powers/${base}`, { action });
           setPower(answer.power_status);
           toast(t('vm.powerDone', t(`action.${key}`)));
-        } catch (error) { toast(error.message, true); } finally { event.target.disabled = false; }
+        } catch (error) { toast(error.message, true); setPower(power); }
       } }, t(`action.${key}`))));
+  // Which actions make sense in which state; the rest are disabled (a
+  // state this table does not know, such as missing, leaves all enabled).
+  const offered = {
+    running: ['stop', 'hard_stop', 'reset', 'pause'],
+    stopped: ['start'], stopping: ['hard_stop'], crashed: ['start', 'hard_stop'],
+    paused: ['resume', 'hard_stop'], suspended: ['start', 'resume', 'hard_stop'],
+  };
   function setPower(word) {
     power = word;
     powerBadge.replaceChildren(badge(word));
     document.documentElement.dataset.power = word;
+    for (const button of powerButtons.querySelectorAll('button')) {
+      button.disabled = Boolean(offered[word]) && !offered[word].includes(button.dataset.action);
+    }
   }
-  document.documentElement.dataset.power = power;
 
   // Console: a one-time ticket per opening, in a frame of this origin.
   const consoleBox = h('div', {});
@@ -408,10 +435,22 @@ async function vmScreen(hs, vm) {
     return columns;
   }
 
+  // The VM's latest task as it runs (a reinstall's steps), or how it ended.
+  const taskLine = h('p', { id: 'task-line', class: 'muted', 'aria-live': 'polite' });
+  function showTask(task) {
+    const label = t(`task.${task.actions.split(':')[0]}`, task.actions);
+    taskLine.className = task.state === 'failed' ? 'error-box' : 'muted';
+    taskLine.dataset.state = task.state;
+    taskLine.textContent = task.state === 'running'
+      ? t('task.running', label, task.message, task.progress)
+      : t(`task.${task.state}`, label, task.message);
+    if (task.state === 'failed') toast(taskLine.textContent, true);
+  }
   const sections = [
     h('div', { class: 'row' },
       customer ? null : h('a', { href: `#/host/${enc(hs)}` }, t('back.host', hs)),
       h('span', { class: 'spacer' }), h('span', {}, t('vm.power'), ': '), powerBadge),
+    taskLine,
     h('section', { class: 'card' }, h('h2', {}, t('vm.powerActions')), operate ? powerButtons : h('p', { class: 'muted' }, t('readOnly'))),
     h('section', { class: 'card' }, h('h2', {}, t('vm.console')), operate ? consoleButton : null, consoleBox),
     h('section', { class: 'card' }, h('h2', {}, t('vm.charts')),
@@ -434,6 +473,7 @@ async function vmScreen(hs, vm) {
       } }, t('delete.submit'))));
   }
   page(t('vm.title', vm), customer ? 'customer' : 'hosts', ...sections);
+  setPower(power);
   // The charts appear with the first sample (history or live).
   function drawCharts() {
     chartsBox.dataset.points = String(points.length);
@@ -460,6 +500,7 @@ async function vmScreen(hs, vm) {
       points.push(point);
       drawCharts();
     }
+    if (kind === 'task') showTask(data);
     if (kind === 'task' && (data.state === 'done' || data.state === 'failed')) {
       if (data.actions.startsWith('nat')) loadNat();
       if (data.actions.startsWith('ip')) loadIps();
@@ -547,12 +588,12 @@ async function vmScreen(hs, vm) {
   }
   async function reinstallForm() {
     const images = await api('GET', `/api/client/os-images/${enc(hs)}`).catch(() => []);
+    if (!images.length) return h('p', { class: 'muted', id: 'reinstall' }, t('reinstall.noImages'));
     return submitter(h('form', { class: 'inline', id: 'reinstall', novalidate: true },
       field(t('vm.image'), 'os_name', h('select', {}, images.map((image) =>
         h('option', { value: image.name, selected: image.name === detail.config.os_name }, image.name)))),
       field(t('password.new'), 'os_pass', h('input', { type: 'password', autocomplete: 'new-password' })),
-      h('button', { type: 'submit', class: 'primary', disabled: images.length === 0 }, t('reinstall.submit')),
-      images.length ? null : h('span', { class: 'muted' }, t('reinstall.noImages')),
+      h('button', { type: 'submit', class: 'primary' }, t('reinstall.submit')),
       h('p', { class: 'form-error', role: 'alert' })),
     async (data) => {
       if (!window.confirm(t('reinstall.confirm', vm))) return;

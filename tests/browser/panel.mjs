@@ -6,7 +6,8 @@
 // Environment: PANEL_BASE (https URL), PANEL_TOKEN (admin token), PANEL_HOST
 // (a host of the server), PANEL_TEMPLOGIN (a templogin URL for VM
 // PANEL_CUSTOMER_VM), PANEL_OTHER_VM (another VM of the host), PANEL_NAT
-// (1: NAT works on this server), PANEL_SHOTS (screenshot directory).
+// (1: NAT works on this server), PANEL_PROXY (1: the server manages an
+// nginx), PANEL_SHOTS (screenshot directory).
 
 import { readFileSync } from 'node:fs';
 import { launch } from './chromium.mjs';
@@ -23,6 +24,7 @@ const templogin = env('PANEL_TEMPLOGIN');
 const customerVm = env('PANEL_CUSTOMER_VM');
 const otherVm = env('PANEL_OTHER_VM');
 const natWorks = env('PANEL_NAT') === '1';
+const proxyWorks = env('PANEL_PROXY') === '1';
 const uploadKey = env('PANEL_UPLOAD_KEY');
 const customerMac = env('PANEL_CUSTOMER_MAC');
 const shots = env('PANEL_SHOTS');
@@ -99,6 +101,12 @@ async function keyboardReach(page) {
   return controls.filter((id) => !reached.has(id)).length === 0 ? [] : controls.filter((id) => !reached.has(id));
 }
 
+/** Every control of the screen shown is reachable by keyboard. */
+async function keyboardCheck(page, screen) {
+  const unreached = await keyboardReach(page);
+  check(`every control of the ${screen} is reachable by keyboard`, unreached.length === 0, unreached.join(','));
+}
+
 try {
   // ---------------------------------------------------------------- operator, 1280×800
   const { context, page } = await open({ width: 1280, height: 800 });
@@ -121,12 +129,17 @@ try {
   await page.waitForFunction(() => !document.querySelector('.cards')?.textContent.includes('…'), null, { timeout: 30_000 });
   check('the host card shows usage', (await text(page, `article[data-host="${host}"]`)).includes('%'));
   await shot(page, 'hosts');
+  await keyboardCheck(page, 'hosts page');
 
   // The create form: a wrong field first, then a VM.
   await page.click(`a[href="#/host/${host}"]`);
   await ready(page);
+  await keyboardCheck(page, 'host\'s VM list');
   await page.click(`a[href="#/host/${host}/new"]`);
   await ready(page);
+  const pools = await page.$$eval('#field-nic_type option', (options) => options.map((option) => `${option.value}=${option.textContent}`));
+  check('the network picker names the host\'s pool', pools.some((option) => option.startsWith('nat=') && option.includes('lan')), pools.join(' | '));
+  await keyboardCheck(page, 'create form');
   await page.fill('#field-vm_uuid', 'panel1');
   await page.fill('#field-cpu_num', '0');
   await page.fill('#field-mem_num', '64');
@@ -138,6 +151,16 @@ try {
   check('the wrong field is marked invalid', (await page.getAttribute('#field-cpu_num', 'aria-invalid')) === 'true');
   await shot(page, 'create-error');
   await page.fill('#field-cpu_num', '1');
+  await page.fill('#field-ip4_addr', '10.231.0.300');
+  await page.click('form button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#error-ip4_addr')?.textContent !== '', null, { timeout: 10_000 });
+  const addressError = await text(page, '#error-ip4_addr');
+  check('a wrong address shows the API\'s message beside it', addressError.includes('ip4_addr'), addressError);
+  check('the earlier error is cleared', (await text(page, '#error-cpu_num')) === '');
+  await page.fill('#field-ip4_addr', '');
+  const offered = await page.$$eval('#field-os_name option', (options) => options.map((option) => option.value));
+  check('the image picker lists the host\'s images', offered.includes('debian12') && offered.includes('alpine3'), offered.join(','));
+  await page.selectOption('#field-os_name', 'debian12');
   await page.fill('#field-os_pass', 'panel-pass-1');
   await page.click('form button[type=submit]');
   await page.waitForSelector('#power', { timeout: 60_000 });
@@ -164,9 +187,12 @@ try {
   // The VM page: power buttons, NAT add and delete.
   await go(page, `#/vm/${host}/panel1`);
   check('the VM page shows it running', await page.evaluate(() => document.documentElement.dataset.power === 'running'));
+  const enabled = () => page.$$eval('button[data-action]', (buttons) => buttons.filter((button) => !button.disabled).map((button) => button.dataset.action).join(','));
+  check('running: start and resume are disabled', (await enabled()) === 'stop,hard_stop,reset,pause', await enabled());
   await page.click('button[data-action="pause"]');
   await page.waitForFunction(() => document.documentElement.dataset.power === 'paused', null, { timeout: 15_000 })
     .then(() => check('pause from the page', true), () => check('pause from the page', false));
+  check('paused: resume and power off are offered', (await enabled()) === 'hard_stop,resume', await enabled());
   await page.click('button[data-action="resume"]');
   await page.waitForFunction(() => document.documentElement.dataset.power === 'running', null, { timeout: 15_000 })
     .then(() => check('resume from the page', true), () => check('resume from the page', false));
@@ -185,8 +211,56 @@ try {
   } else {
     report.steps.push('skipped: NAT add/delete (PANEL_NAT is not 1: no nft here)');
   }
-  const unreached = await keyboardReach(page);
-  check('every control of the VM page is reachable by keyboard', unreached.length === 0, unreached.join(','));
+  // A second NIC from the pool, then gone again (the first one stays).
+  const nicNames = () => page.$$eval('#ips tbody tr', (rows) => rows.map((row) => row.cells[0].textContent));
+  const firstNics = await nicNames();
+  check('the VM page lists its NIC', firstNics.length === 1, firstNics.join(','));
+  await page.selectOption('#ip-add [name=nic_type]', 'nat');
+  await page.click('#ip-add button[type=submit]');
+  await page.waitForFunction(() => document.querySelectorAll('#ips tbody tr').length === 2, null, { timeout: 15_000 })
+    .then(() => check('a NIC added from the page is listed', true), () => check('a NIC added from the page is listed', false));
+  const added = (await nicNames()).find((name) => !firstNics.includes(name));
+  const addedRow = page.locator('#ips tbody tr', { has: page.locator('td:first-child', { hasText: new RegExp(`^${added}$`) }) });
+  const addedText = await addedRow.textContent();
+  check('the added NIC has an address of the pool', addedText.includes('10.231.0.'), addedText);
+  await addedRow.locator('button.danger').click();
+  await page.waitForFunction(() => document.querySelectorAll('#ips tbody tr').length === 1, null, { timeout: 15_000 })
+    .then(() => check('the NIC deleted from the page is gone', true), () => check('the NIC deleted from the page is gone', false));
+  check('the first NIC stays', JSON.stringify(await nicNames()) === JSON.stringify(firstNics), (await nicNames()).join(','));
+  if (proxyWorks) {
+    await page.fill('#proxy-add [name=domain]', 'www.panel-test.example');
+    await page.fill('#proxy-add [name=backend_port]', '8080');
+    await page.click('#proxy-add button[type=submit]');
+    await page.waitForSelector('#proxies tbody tr', { timeout: 15_000 });
+    const proxied = await text(page, '#proxies .list');
+    check('a proxy added from the page is listed', proxied.includes('www.panel-test.example') && proxied.includes(':8080'), proxied);
+    await shot(page, 'vm-proxy');
+    await page.click('#proxies tbody tr button.danger');
+    await page.waitForFunction(() => !document.querySelector('#proxies tbody tr'), null, { timeout: 15_000 })
+      .then(() => check('the proxy deleted from the page is gone', true), () => check('the proxy deleted from the page is gone', false));
+  } else {
+    report.steps.push('skipped: proxy add/delete (PANEL_PROXY is not 1: no nginx here)');
+  }
+  await page.fill('#password-set [name=password]', 'panel-pass-2');
+  await page.click('#password-set button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#toast')?.textContent.toLowerCase().includes('password'), null, { timeout: 15_000 })
+    .then(() => check('a password reset from the page is confirmed', true), async () => check('a password reset from the page is confirmed', false, await text(page, '#password-set')));
+  // Reinstall with the other image, confirmed in the browser's dialog.
+  check('the reinstall picker starts at the VM\'s image', (await page.inputValue('#reinstall [name=os_name]')) === 'debian12');
+  await page.selectOption('#reinstall [name=os_name]', 'alpine3');
+  await page.fill('#reinstall [name=os_pass]', 'panel-pass-3');
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.click('#reinstall button[type=submit]');
+  // The task's steps and its end show on the page (the event stream).
+  await page.waitForFunction(() => ['done', 'failed'].includes(document.querySelector('#task-line')?.dataset.state)
+    && document.querySelector('#task-line').textContent.startsWith('Update'), null, { timeout: 60_000 })
+    .catch(() => {});
+  const taskLine = await text(page, '#task-line');
+  check('the reinstall\'s task ends done on the page', (await page.getAttribute('#task-line', 'data-state')) === 'done', taskLine);
+  const reinstalled = await page.evaluate(async ([hs]) => (await (await fetch(`/api/client/detail/${hs}/panel1`)).json()).data, [host]);
+  check('reinstalled with the other image, running again', reinstalled?.config?.os_name === 'alpine3' && reinstalled?.power_status === 'running',
+    JSON.stringify({ os_name: reinstalled?.config?.os_name, power: reinstalled?.power_status }));
+  await keyboardCheck(page, 'VM page');
 
   // zh-CN and back.
   await page.selectOption('#language', 'zh-CN');
@@ -203,6 +277,10 @@ try {
   // Tasks and logs, filtered.
   await go(page, '#/tasks');
   check('tasks list the create', (await text(page, 'main table')).includes('create'));
+  await keyboardCheck(page, 'tasks page');
+  const actionNames = await page.$$eval('main tbody tr td:nth-child(2)', (cells) => cells.map((cell) => cell.textContent.split(':')[0]));
+  const unlabelled = [...new Set(actionNames)].filter((name) => !(`task.${name}` in STRINGS.en));
+  check('every task action of the run has a label in both languages', actionNames.length > 0 && unlabelled.length === 0, unlabelled.join(','));
   await page.selectOption('#filters [name=state]', 'done');
   await page.click('#filters button[type=submit]');
   await ready(page);
@@ -211,6 +289,7 @@ try {
   await shot(page, 'tasks');
   await go(page, '#/logs');
   check('the logs page lists records', await page.isVisible('main table'));
+  await keyboardCheck(page, 'logs page');
   await shot(page, 'logs');
 
   // Sign out: the session ends, the sign-in form shows.
@@ -237,6 +316,11 @@ try {
   await go(phone.page, `#/host/${host}/new`);
   check('390×844: the create form fits', await fits(phone.page));
   await shot(phone.page, 'phone-create');
+  for (const [screen, hash] of [['host-vms', `#/host/${host}`], ['tasks', '#/tasks'], ['logs', '#/logs']]) {
+    await go(phone.page, hash);
+    check(`390×844: the ${screen} page fits`, await fits(phone.page));
+    await shot(phone.page, `phone-${screen}`);
+  }
   await phone.context.close();
 
   // ---------------------------------------------------------------- the customer, by templogin
@@ -279,9 +363,12 @@ try {
   // Any address shows its own VM only.
   await go(customer.page, `#/vm/${host}/${otherVm}`);
   check('another VM\'s address still shows its own VM', (await text(customer.page, 'h1')).includes(customerVm));
-  const customerUnreached = await keyboardReach(customer.page);
-  check('every control of the customer page is reachable by keyboard', customerUnreached.length === 0, customerUnreached.join(','));
+  await keyboardCheck(customer.page, 'customer page');
   await shot(customer.page, 'customer');
+  await customer.page.setViewportSize({ width: 390, height: 844 });
+  await go(customer.page, `#/vm/${host}/${customerVm}`);
+  check('390×844: the customer page fits', await fits(customer.page));
+  await shot(customer.page, 'phone-customer');
   await customer.context.close();
 } catch (error) {
   report.failures.push(`the drive stopped: ${error.stack || error}`);
@@ -290,9 +377,9 @@ try {
 }
 
 // The browser logs each refused request it made on purpose: one 401 (the
-// wrong token), one 400 (the wrong field), three 403 (the customer's
+// wrong token), two 400 (the wrong fields), three 403 (the customer's
 // foreign calls). Anything else in the console is an error of the panel.
-const expected = [401, 400, 403, 403, 403];
+const expected = [401, 400, 400, 403, 403, 403];
 const unexpected = report.console.filter((line) => {
   const match = /status of (\d{3})/.exec(line);
   const index = match ? expected.indexOf(Number(match[1])) : -1;

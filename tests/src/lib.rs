@@ -112,6 +112,43 @@ pub fn openssl_self_signed(
     (cert, key)
 }
 
+/// A test-driver host with an image pool (the test driver keeps volumes,
+/// not their contents): two images, a pool for VM disks, and the NAT
+/// network of the namespaces' VM side. Written to `directory/node.xml`, for
+/// `server_addr = "test://<path>"` with `[libvirt] test_files = true`; the
+/// pools' paths are `/srv/php-vms` and `/srv/php-images` (`system_maps`:
+/// `debian-12.qcow2`, 2 GiB, and `alpine-3.qcow2`, 1 GiB).
+pub fn image_node(directory: &Path) -> PathBuf {
+    let volume = |name: &str, gib: u64| {
+        format!(
+            "<volume type='file'><name>{name}</name><capacity unit='bytes'>{}</capacity>\
+             <allocation unit='bytes'>0</allocation><target><format type='qcow2'/></target></volume>",
+            gib << 30
+        )
+    };
+    let pool = |name: &str, path: &str, volumes: &str| {
+        format!(
+            "<pool type='dir'><name>{name}</name><capacity unit='bytes'>107374182400</capacity>\
+             <allocation unit='bytes'>0</allocation><available unit='bytes'>107374182400</available>\
+             <source/><target><path>{path}</path></target>{volumes}</pool>"
+        )
+    };
+    let node = format!(
+        "<node><network><name>default</name><bridge name='virbr0'/><forward/>\
+         <ip address='10.231.0.1' netmask='255.255.255.0'><dhcp>\
+         <range start='10.231.0.100' end='10.231.0.200'/></dhcp></ip></network>{}{}</node>",
+        pool("php-vms", "/srv/php-vms", ""),
+        pool(
+            "php-images",
+            "/srv/php-images",
+            &(volume("debian-12.qcow2", 2) + &volume("alpine-3.qcow2", 1))
+        ),
+    );
+    let path = directory.join("node.xml");
+    std::fs::write(&path, node).expect("node XML");
+    path
+}
+
 /// A TCP port free on loopback now (for servers a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -482,40 +482,6 @@ async fn a_vm_over_its_traffic_quota_is_paused_until_the_reset() {
     assert_eq!(traffic["used"], 0);
 }
 
-/// A test-driver host with an image pool (the test driver keeps volumes,
-/// not their contents): two images, a pool for VM disks, and the NAT
-/// network of the namespaces' VM side.
-fn image_node(directory: &std::path::Path) -> std::path::PathBuf {
-    let volume = |name: &str, gib: u64| {
-        format!(
-            "<volume type='file'><name>{name}</name><capacity unit='bytes'>{}</capacity>\
-             <allocation unit='bytes'>0</allocation><target><format type='qcow2'/></target></volume>",
-            gib << 30
-        )
-    };
-    let pool = |name: &str, path: &str, volumes: &str| {
-        format!(
-            "<pool type='dir'><name>{name}</name><capacity unit='bytes'>107374182400</capacity>\
-             <allocation unit='bytes'>0</allocation><available unit='bytes'>107374182400</available>\
-             <source/><target><path>{path}</path></target>{volumes}</pool>"
-        )
-    };
-    let node = format!(
-        "<node><network><name>default</name><bridge name='virbr0'/><forward/>\
-         <ip address='10.231.0.1' netmask='255.255.255.0'><dhcp>\
-         <range start='10.231.0.100' end='10.231.0.200'/></dhcp></ip></network>{}{}</node>",
-        pool("php-vms", "/srv/php-vms", ""),
-        pool(
-            "php-images",
-            "/srv/php-images",
-            &(volume("debian-12.qcow2", 2) + &volume("alpine-3.qcow2", 1))
-        ),
-    );
-    let path = directory.join("node.xml");
-    std::fs::write(&path, node).expect("node XML");
-    path
-}
-
 #[tokio::test]
 async fn a_php_module_reinstalls_forwards_and_publishes_on_a_full_host() {
     use openidcs_tests::netns::{self, Namespaces, PUBLIC_ADDRESS, VM_ADDRESS};
@@ -525,7 +491,7 @@ async fn a_php_module_reinstalls_forwards_and_publishes_on_a_full_host() {
     let mut namespaces = Namespaces::create();
     namespaces.start_echo_servers(22);
     let directory = tempfile::tempdir().expect("tempdir");
-    let node = image_node(directory.path());
+    let node = openidcs_tests::image_node(directory.path());
     let mut server = Server::start_https(&format!(
         "[libvirt]\ntest_files = true\n\n{}\
          [proxy]\nmanaged = true\nhttp_port = {}\nhttps_port = {}\n\n{}",

@@ -2,7 +2,9 @@
 //! server's HTTPS: sign in, a wrong field named beside it, create a VM
 //! through the form, the list showing it start without a reload (the event
 //! stream), power buttons, NAT add and delete (real nftables in a network
-//! namespace, as root), zh-CN and back, tasks and logs filtered, sign out,
+//! namespace, as root), a NIC from the pool and a proxy (the server's own
+//! nginx) added and deleted, password reset, reinstall with another image,
+//! zh-CN and back, tasks and logs filtered, sign out,
 //! 390×844, keyboard reach, the customer page through templogin with 403 on
 //! another VM, and no errors in the browser console. Screenshots of each
 //! screen go to `tests/artifacts/panel/`. The browser's checks are in
@@ -12,12 +14,19 @@ use std::time::Duration;
 
 use openidcs_tests::netns::{self, Namespaces, PUBLIC_ADDRESS};
 use openidcs_tests::{
-    DomainCleanup, Server, browser_report, browser_script, browser_skip_reason, kvm_server,
-    plugin_toml, qemu_system_skip_reason, root,
+    DomainCleanup, Server, browser_report, browser_script, browser_skip_reason, free_port,
+    image_node, kvm_server, plugin_toml, qemu_system_skip_reason, root,
 };
 use serde_json::json;
 
 const CUSTOMER_MAC: &str = "52:54:00:e8:00:01";
+
+fn have_nginx() -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", "command -v nginx"])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
 
 fn skip_reason() -> Option<String> {
     if let Some(reason) = browser_skip_reason() {
@@ -52,8 +61,22 @@ async fn the_panel_in_headless_chromium() {
             String::new()
         }
     };
+    // The proxy needs nginx (make setup installs it): the server runs its own.
+    let proxy = if have_nginx() {
+        format!(
+            "[proxy]\nmanaged = true\nhttp_port = {}\nhttps_port = {}\n\n",
+            free_port(),
+            free_port()
+        )
+    } else {
+        println!("proxy steps skipped: no nginx on PATH (make setup installs it)");
+        String::new()
+    };
+    // A test-driver host with two images, for the pickers and the reinstall.
+    let directory = tempfile::tempdir().expect("tempdir");
+    let node = image_node(directory.path());
     let server = Server::start_https(&format!(
-        "{nat}{}",
+        "[libvirt]\ntest_files = true\n\n{nat}{proxy}{}",
         plugin_toml(
             "libvirt",
             "openidcs_plugin_libvirt",
@@ -66,7 +89,10 @@ async fn the_panel_in_headless_chromium() {
             "POST",
             "/api/server/create",
             Some(json!({ "name": "h1", "type": "libvirt", "config": {
-                "server_addr": "test:///default", "network_nat": "default", "public_addr": [PUBLIC_ADDRESS],
+                "server_addr": format!("test://{}", node.display()), "network_nat": "default",
+                "system_path": "/srv/php-vms", "images_path": "/srv/php-images",
+                "system_maps": { "debian12": ["debian-12.qcow2", 2048], "alpine3": ["alpine-3.qcow2", 1024] },
+                "public_addr": [PUBLIC_ADDRESS],
                 "ports_start": 20000, "ports_close": 20999,
                 "ipaddr_maps": { "lan": { "vers": "ipv4", "type": "nat", "gate": "10.231.0.1",
                                           "mask": "255.255.255.0", "from": "10.231.0.2", "nums": 50 } } } })),
@@ -125,6 +151,7 @@ async fn the_panel_in_headless_chromium() {
         .env("PANEL_UPLOAD_KEY", &upload_key)
         .env("PANEL_CUSTOMER_MAC", CUSTOMER_MAC)
         .env("PANEL_NAT", if namespaces.is_some() { "1" } else { "0" })
+        .env("PANEL_PROXY", if proxy.is_empty() { "0" } else { "1" })
         .env("PANEL_SHOTS", &shots);
     let (report, output) = browser_report(node, Duration::from_secs(300)).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -149,6 +176,26 @@ async fn the_panel_in_headless_chromium() {
     assert_eq!(vm["power_status"], "running", "{vm}");
     assert_eq!(vm["config"]["cpu_num"], 1);
     assert_eq!(
+        vm["config"]["os_name"], "alpine3",
+        "created with debian12, reinstalled with alpine3 from the page: {vm}"
+    );
+    assert_eq!(
+        vm["config"]["hdd_num"], 2048,
+        "hdd_num 0 from the form: the image's 2 GiB is what the VM has: {vm}"
+    );
+    let nics = server.ok("GET", "/api/client/iplist/h1/panel1", None).await;
+    assert_eq!(
+        nics.as_array().map(Vec::len),
+        Some(1),
+        "the NIC added and deleted in the browser is gone: {nics}"
+    );
+    let proxies = server.ok("GET", "/api/client/pxyget/h1/panel1", None).await;
+    assert_eq!(
+        proxies,
+        json!([]),
+        "the proxy deleted in the browser is gone"
+    );
+    assert_eq!(
         vm["config"]["os_pass"], "******",
         "the password is kept (hashed)"
     );
@@ -171,8 +218,22 @@ async fn the_panel_in_headless_chromium() {
         .filter(|task| task["vm_uuid"] == "panel1")
         .filter_map(|task| task["actions"].as_str())
         .collect();
-    for action in ["create", "powers:start", "powers:pause", "powers:resume"] {
+    for action in [
+        "create",
+        "powers:start",
+        "powers:pause",
+        "powers:resume",
+        "ipadd_",
+        "ipdel_",
+        "password",
+        "update",
+    ] {
         assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+    if !proxy.is_empty() {
+        for action in ["pxyadd", "pxydel"] {
+            assert!(actions.contains(&action), "{action} in {actions:?}");
+        }
     }
     if namespaces.is_some() {
         for action in ["natadd", "natdel"] {
