@@ -3,7 +3,8 @@
 // The Rust test starts the server and reads the report; this script checks
 // what only a browser can see and reports each step's result.
 //
-// Environment: PANEL_BASE (https URL), PANEL_TOKEN (admin token), PANEL_HOST
+// Environment: PANEL_BASE (https URL), PANEL_TOKEN (admin token),
+// PANEL_VIEWER_TOKEN (read-only, scoped to PANEL_HOST; the server has another host), PANEL_HOST
 // (a host of the server), PANEL_TEMPLOGIN (a templogin URL for VM
 // PANEL_CUSTOMER_VM), PANEL_OTHER_VM (another VM of the host), PANEL_NAT
 // (1: NAT works on this server), PANEL_PROXY (1: the server manages an
@@ -19,6 +20,7 @@ const env = (name) => {
 };
 const base = env('PANEL_BASE');
 const token = env('PANEL_TOKEN');
+const viewerToken = env('PANEL_VIEWER_TOKEN');
 const host = env('PANEL_HOST');
 const templogin = env('PANEL_TEMPLOGIN');
 const customerVm = env('PANEL_CUSTOMER_VM');
@@ -322,6 +324,27 @@ try {
     await shot(phone.page, `phone-${screen}`);
   }
   await phone.context.close();
+
+  // ---------------------------------------------------------------- a read-only token of one host
+  const viewer = await open({ width: 1280, height: 800 });
+  await viewer.page.goto(`${base}/`, { waitUntil: 'load' });
+  await ready(viewer.page);
+  await viewer.page.fill('#field-token', viewerToken);
+  await viewer.page.press('#field-token', 'Enter');
+  await viewer.page.waitForSelector('.cards article', { timeout: 30_000 });
+  await ready(viewer.page);
+  const cardHosts = await viewer.page.$$eval('.cards article', (cards) => cards.map((card) => card.dataset.host));
+  check('a token scoped to one host sees that host only', JSON.stringify(cardHosts) === JSON.stringify([host]), cardHosts.join(','));
+  check('a read-only session has no tasks or logs in its navigation', !(await text(viewer.page, 'header nav')).includes('Tasks'));
+  await go(viewer.page, `#/host/${host}`);
+  check('a read-only session gets no create button', !(await viewer.page.isVisible(`a[href="#/host/${host}/new"]`)));
+  await go(viewer.page, `#/vm/${host}/panel1`);
+  const controls = await viewer.page.$$eval('main button, main form', (elements) => elements.length);
+  check('a read-only session\'s VM page has no buttons or forms', controls === 0, String(controls));
+  await shot(viewer.page, 'read-only-vm');
+  await viewer.page.click('#sign-out');
+  await viewer.page.waitForSelector('#field-token', { timeout: 10_000 });
+  await viewer.context.close();
 
   // ---------------------------------------------------------------- the customer, by templogin
   const customer = await open({ width: 1280, height: 800 });

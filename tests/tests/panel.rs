@@ -5,7 +5,8 @@
 //! namespace, as root), a NIC from the pool and a proxy (the server's own
 //! nginx) added and deleted, password reset, reinstall with another image,
 //! zh-CN and back, tasks and logs filtered, sign out,
-//! 390×844, keyboard reach, the customer page through templogin with 403 on
+//! 390×844, keyboard reach, a read-only token scoped to one host, the
+//! customer page through templogin with 403 on
 //! another VM, and no errors in the browser console. Screenshots of each
 //! screen go to `tests/artifacts/panel/`. The browser's checks are in
 //! `tests/browser/panel.mjs`; the server's state is checked here.
@@ -98,6 +99,23 @@ async fn the_panel_in_headless_chromium() {
                                           "mask": "255.255.255.0", "from": "10.231.0.2", "nums": 50 } } } })),
         )
         .await;
+    // A second host, which a token scoped to h1 must not show.
+    server
+        .ok(
+            "POST",
+            "/api/server/create",
+            Some(json!({ "name": "h2", "type": "libvirt",
+                         "config": { "server_addr": "test:///default" } })),
+        )
+        .await;
+    let viewer = server
+        .ok(
+            "POST",
+            "/api/system/tokens",
+            Some(json!({ "name": "viewer", "role": "read-only", "hosts": ["h1"] })),
+        )
+        .await;
+    let viewer = viewer["token"].as_str().expect("the viewer's token").to_owned();
     for (vm, mac) in [("cust1", CUSTOMER_MAC), ("other1", "52:54:00:e8:00:02")] {
         server
             .ok(
@@ -144,6 +162,7 @@ async fn the_panel_in_headless_chromium() {
     node.arg(&driver)
         .env("PANEL_BASE", &server.base)
         .env("PANEL_TOKEN", &server.token)
+        .env("PANEL_VIEWER_TOKEN", &viewer)
         .env("PANEL_HOST", "h1")
         .env("PANEL_TEMPLOGIN", &templogin)
         .env("PANEL_CUSTOMER_VM", "cust1")
