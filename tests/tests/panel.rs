@@ -115,7 +115,10 @@ async fn the_panel_in_headless_chromium() {
             Some(json!({ "name": "viewer", "role": "read-only", "hosts": ["h1"] })),
         )
         .await;
-    let viewer = viewer["token"].as_str().expect("the viewer's token").to_owned();
+    let viewer = viewer["token"]
+        .as_str()
+        .expect("the viewer's token")
+        .to_owned();
     for (vm, mac) in [("cust1", CUSTOMER_MAC), ("other1", "52:54:00:e8:00:02")] {
         server
             .ok(
