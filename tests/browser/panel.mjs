@@ -76,6 +76,9 @@ async function shot(page, name) {
   report.screenshots.push(path);
 }
 
+/** A check that holds once `predicate` holds in the page (within 15 s). */
+const eventually = (page, step, predicate) => page.waitForFunction(predicate, null, { timeout: 15_000 })
+  .then(() => check(step, true), () => check(step, false));
 const ready = (page) => page.waitForFunction(() => document.documentElement.dataset.ready === 'yes', null, { timeout: 30_000 });
 async function go(page, hash) {
   await page.evaluate((target) => { location.hash = target; }, hash);
@@ -181,8 +184,7 @@ try {
     return answer.status;
   }, [host]);
   check('started through the API', started === 200, String(started));
-  await page.waitForFunction(() => document.querySelector('tr[data-vm="panel1"] .power')?.textContent.includes('running'), null, { timeout: 15_000 })
-    .then(() => check('the list shows it running without a reload', true), () => check('the list shows it running without a reload', false));
+  await eventually(page, 'the list shows it running without a reload', () => document.querySelector('tr[data-vm="panel1"] .power')?.textContent.includes('running'));
   check('the page was not reloaded', await page.evaluate(() => window.notReloaded === true));
   await shot(page, 'host-vms');
 
@@ -192,12 +194,10 @@ try {
   const enabled = () => page.$$eval('button[data-action]', (buttons) => buttons.filter((button) => !button.disabled).map((button) => button.dataset.action).join(','));
   check('running: start and resume are disabled', (await enabled()) === 'stop,hard_stop,reset,pause', await enabled());
   await page.click('button[data-action="pause"]');
-  await page.waitForFunction(() => document.documentElement.dataset.power === 'paused', null, { timeout: 15_000 })
-    .then(() => check('pause from the page', true), () => check('pause from the page', false));
+  await eventually(page, 'pause from the page', () => document.documentElement.dataset.power === 'paused');
   check('paused: resume and power off are offered', (await enabled()) === 'hard_stop,resume', await enabled());
   await page.click('button[data-action="resume"]');
-  await page.waitForFunction(() => document.documentElement.dataset.power === 'running', null, { timeout: 15_000 })
-    .then(() => check('resume from the page', true), () => check('resume from the page', false));
+  await eventually(page, 'resume from the page', () => document.documentElement.dataset.power === 'running');
   if (natWorks) {
     await page.fill('#nat-add [name=wan_port]', '20080');
     await page.fill('#nat-add [name=lan_port]', '80');
@@ -208,8 +208,7 @@ try {
     check('a NAT rule added from the page is listed', listed.includes('20080') && listed.includes(':80'), listed);
     await shot(page, 'vm-nat');
     await page.click('#nat tr[data-index] button.danger');
-    await page.waitForFunction(() => !document.querySelector('#nat tr[data-index]'), null, { timeout: 15_000 })
-      .then(() => check('the NAT rule deleted from the page is gone', true), () => check('the NAT rule deleted from the page is gone', false));
+    await eventually(page, 'the NAT rule deleted from the page is gone', () => !document.querySelector('#nat tr[data-index]'));
   } else {
     report.steps.push('skipped: NAT add/delete (PANEL_NAT is not 1: no nft here)');
   }
@@ -219,15 +218,13 @@ try {
   check('the VM page lists its NIC', firstNics.length === 1, firstNics.join(','));
   await page.selectOption('#ip-add [name=nic_type]', 'nat');
   await page.click('#ip-add button[type=submit]');
-  await page.waitForFunction(() => document.querySelectorAll('#ips tbody tr').length === 2, null, { timeout: 15_000 })
-    .then(() => check('a NIC added from the page is listed', true), () => check('a NIC added from the page is listed', false));
+  await eventually(page, 'a NIC added from the page is listed', () => document.querySelectorAll('#ips tbody tr').length === 2);
   const added = (await nicNames()).find((name) => !firstNics.includes(name));
   const addedRow = page.locator('#ips tbody tr', { has: page.locator('td:first-child', { hasText: new RegExp(`^${added}$`) }) });
   const addedText = await addedRow.textContent();
   check('the added NIC has an address of the pool', addedText.includes('10.231.0.'), addedText);
   await addedRow.locator('button.danger').click();
-  await page.waitForFunction(() => document.querySelectorAll('#ips tbody tr').length === 1, null, { timeout: 15_000 })
-    .then(() => check('the NIC deleted from the page is gone', true), () => check('the NIC deleted from the page is gone', false));
+  await eventually(page, 'the NIC deleted from the page is gone', () => document.querySelectorAll('#ips tbody tr').length === 1);
   check('the first NIC stays', JSON.stringify(await nicNames()) === JSON.stringify(firstNics), (await nicNames()).join(','));
   if (proxyWorks) {
     await page.fill('#proxy-add [name=domain]', 'www.panel-test.example');
@@ -238,8 +235,7 @@ try {
     check('a proxy added from the page is listed', proxied.includes('www.panel-test.example') && proxied.includes(':8080'), proxied);
     await shot(page, 'vm-proxy');
     await page.click('#proxies tbody tr button.danger');
-    await page.waitForFunction(() => !document.querySelector('#proxies tbody tr'), null, { timeout: 15_000 })
-      .then(() => check('the proxy deleted from the page is gone', true), () => check('the proxy deleted from the page is gone', false));
+    await eventually(page, 'the proxy deleted from the page is gone', () => !document.querySelector('#proxies tbody tr'));
   } else {
     report.steps.push('skipped: proxy add/delete (PANEL_PROXY is not 1: no nginx here)');
   }
@@ -381,8 +377,7 @@ try {
     body: JSON.stringify({ ac_status: 'running', cpu_total: 1, cpu_usage: 77, mem_total: 64, mem_usage: 48, hdd_total: 0, hdd_usage: 0, flu_usage: 3, network_u: 1, network_d: 4 }),
   })).status, [uploadKey, customerMac]);
   check('the VM uploads a sample', uploaded === 200, String(uploaded));
-  await customer.page.waitForFunction(() => document.querySelector('.charts')?.dataset.points === '3', null, { timeout: 15_000 })
-    .then(() => check('the new sample reaches the charts live', true), () => check('the new sample reaches the charts live', false));
+  await eventually(customer.page, 'the new sample reaches the charts live', () => document.querySelector('.charts')?.dataset.points === '3');
   // Any address shows its own VM only.
   await go(customer.page, `#/vm/${host}/${otherVm}`);
   check('another VM\'s address still shows its own VM', (await text(customer.page, 'h1')).includes(customerVm));

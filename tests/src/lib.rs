@@ -149,6 +149,16 @@ pub fn image_node(directory: &Path) -> PathBuf {
     path
 }
 
+/// The host config of an [`image_node`] at `node`: its URI, NAT network,
+/// pools and images (`debian12`, `alpine3`); a test adds what else it needs.
+pub fn image_host_config(node: &Path) -> Value {
+    serde_json::json!({
+        "server_addr": format!("test://{}", node.display()), "network_nat": "default",
+        "system_path": "/srv/php-vms", "images_path": "/srv/php-images",
+        "system_maps": { "debian12": ["debian-12.qcow2", 2048], "alpine3": ["alpine-3.qcow2", 1024] }
+    })
+}
+
 /// A TCP port free on loopback now (for servers a test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -16,7 +16,7 @@ use std::time::Duration;
 use openidcs_tests::netns::{self, Namespaces, PUBLIC_ADDRESS};
 use openidcs_tests::{
     DomainCleanup, Server, browser_report, browser_script, browser_skip_reason, free_port,
-    image_node, kvm_server, plugin_toml, qemu_system_skip_reason, root,
+    image_host_config, image_node, kvm_server, plugin_toml, qemu_system_skip_reason, root,
 };
 use serde_json::json;
 
@@ -76,6 +76,17 @@ async fn the_panel_in_headless_chromium() {
     // A test-driver host with two images, for the pickers and the reinstall.
     let directory = tempfile::tempdir().expect("tempdir");
     let node = image_node(directory.path());
+    let mut host_config = image_host_config(&node);
+    if let Some(config) = host_config.as_object_mut() {
+        config.extend(
+            json!({ "public_addr": [PUBLIC_ADDRESS], "ports_start": 20000, "ports_close": 20999,
+                    "ipaddr_maps": { "lan": { "vers": "ipv4", "type": "nat", "gate": "10.231.0.1",
+                                              "mask": "255.255.255.0", "from": "10.231.0.2", "nums": 50 } } })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        );
+    }
     let server = Server::start_https(&format!(
         "[libvirt]\ntest_files = true\n\n{nat}{proxy}{}",
         plugin_toml(
@@ -89,14 +100,7 @@ async fn the_panel_in_headless_chromium() {
         .ok(
             "POST",
             "/api/server/create",
-            Some(json!({ "name": "h1", "type": "libvirt", "config": {
-                "server_addr": format!("test://{}", node.display()), "network_nat": "default",
-                "system_path": "/srv/php-vms", "images_path": "/srv/php-images",
-                "system_maps": { "debian12": ["debian-12.qcow2", 2048], "alpine3": ["alpine-3.qcow2", 1024] },
-                "public_addr": [PUBLIC_ADDRESS],
-                "ports_start": 20000, "ports_close": 20999,
-                "ipaddr_maps": { "lan": { "vers": "ipv4", "type": "nat", "gate": "10.231.0.1",
-                                          "mask": "255.255.255.0", "from": "10.231.0.2", "nums": 50 } } } })),
+            Some(json!({ "name": "h1", "type": "libvirt", "config": host_config })),
         )
         .await;
     // A second host, which a token scoped to h1 must not show.

@@ -588,10 +588,8 @@ async fn an_image_sizes_the_disk_and_a_refused_reinstall_leaves_the_vm_running()
         .ok(
             "POST",
             "/api/server/create",
-            Some(json!({ "name": "img", "type": "libvirt", "config": {
-                "server_addr": format!("test://{}", node.display()), "network_nat": "default",
-                "system_path": "/srv/php-vms", "images_path": "/srv/php-images",
-                "system_maps": { "debian12": ["debian-12.qcow2", 2048], "alpine3": ["alpine-3.qcow2", 1024] } } })),
+            Some(json!({ "name": "img", "type": "libvirt",
+                         "config": openidcs_tests::image_host_config(&node) })),
         )
         .await;
     let created = server
