@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use openidcs::caps::{Capabilities, HostScope, libvirt, nat, proxy};
+use openidcs::caps::{Capabilities, HostScope, http, libvirt, nat, proxy};
 use openidcs::config::{Grant, PluginConfig};
 use openidcs::plugin::{EngineTarget, PluginRuntime};
 use openidcs::store::Store;
@@ -37,7 +37,7 @@ fn engine_call(criterion: &mut Criterion) {
     let store = Arc::new(Store::open(&directory.join("bench.db")).expect("store"));
     let capabilities = Arc::new(Capabilities {
         store,
-        http: Default::default(),
+        http: Arc::new(http::HttpService::new(Default::default())),
         libvirt: Arc::new(libvirt::LibvirtService::new()),
         nat: Arc::new(nat::NatService::new(None)),
         proxy: Arc::new(proxy::ProxyService::new(None, &directory)),

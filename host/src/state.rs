@@ -114,7 +114,7 @@ impl AppState {
         let (proxy, managed_nginx) = start_proxy(&config).await;
         let capabilities = Arc::new(Capabilities {
             store: store.clone(),
-            http: config.http.clone(),
+            http: Arc::new(caps::http::HttpService::new(config.http.clone())),
             libvirt: Arc::new(caps::libvirt::LibvirtService::new()),
             nat: Arc::new(
                 caps::nat::NatService::new(config.nat.clone())

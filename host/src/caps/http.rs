@@ -13,7 +13,13 @@
 //! host's `extend_data.tls_fingerprint` (hypervisors' certificates are
 //! self-signed); without a pin, `https` is refused. Budgets per call (`[http]`):
 //! concurrent requests, response bytes, time.
+//!
+//! Connections are kept open between calls, in one pool per API scope (the
+//! address, pin and credential together, [`ApiScope`]): a poll of a host's
+//! containers reuses one TLS session instead of a handshake per request, and
+//! a connection never carries another scope's requests.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -25,7 +31,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -40,7 +48,7 @@ type SendResult = Result<(http::Response<WasiBody>, IoDriver), Error>;
 type IoDriver = Box<dyn Future<Output = Result<(), Error>> + Send>;
 
 /// Where a host's API is, as `server_addr` names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ApiAddress {
     /// `http(s)://host:port`: the authority the engine must use, and
     /// whether it is TLS.
@@ -99,6 +107,14 @@ impl ApiAddress {
         }
     }
 
+    /// The `Host` header the API expects.
+    fn host_header(&self) -> String {
+        match self {
+            ApiAddress::Unix(_) => "localhost".to_owned(),
+            ApiAddress::Tcp { authority, .. } => authority.clone(),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             ApiAddress::Unix(path) => format!("http://localhost (unix:{})", path.display()),
@@ -111,7 +127,7 @@ impl ApiAddress {
 
 /// The credential the host adds to each request (its `Debug` shows the
 /// kind, never the secret).
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub enum ApiCredential {
     #[default]
     None,
@@ -175,9 +191,232 @@ impl ApiCredential {
     }
 }
 
+/// How long an idle connection to a host's API stays open.
+const IDLE_CONNECTION: Duration = Duration::from_secs(30);
+/// Pools kept at once; more (host settings changed that often) start over.
+const MAX_SCOPES: usize = 64;
+
+/// What the connections to a host's API are for: its address, the pin that
+/// trusts it and the credential its requests carry. A pooled connection
+/// serves one scope only (a client certificate is part of the handshake; a
+/// changed pin or password is a new scope).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ApiScope {
+    address: ApiAddress,
+    pin: Option<[u8; 32]>,
+    credential: ApiCredential,
+}
+
+/// A pooled client of one scope.
+type ApiClient = Client<ScopeConnector, WasiBody>;
+
+/// The `http` grant's side shared by every call: the budgets, and the
+/// connections kept open to the hosts' APIs (one pool per [`ApiScope`]).
+pub struct HttpService {
+    limits: HttpConfig,
+    clients: parking_lot::Mutex<HashMap<ApiScope, ApiClient>>,
+}
+
+impl HttpService {
+    pub fn new(limits: HttpConfig) -> HttpService {
+        HttpService {
+            limits,
+            clients: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client of `scope`, made at its first request.
+    fn client(&self, scope: &ApiScope) -> ApiClient {
+        let mut clients = self.clients.lock();
+        if let Some(client) = clients.get(scope) {
+            return client.clone();
+        }
+        if clients.len() >= MAX_SCOPES {
+            // Dropping a client closes its idle connections; requests in
+            // flight keep theirs.
+            clients.clear();
+        }
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_CONNECTION)
+            .pool_max_idle_per_host(self.limits.max_concurrent.max(1))
+            // The Host header is the API's (set by `send`), not the URI's.
+            .set_host(false)
+            .build(ScopeConnector {
+                scope: scope.clone(),
+                timeout: Duration::from_millis(self.limits.timeout_ms),
+            });
+        clients.insert(scope.clone(), client.clone());
+        client
+    }
+
+    /// Send an engine's request on a pooled connection of `scope`: the
+    /// `Host` the API expects and the scope's credential; the answer's body
+    /// within the response budget, holding the call's slot until read.
+    async fn send(
+        &self,
+        scope: ApiScope,
+        mut request: http::Request<WasiBody>,
+        options: RequestOptions,
+        permit: OwnedSemaphorePermit,
+    ) -> SendResult {
+        let client = self.client(&scope);
+        set_api_headers(request.headers_mut(), &scope.address, &scope.credential);
+        // The connect timeout is the connector's (the ceiling); the first
+        // byte's, as asked, bounds the whole exchange.
+        let first_byte = options
+            .first_byte_timeout
+            .unwrap_or(Duration::from_millis(self.limits.timeout_ms));
+        let response = tokio::time::timeout(first_byte, client.request(request))
+            .await
+            .map_err(|_| Error::ConnectionReadTimeout)?
+            .map_err(|error| client_error(&error))?;
+        let budget = self.limits.max_response_bytes;
+        let response = response.map(|incoming| {
+            Budgeted {
+                inner: incoming.map_err(Error::from).boxed_unsync(),
+                remaining: budget,
+                limit: budget,
+                _permit: permit,
+            }
+            .boxed_unsync()
+        });
+        // The pool drives its connections; nothing to await here.
+        let io: IoDriver = Box::new(async { Ok(()) });
+        Ok((response, io))
+    }
+}
+
+/// The `Host` the API at `address` expects, and the host's credential.
+fn set_api_headers(
+    headers: &mut http::HeaderMap,
+    address: &ApiAddress,
+    credential: &ApiCredential,
+) {
+    if let Ok(value) = http::HeaderValue::from_str(&address.host_header()) {
+        headers.insert(http::header::HOST, value);
+    }
+    if let Some(value) = credential.header() {
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+}
+
+/// The guest's error for a failed pooled request: the connector's own
+/// (kept by kind), else what hyper says of the connection.
+fn client_error(error: &hyper_util::client::legacy::Error) -> Error {
+    let mut cause = std::error::Error::source(error);
+    while let Some(current) = cause {
+        if let Some(own) = current.downcast_ref::<Error>() {
+            return match own {
+                Error::Connect(io) => {
+                    Error::Connect(std::io::Error::new(io.kind(), io.to_string()))
+                }
+                Error::Tls(io) => Error::Tls(std::io::Error::new(io.kind(), io.to_string())),
+                Error::ConnectionTimeout => Error::ConnectionTimeout,
+                Error::TlsCertificateError => Error::TlsCertificateError,
+                Error::TlsProtocolError => Error::TlsProtocolError,
+                other => Error::InternalError(Some(other.to_string())),
+            };
+        }
+        if let Some(hyper) = current.downcast_ref::<hyper::Error>() {
+            return if hyper.is_incomplete_message() {
+                Error::HttpResponseIncomplete
+            } else if hyper.is_closed() || hyper.is_canceled() {
+                Error::ConnectionTerminated
+            } else if hyper.is_timeout() {
+                Error::ConnectionReadTimeout
+            } else {
+                Error::HttpProtocolError
+            };
+        }
+        cause = current.source();
+    }
+    if error.is_connect() {
+        Error::ConnectionRefused
+    } else {
+        Error::HttpProtocolError
+    }
+}
+
+/// Opens the connections of one scope's pool.
+#[derive(Clone)]
+struct ScopeConnector {
+    scope: ApiScope,
+    timeout: Duration,
+}
+
+impl tower::Service<http::Uri> for ScopeConnector {
+    type Response = ApiConnection;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<ApiConnection, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// The URI is the engine's (already admitted for this scope): the
+    /// connection goes to the scope's address whatever it says.
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        let connector = self.clone();
+        Box::pin(async move {
+            let ApiScope {
+                address,
+                pin,
+                credential,
+            } = &connector.scope;
+            connect(address, *pin, credential, connector.timeout)
+                .await
+                .map(|stream| ApiConnection(TokioIo::new(stream)))
+        })
+    }
+}
+
+/// A pooled connection: TCP, TLS or a unix socket.
+struct ApiConnection(TokioIo<Box<dyn Stream>>);
+
+impl Connection for ApiConnection {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for ApiConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(context, buffer)
+    }
+}
+
+impl hyper::rt::Write for ApiConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(context, buffer)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(context)
+    }
+}
+
 /// Per-call state of the `http` grant.
 pub struct HttpCall {
-    limits: HttpConfig,
+    service: Arc<HttpService>,
     store: Arc<Store>,
     plugin: Arc<str>,
     host: Option<Arc<HostScope>>,
@@ -188,13 +427,13 @@ pub struct HttpCall {
 
 impl HttpCall {
     pub fn new(
-        limits: HttpConfig,
+        service: Arc<HttpService>,
         store: Arc<Store>,
         plugin: Arc<str>,
         host: Option<Arc<HostScope>>,
     ) -> HttpCall {
         HttpCall {
-            limits,
+            service,
             store,
             plugin,
             host,
@@ -248,30 +487,30 @@ impl WasiHttpHooks for HttpCall {
                 Error::HttpRequestDenied,
             );
         }
-        let limit = self.limits.max_concurrent.max(1);
+        let limits = &self.service.limits;
         let slots = self
             .slots
-            .get_or_insert_with(|| Arc::new(Semaphore::new(limit)))
+            .get_or_insert_with(|| Arc::new(Semaphore::new(limits.max_concurrent.max(1))))
             .clone();
         let Ok(permit) = slots.try_acquire_owned() else {
             return self.deny(
-                &format!("more than {} requests at once", self.limits.max_concurrent),
+                &format!("more than {} requests at once", limits.max_concurrent),
                 Error::ConnectionLimitReached,
             );
         };
-        // The credential is the host's (added by the exchange): whatever
+        // The credential is the host's (added by the service): whatever
         // the engine set is dropped.
         let headers = request.headers_mut();
         headers.remove(http::header::AUTHORIZATION);
         headers.remove(http::header::PROXY_AUTHORIZATION);
-        let exchange = Exchange {
+        let options = request_options(limits, options);
+        let scope = ApiScope {
             address,
             pin,
-            options: request_options(&self.limits, options),
-            max_response_bytes: self.limits.max_response_bytes,
             credential: host.api_credential.clone(),
         };
-        Box::new(exchange.send(request, permit))
+        let service = self.service.clone();
+        Box::new(async move { service.send(scope, request, options, permit).await })
     }
 }
 
@@ -396,18 +635,12 @@ async fn answered(response: http::Response<hyper::body::Incoming>) -> String {
     format!("the API answered {status}: {body}")
 }
 
-/// An answer, and the task that drives its connection.
-type Roundtrip = (
-    http::Response<hyper::body::Incoming>,
-    tokio::task::JoinHandle<Result<(), hyper::Error>>,
-);
-
-/// One request on its own connection.
+/// One request of the server's own (a console's terminal, its resize) on a
+/// connection of its own, which the answer may upgrade.
 struct Exchange {
     address: ApiAddress,
     pin: Option<[u8; 32]>,
     options: RequestOptions,
-    max_response_bytes: u64,
     credential: ApiCredential,
 }
 
@@ -422,46 +655,34 @@ impl Exchange {
             address,
             pin,
             options: request_options(limits, None),
-            max_response_bytes: limits.max_response_bytes,
             credential: host.api_credential.clone(),
         })
     }
 
-    /// The `Host` header the API expects.
-    fn host_header(&self) -> String {
-        match &self.address {
-            ApiAddress::Unix(_) => "localhost".to_owned(),
-            ApiAddress::Tcp { authority, .. } => authority.clone(),
-        }
-    }
-
     /// Send `request` on a connection of its own: on the wire the path
     /// only, the `Host` the API expects and the host's credential. The
-    /// connection may be upgraded by the answer (a terminal); the handle
-    /// reports how the connection ended.
-    async fn roundtrip<B>(&self, mut request: http::Request<B>) -> Result<Roundtrip, Error>
-    where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let stream = self.connect().await?;
+    /// connection may be upgraded by the answer (a terminal).
+    async fn roundtrip(
+        &self,
+        mut request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        let connect_timeout = self
+            .options
+            .connect_timeout
+            .unwrap_or(Duration::from_secs(30));
+        let stream = connect(&self.address, self.pin, &self.credential, connect_timeout).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(Error::from)?;
-        let driver = tokio::spawn(connection.with_upgrades());
+        // The connection ends with the request, or lives on upgraded.
+        tokio::spawn(connection.with_upgrades());
         let path = request
             .uri()
             .path_and_query()
             .map_or("/", |path| path.as_str())
             .to_owned();
         *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
-        let headers = request.headers_mut();
-        if let Ok(value) = http::HeaderValue::from_str(&self.host_header()) {
-            headers.insert(http::header::HOST, value);
-        }
-        if let Some(value) = self.credential.header() {
-            headers.insert(http::header::AUTHORIZATION, value);
-        }
+        set_api_headers(request.headers_mut(), &self.address, &self.credential);
         let first_byte = self
             .options
             .first_byte_timeout
@@ -470,7 +691,7 @@ impl Exchange {
             .await
             .map_err(|_| Error::ConnectionReadTimeout)?
             .map_err(Error::from)?;
-        Ok((response, driver))
+        Ok(response)
     }
 
     /// [`Exchange::roundtrip`] for the server's own requests, its error as
@@ -481,69 +702,45 @@ impl Exchange {
     ) -> Result<http::Response<hyper::body::Incoming>, String> {
         self.roundtrip(request)
             .await
-            .map(|(response, _)| response)
             .map_err(|error| format!("{}: {error}", self.address.describe()))
     }
+}
 
-    async fn connect(&self) -> Result<Box<dyn Stream>, Error> {
-        let timeout = self
-            .options
-            .connect_timeout
-            .unwrap_or(Duration::from_secs(30));
-        let connect = async {
-            match &self.address {
-                ApiAddress::Unix(path) => tokio::net::UnixStream::connect(path)
+/// A connection to the API at `address` within `timeout`: TLS trusted by
+/// `pin` (presenting the credential's client certificate, if it is one),
+/// plain TCP, or a unix socket.
+async fn connect(
+    address: &ApiAddress,
+    pin: Option<[u8; 32]>,
+    credential: &ApiCredential,
+    timeout: Duration,
+) -> Result<Box<dyn Stream>, Error> {
+    let connect = async {
+        match address {
+            ApiAddress::Unix(path) => tokio::net::UnixStream::connect(path)
+                .await
+                .map(|stream| Box::new(stream) as Box<dyn Stream>)
+                .map_err(Error::Connect),
+            ApiAddress::Tcp { authority, tls } => {
+                let tcp = tokio::net::TcpStream::connect(authority)
                     .await
-                    .map(|stream| Box::new(stream) as Box<dyn Stream>)
-                    .map_err(Error::Connect),
-                ApiAddress::Tcp { authority, tls } => {
-                    let tcp = tokio::net::TcpStream::connect(authority)
-                        .await
-                        .map_err(Error::Connect)?;
-                    if !tls {
-                        return Ok(Box::new(tcp) as Box<dyn Stream>);
-                    }
-                    let pin = self.pin.ok_or(Error::TlsCertificateError)?;
-                    let connector =
-                        tokio_rustls::TlsConnector::from(pinned_tls(pin, &self.credential)?);
-                    // The pin is the trust; the name only has to be well formed.
-                    let name = rustls::pki_types::ServerName::try_from("api.openidcs.invalid")
-                        .map_err(|_| Error::TlsProtocolError)?;
-                    let stream = connector.connect(name, tcp).await.map_err(Error::Tls)?;
-                    Ok(Box::new(stream) as Box<dyn Stream>)
+                    .map_err(Error::Connect)?;
+                if !tls {
+                    return Ok(Box::new(tcp) as Box<dyn Stream>);
                 }
+                let pin = pin.ok_or(Error::TlsCertificateError)?;
+                let connector = tokio_rustls::TlsConnector::from(pinned_tls(pin, credential)?);
+                // The pin is the trust; the name only has to be well formed.
+                let name = rustls::pki_types::ServerName::try_from("api.openidcs.invalid")
+                    .map_err(|_| Error::TlsProtocolError)?;
+                let stream = connector.connect(name, tcp).await.map_err(Error::Tls)?;
+                Ok(Box::new(stream) as Box<dyn Stream>)
             }
-        };
-        tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| Error::ConnectionTimeout)?
-    }
-
-    async fn send(
-        self,
-        request: http::Request<WasiBody>,
-        permit: OwnedSemaphorePermit,
-    ) -> SendResult {
-        let (response, driver) = self.roundtrip(request).await?;
-        let budget = self.max_response_bytes;
-        let response = response.map(|incoming| {
-            Budgeted {
-                inner: incoming.map_err(Error::from).boxed_unsync(),
-                remaining: budget,
-                limit: budget,
-                _permit: permit,
-            }
-            .boxed_unsync()
-        });
-        let io: IoDriver = Box::new(async move {
-            match driver.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(Error::from(error)),
-                Err(_) => Err(Error::ConnectionTerminated),
-            }
-        });
-        Ok((response, io))
-    }
+        }
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
 }
 
 /// A response body that fails past `limit` bytes, and holds the call's
@@ -800,38 +997,151 @@ mod tests {
         (port, pin)
     }
 
+    /// A GET of `/version` through the service (its pool) for `scope`.
+    async fn get(service: &HttpService, scope: &ApiScope) -> Result<String, Error> {
+        let (scheme, authority) = match &scope.address {
+            ApiAddress::Tcp { authority, tls } => {
+                (if *tls { "https" } else { "http" }, authority.clone())
+            }
+            ApiAddress::Unix(_) => ("http", "localhost".to_owned()),
+        };
+        let body = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = http::Request::get(format!("{scheme}://{authority}/version"))
+            .body(body)
+            .expect("request");
+        let permit = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("slot");
+        let options = request_options(&service.limits, None);
+        let (response, _io) = service
+            .send(scope.clone(), request, options, permit)
+            .await?;
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn service(max_response_bytes: u64) -> HttpService {
+        HttpService::new(HttpConfig {
+            max_concurrent: 2,
+            max_response_bytes,
+            timeout_ms: 5000,
+        })
+    }
+
     async fn get_over_tls(
         port: u16,
         pin: [u8; 32],
         max_response_bytes: u64,
         credential: ApiCredential,
     ) -> Result<String, Error> {
-        let exchange = Exchange {
+        let scope = ApiScope {
             address: ApiAddress::Tcp {
                 authority: format!("127.0.0.1:{port}"),
                 tls: true,
             },
             pin: Some(pin),
-            options: RequestOptions {
-                connect_timeout: Some(Duration::from_secs(5)),
-                first_byte_timeout: Some(Duration::from_secs(5)),
-                between_bytes_timeout: Some(Duration::from_secs(5)),
-            },
-            max_response_bytes,
             credential,
         };
-        let body = http_body_util::Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        let request = http::Request::get(format!("https://127.0.0.1:{port}/version"))
-            .body(body)
-            .expect("request");
-        let permit = Arc::new(Semaphore::new(1))
-            .try_acquire_owned()
-            .expect("slot");
-        let (response, _io) = exchange.send(request, permit).await?;
-        let bytes = response.into_body().collect().await?.to_bytes();
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        get(&service(max_response_bytes), &scope).await
+    }
+
+    /// A keep-alive HTTP API on loopback that answers each request with the
+    /// number of its connection and the request's `Authorization`.
+    async fn counting_api() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let connection = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let credential = request
+                            .headers()
+                            .get(http::header::AUTHORIZATION)
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or("none")
+                            .to_owned();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(format!("{connection} {credential}")),
+                            )))
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (port, accepted)
+    }
+
+    #[tokio::test]
+    async fn requests_of_one_scope_reuse_a_connection_and_scopes_never_share_one() {
+        let (port, accepted) = counting_api().await;
+        let service = service(1024);
+        let address = ApiAddress::Tcp {
+            authority: format!("127.0.0.1:{port}"),
+            tls: false,
+        };
+        let scope = |credential: ApiCredential| ApiScope {
+            address: address.clone(),
+            pin: None,
+            credential,
+        };
+        let alice = scope(ApiCredential::Bearer("alice".to_owned()));
+        for _ in 0..3 {
+            assert_eq!(
+                get(&service, &alice).await.expect("alice"),
+                "1 Bearer alice"
+            );
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another credential is another scope: its own connection, its own header.
+        let bob = scope(ApiCredential::Bearer("bob".to_owned()));
+        assert_eq!(get(&service, &bob).await.expect("bob"), "2 Bearer bob");
+        assert_eq!(
+            get(&service, &alice).await.expect("alice"),
+            "1 Bearer alice"
+        );
+        assert_eq!(
+            get(&service, &scope(ApiCredential::None))
+                .await
+                .expect("none"),
+            "3 none"
+        );
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_the_guests_connect_error() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address").port()
+        };
+        let scope = ApiScope {
+            address: ApiAddress::Tcp {
+                authority: format!("127.0.0.1:{port}"),
+                tls: false,
+            },
+            pin: None,
+            credential: ApiCredential::None,
+        };
+        let refused = get(&service(1024), &scope)
+            .await
+            .expect_err("nobody listens");
+        assert!(
+            matches!(&refused, Error::Connect(io) if io.kind() == std::io::ErrorKind::ConnectionRefused),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]

@@ -131,7 +131,7 @@ impl<T> NoTrap<T> for Result<T, CapError> {
 /// Services shared by all calls, built once at start.
 pub struct Capabilities {
     pub store: Arc<Store>,
-    pub http: crate::config::HttpConfig,
+    pub http: Arc<http::HttpService>,
     pub libvirt: Arc<libvirt::LibvirtService>,
     pub nat: Arc<nat::NatService>,
     pub proxy: Arc<proxy::ProxyService>,
