@@ -3,6 +3,9 @@
 //! - `fresh`: what every API call pays: new store, instantiate from the
 //!   `InstancePre`, call, drop (plus the capability call for `vm-list`).
 //! - `warm`: the same export called on a live instance (the floor).
+//! - `http engine`: a fresh call whose engine makes one request to its
+//!   host's pinned HTTPS API, on a kept connection (the `http` grant's pool)
+//!   and, beside it, on a new TLS connection each time (the API closes).
 
 use std::sync::Arc;
 
@@ -13,9 +16,13 @@ use openidcs::plugin::{EngineTarget, PluginRuntime};
 use openidcs::store::Store;
 
 fn scope() -> Arc<HostScope> {
+    api_scope("test:///default", None)
+}
+
+fn api_scope(uri: &str, tls_pin: Option<[u8; 32]>) -> Arc<HostScope> {
     Arc::new(HostScope {
         name: "bench".to_owned(),
-        uri: "test:///default".to_owned(),
+        uri: uri.to_owned(),
         storage_dir: "/default-pool".to_owned(),
         ports: std::ops::RangeInclusive::new(1, 0),
         vm_networks: Vec::new(),
@@ -24,8 +31,60 @@ fn scope() -> Arc<HostScope> {
         allow_hostdev: false,
         images: String::new(),
         api_credential: Default::default(),
-        tls_pin: None,
+        tls_pin,
     })
+}
+
+/// An HTTPS API on loopback with a fresh self-signed certificate that
+/// answers 200; with `close`, it closes each connection after its answer.
+/// Its port and the certificate's pin.
+async fn https_api(close: bool) -> (u16, [u8; 32]) {
+    use sha2::Digest;
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let der = made.cert.der().clone();
+    let pin: [u8; 32] = sha2::Sha256::digest(der.as_ref()).into();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        made.signing_key.serialize_der(),
+    ));
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .expect("pair");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_request| async move {
+                    let mut answer = ::http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"ok"),
+                    ));
+                    if close {
+                        answer.headers_mut().insert(
+                            ::http::header::CONNECTION,
+                            ::http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(answer)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, pin)
 }
 
 fn engine_call(criterion: &mut Criterion) {
@@ -94,6 +153,32 @@ fn engine_call(criterion: &mut Criterion) {
             })
         },
     );
+    for (name, close) in [
+        ("http engine: one request, kept connection", false),
+        ("http engine: one request, new TLS connection", true),
+    ] {
+        let (port, pin) = runtime.block_on(https_api(close));
+        let uri = format!("https://127.0.0.1:{port}");
+        let api_target = EngineTarget {
+            engine: "probe".to_owned(),
+            scope: api_scope(&uri, Some(pin)),
+            config: openidcs::plugin::bindings::HostConfig {
+                server_addr: uri.clone(),
+                ..host_config()
+            },
+        };
+        // The probe answers its report as an error: its own request must
+        // have been answered 200.
+        let answered = |report: String| assert!(report.contains("own=Ok((200"), "{report}");
+        group.bench_function(name, |bencher| {
+            bencher.to_async(&runtime).iter(|| async {
+                match plugins.host_status(&api_target).await {
+                    Ok(_) => panic!("the probe reports through its error"),
+                    Err(error) => answered(error.to_string()),
+                }
+            })
+        });
+    }
     group.bench_function("fresh instance: vm-list (test driver)", |bencher| {
         bencher
             .to_async(&runtime)
