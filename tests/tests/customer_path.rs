@@ -294,6 +294,34 @@ fn transfer_from_vm_mbit(netns: &str, password: &str, bytes: u64, skip: u64) -> 
     (got - from) as f64 * 8.0 / at.elapsed().as_secs_f64() / 1e6
 }
 
+/// The server's table in this (the machine's own) namespace, deleted on
+/// drop when it was not there before the test: a server already running
+/// here keeps its table.
+struct ServerTable {
+    existed: bool,
+}
+
+impl ServerTable {
+    fn note() -> ServerTable {
+        ServerTable {
+            existed: Command::new("nft")
+                .args(["list", "table", "inet", "openidcs"])
+                .output()
+                .is_ok_and(|output| output.status.success()),
+        }
+    }
+}
+
+impl Drop for ServerTable {
+    fn drop(&mut self) {
+        if !self.existed {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", "openidcs"])
+                .status();
+        }
+    }
+}
+
 /// `nft list table inet openidcs`: the server's table in this namespace.
 fn server_table() -> String {
     let output = Command::new("nft")
@@ -415,6 +443,8 @@ async fn create_start_forward_ssh_password_reinstall() {
     let image = test_image();
     let fixture = Fixture::create(&image);
     let _cleanup = DomainCleanup(VM);
+    // Dropped after the server: the table goes if this test made it.
+    let _table = ServerTable::note();
     let server = Server::start(&format!(
         "[nat]\n\n{}",
         plugin_toml(
