@@ -684,6 +684,8 @@ async function route() {
     if (!(error instanceof ApiError)) throw error;
     if (session) page(t('error.title'), '', h('p', { class: 'error-box', role: 'alert' }, error.message), h('a', { href: '#/' }, t('back.home')));
   } finally {
+    // What is shown, for tests: ready, and for which address.
+    document.documentElement.dataset.route = location.hash;
     document.documentElement.dataset.ready = 'yes';
   }
   if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });

@@ -80,10 +80,12 @@ async function shot(page, name) {
 const eventually = (page, step, predicate) => page.waitForFunction(predicate, null, { timeout: 15_000 })
   .then(() => check(step, true), () => check(step, false));
 const ready = (page) => page.waitForFunction(() => document.documentElement.dataset.ready === 'yes', null, { timeout: 30_000 });
+/** Ready, showing `hash` (the panel notes which address it rendered). */
+const shown = (page, hash) => page.waitForFunction((target) => document.documentElement.dataset.ready === 'yes'
+  && document.documentElement.dataset.route === target, hash, { timeout: 30_000 });
 async function go(page, hash) {
   await page.evaluate((target) => { location.hash = target; }, hash);
-  await page.waitForTimeout(50);
-  await ready(page);
+  await shown(page, hash);
 }
 const text = (page, selector) => page.textContent(selector, { timeout: 10_000 });
 const fits = (page) => page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
@@ -138,10 +140,10 @@ try {
 
   // The create form: a wrong field first, then a VM.
   await page.click(`a[href="#/host/${host}"]`);
-  await ready(page);
+  await shown(page, `#/host/${host}`);
   await keyboardCheck(page, 'host\'s VM list');
   await page.click(`a[href="#/host/${host}/new"]`);
-  await ready(page);
+  await shown(page, `#/host/${host}/new`);
   const pools = await page.$$eval('#field-nic_type option', (options) => options.map((option) => `${option.value}=${option.textContent}`));
   check('the network picker names the host\'s pool', pools.some((option) => option.startsWith('nat=') && option.includes('lan')), pools.join(' | '));
   await keyboardCheck(page, 'create form');
