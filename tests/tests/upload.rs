@@ -135,8 +135,6 @@ async fn samples_with_the_vm_key_are_stored_and_shown() {
         // the client may still be writing it: refused either way.
         Err(error) => assert!(format!("{error:?}").contains("BodyWrite"), "{error:?}"),
     }
-    let status = server.ok("GET", "/api/client/status/local/up1", None).await;
-    assert_eq!(status["history"].as_array().map(Vec::len), Some(2));
 }
 
 #[tokio::test]
